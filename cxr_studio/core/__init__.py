@@ -1,0 +1,1 @@
+"""Everything CXR Studio computes, without Qt (a test enforces that no module here imports Qt)."""

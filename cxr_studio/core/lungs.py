@@ -1,0 +1,90 @@
+"""Lung segmentation: ``segment_lungs(pixels, method="auto", atlas=None) -> bool mask``.
+
+One function per method lives in its own module (``lungs_heuristic``, ``lungs_atlas``,
+``lungs_unet``); this module only dispatches and applies the "auto" policy.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+METHODS = ("auto", "unet", "atlas", "heuristic")
+
+
+@dataclass
+class LungSegmentation:
+    mask: np.ndarray  # bool, input's shape
+    method: str  # the method that produced the mask (never "auto")
+    confidence: float | None = None  # 0..1 where the method can tell
+    warnings: list[str] = field(default_factory=list)
+
+
+def _check_pixels(pixels: np.ndarray) -> np.ndarray:
+    a = np.asarray(pixels)
+    if a.ndim != 2:
+        raise ValueError(f"segment_lungs needs a 2-D grayscale image, got shape {a.shape}")
+    if min(a.shape) < 16:
+        raise ValueError(f"image too small to segment ({a.shape[1]}x{a.shape[0]} pixels)")
+    return a.astype(np.float32, copy=False)
+
+
+def segment_lungs_detailed(
+    pixels: np.ndarray, method: str = "auto", atlas: str | None = None
+) -> LungSegmentation:
+    """Segment and say which method ran, how confident it is and any warning for the user."""
+    px = _check_pixels(pixels)
+    if method not in METHODS:
+        raise ValueError(f"Unknown lung segmentation method {method!r}; choose one of {METHODS}")
+    if method == "heuristic":
+        from .lungs_heuristic import segment_heuristic
+
+        return LungSegmentation(segment_heuristic(px), "heuristic")
+    if method == "atlas":
+        from .lungs_atlas import segment_atlas
+
+        return LungSegmentation(segment_atlas(px, atlas), "atlas")
+    if method == "unet":
+        from .lungs_unet import segment_unet
+
+        return segment_unet(px)
+    return _auto(px, atlas)
+
+
+def _auto(px: np.ndarray, atlas: str | None) -> LungSegmentation:
+    """The best available method: the shipped learned segmenter when present and confident,
+    else the atlas when one is configured, else the heuristic."""
+    warnings: list[str] = []
+    try:
+        from .lungs_unet import UNET_CONFIDENCE_THRESHOLD, segment_unet, shipped_segmenter_available
+    except ImportError:
+        shipped_segmenter_available = None  # type: ignore[assignment]
+    if shipped_segmenter_available is not None and shipped_segmenter_available():
+        res = segment_unet(px)
+        if res.confidence is None or res.confidence >= UNET_CONFIDENCE_THRESHOLD:
+            return res
+        warnings.append(
+            f"The learned lung segmenter is unsure about this image (confidence {res.confidence:.2f});"
+            " falling back to the " + ("atlas" if atlas else "heuristic") + " method."
+        )
+    if atlas:
+        from .lungs_atlas import segment_atlas
+
+        return LungSegmentation(segment_atlas(px, atlas), "atlas", warnings=warnings)
+    from .lungs_heuristic import segment_heuristic
+
+    return LungSegmentation(segment_heuristic(px), "heuristic", warnings=warnings)
+
+
+def segment_lungs(pixels: np.ndarray, method: str = "auto", atlas: str | None = None) -> np.ndarray:
+    """Bool lung mask of the input's shape. ``atlas`` is a folder in an NLM layout (Montgomery
+    ``CXR_png`` + ``ManualMask``, or Shenzhen ``CXR_png`` + ``mask``) used by the atlas method."""
+    return segment_lungs_detailed(pixels, method, atlas).mask
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice coefficient of two bool masks (1.0 when both are empty)."""
+    a = np.asarray(a, dtype=bool)
+    b = np.asarray(b, dtype=bool)
+    s = a.sum() + b.sum()
+    return 1.0 if s == 0 else float(2.0 * np.logical_and(a, b).sum() / s)
