@@ -187,7 +187,7 @@ class Preprocessed:
     geometry: Geometry
     original: np.ndarray  # (H, W) float32 0..1
     lung_mask: np.ndarray | None  # (H, W) bool, None when segmentation is "none"
-    roi: np.ndarray  # crop of the original, float32 0..1
+    roi: np.ndarray  # crop of the original, float32 0..1 (may be a strided view)
     resized: np.ndarray  # (S, S) float32, S = intermediate_size
     enhanced: np.ndarray  # (S, S) float32 after CLAHE (== resized when CLAHE is off)
     display_input: np.ndarray  # (N, N) float32 0..1, the model input before normalisation
@@ -220,8 +220,8 @@ def lung_crop_box(mask: np.ndarray | None, shape: tuple[int, int], margin: float
     h, w = shape
     if mask is None or not mask.any():
         return (0, 0, h, w)
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
+    rows = np.flatnonzero(np.logical_or.reduce(mask, axis=1))
+    cols = np.flatnonzero(np.logical_or.reduce(mask, axis=0))
     y0, y1 = int(rows[0]), int(rows[-1]) + 1
     x0, x1 = int(cols[0]), int(cols[-1]) + 1
     my = int(round((y1 - y0) * margin))
@@ -230,10 +230,13 @@ def lung_crop_box(mask: np.ndarray | None, shape: tuple[int, int], margin: float
 
 
 def apply_clahe(image: np.ndarray, clip: float, tiles: int) -> np.ndarray:
-    """OpenCV CLAHE on a float 0..1 image (computed in 16 bit), returns float32 0..1."""
-    u16 = np.clip(image * 65535.0 + 0.5, 0, 65535).astype(np.uint16)
+    """OpenCV CLAHE on a float 0..1 image, returns float32 0..1.
+
+    Computed on 8 bits (256 bins, as MATLAB's adapthisteq and the paper's 8-bit images): OpenCV's
+    16-bit CLAHE spreads the clip limit over 65536 bins, which makes ``clip`` mean something else."""
+    u8 = np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
     clahe = cv2.createCLAHE(clipLimit=float(clip), tileGridSize=(int(tiles), int(tiles)))
-    return clahe.apply(u16).astype(np.float32) * (1.0 / 65535.0)
+    return clahe.apply(u8).astype(np.float32) * (1.0 / 255.0)
 
 
 def normalize(display: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
@@ -279,7 +282,7 @@ def preprocess(
     t["segmentation"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    if lung_mask is not None and lung_mask.mean() < MIN_LUNG_FRACTION:
+    if lung_mask is not None and np.count_nonzero(lung_mask) < MIN_LUNG_FRACTION * lung_mask.size:
         warnings.append(
             "Lung segmentation found almost no lung; the whole image is used instead of a lung crop."
         )
@@ -294,7 +297,7 @@ def preprocess(
         roi = roi * lung_mask[y0:y1, x0:x1]
     s = int(spec.intermediate_size)
     interp = cv2.INTER_AREA if (y1 - y0 > s or x1 - x0 > s) else cv2.INTER_LINEAR
-    resized = cv2.resize(np.ascontiguousarray(roi, dtype=np.float32), (s, s), interpolation=interp)
+    resized = cv2.resize(roi, (s, s), interpolation=interp)  # cv2 takes the strided view as is
     t["crop_resize"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -314,7 +317,7 @@ def preprocess(
         geometry=geometry,
         original=px,
         lung_mask=lung_mask,
-        roi=np.ascontiguousarray(roi, dtype=np.float32),
+        roi=roi,  # a view into the original (no copy) unless blanked
         resized=resized,
         enhanced=enhanced,
         display_input=display,
