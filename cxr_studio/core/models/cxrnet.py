@@ -1,0 +1,180 @@
+"""The paper's custom CNN ("cxrnet"), built from DESIGN.md's reading of the text.
+
+The paper (Sivaramakrishnan, Antani et al., IEEE LSC 2017) lists, for a 227x227x3 input:
+conv1 96 7x7 stride 2 -> ReLU -> LRN -> max-pool 3/2; conv2 128 3x3 -> ReLU -> LRN -> max-pool 3/2;
+conv3 256, conv4 256, conv5 256 (3x3, ReLU, no pooling between them); fc 4096 -> fc 4096 -> fc 2 ->
+softmax; dropout 0.5 on the first two fc layers; weights drawn from N(0, 0.01).
+
+The text gives neither padding nor a pool after conv5. Our reading (DESIGN.md's recommendation):
+MATLAB's default of **no padding**, and a **max-pool 3/2 after conv5** as in AlexNet. Then
+227 -> conv1 111 -> pool1 55 -> conv2 53 -> pool2 26 -> conv3 24 -> conv4 22 -> conv5 20x20 ->
+pool5 9x9, so fc6 has 256*9*9 = 20,736 inputs and the network has 103,328,514 parameters (about
+103.3M, fewer than VGG16's 138M, as the paper says; padded convolutions would give 195.6M, more than
+VGG16, contradicting it). LRN is AlexNet's: ``LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2)``.
+
+Options: ``width`` multiplies the conv channel counts (0.25 for the small demo model), ``fc_width``
+sets the two hidden fc sizes, ``input_size`` the square input side (fc6's inputs follow from it),
+``init`` is ``"paper"`` (N(0, 0.01) weights, zero biases: literal, but it tends to stay at chance) or
+``"kaiming"`` (He init: the trainer's tuned variant).
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+import torch.nn as nn
+
+from ..pipeline import PreprocessSpec
+from .registry import DEFAULT_CLASS_NAMES, register
+
+INITS = ("paper", "kaiming")
+BASE_CHANNELS = (96, 128, 256, 256, 256)
+
+
+def _conv_out(n: int, kernel: int, stride: int = 1) -> int:
+    return (n - kernel) // stride + 1
+
+
+def feature_sizes(input_size: int) -> dict[str, int]:
+    """Spatial side of each stage's output for a square input (no padding)."""
+    s: dict[str, int] = {}
+    n = _conv_out(input_size, 7, 2)
+    s["conv1"] = n
+    n = _conv_out(n, 3, 2)
+    s["pool1"] = n
+    n = _conv_out(n, 3)
+    s["conv2"] = n
+    n = _conv_out(n, 3, 2)
+    s["pool2"] = n
+    for name in ("conv3", "conv4", "conv5"):
+        n = _conv_out(n, 3)
+        s[name] = n
+    s["pool5"] = _conv_out(n, 3, 2)
+    return s
+
+
+def _min_input_size() -> int:
+    n = 8
+    while min(feature_sizes(n).values()) < 1:
+        n += 1
+    return n
+
+
+class CXRNet(nn.Module):
+    """``features`` (conv1 ... pool5) -> flatten -> ``classifier`` (fc6 ... fc8)."""
+
+    def __init__(self, features: nn.Sequential, classifier: nn.Sequential) -> None:
+        super().__init__()
+        self.features = features
+        self.classifier = classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+def _init_weights(model: CXRNet, init: str) -> None:
+    last = model.classifier.fc8
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            if init == "paper" or m is last:
+                nn.init.normal_(m.weight, 0.0, 0.01)
+            else:
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+
+
+def _lrn() -> nn.LocalResponseNorm:
+    return nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)
+
+
+@register("cxrnet", family="cxrnet")
+def cxrnet(
+    *,
+    width: float = 1.0,
+    fc_width: int = 4096,
+    input_size: int = 227,
+    num_classes: int = 2,
+    init: str = "paper",
+    dropout: float = 0.5,
+    in_channels: int = 3,
+) -> CXRNet:
+    """The paper's custom CNN: 5 conv (LRN after conv1/conv2) + 3 fc, about 103.3M parameters."""
+    if not (0 < float(width) <= 4):
+        raise ValueError(f"cxrnet width must be in (0, 4], got {width}")
+    if int(fc_width) < 1 or int(num_classes) < 1:
+        raise ValueError(f"cxrnet fc_width and num_classes must be positive, got {fc_width}, {num_classes}")
+    if init not in INITS:
+        raise ValueError(f"cxrnet init must be one of {INITS}, got {init!r}")
+    if not (0.0 <= float(dropout) < 1.0):
+        raise ValueError(f"cxrnet dropout must be in [0, 1), got {dropout}")
+    if in_channels not in (1, 3):
+        raise ValueError(f"cxrnet in_channels must be 1 or 3, got {in_channels}")
+    sizes = feature_sizes(int(input_size))
+    if min(sizes.values()) < 1:
+        raise ValueError(f"cxrnet input_size {input_size} is too small; the smallest is {_min_input_size()}")
+    c1, c2, c3, c4, c5 = (max(1, int(round(c * float(width)))) for c in BASE_CHANNELS)
+    features = nn.Sequential(
+        OrderedDict(
+            conv1=nn.Conv2d(in_channels, c1, 7, stride=2),
+            relu1=nn.ReLU(inplace=True),
+            norm1=_lrn(),
+            pool1=nn.MaxPool2d(3, 2),
+            conv2=nn.Conv2d(c1, c2, 3),
+            relu2=nn.ReLU(inplace=True),
+            norm2=_lrn(),
+            pool2=nn.MaxPool2d(3, 2),
+            conv3=nn.Conv2d(c2, c3, 3),
+            relu3=nn.ReLU(inplace=True),
+            conv4=nn.Conv2d(c3, c4, 3),
+            relu4=nn.ReLU(inplace=True),
+            conv5=nn.Conv2d(c4, c5, 3),
+            relu5=nn.ReLU(inplace=True),
+            pool5=nn.MaxPool2d(3, 2),
+        )
+    )
+    flat = c5 * sizes["pool5"] ** 2
+    classifier = nn.Sequential(
+        OrderedDict(
+            fc6=nn.Linear(flat, int(fc_width)),
+            relu6=nn.ReLU(inplace=True),
+            drop6=nn.Dropout(float(dropout)),
+            fc7=nn.Linear(int(fc_width), int(fc_width)),
+            relu7=nn.ReLU(inplace=True),
+            drop7=nn.Dropout(float(dropout)),
+            fc8=nn.Linear(int(fc_width), int(num_classes)),
+        )
+    )
+    model = CXRNet(features, classifier)
+    _init_weights(model, init)
+    names = OrderedDict((n, f"features.{n}") for n, _ in features.named_children())
+    names.update((n, f"classifier.{n}") for n, _ in classifier.named_children())
+    model.layer_names = dict(names)
+    model.new_layers = []  # trained from scratch: every layer is new, none is transferred
+    model.default_preprocess = PreprocessSpec.preset("paper").replace(
+        input_size=int(input_size), channels=int(in_channels)
+    ).to_dict()
+    model.class_names = list(DEFAULT_CLASS_NAMES) if num_classes == 2 else [str(i) for i in range(num_classes)]
+    return model
+
+
+@register("cxrnet_narrow", family="cxrnet")
+def cxrnet_narrow(
+    *,
+    width: float = 0.25,
+    fc_width: int = 256,
+    input_size: int = 227,
+    num_classes: int = 2,
+    init: str = "kaiming",
+    dropout: float = 0.5,
+    in_channels: int = 3,
+) -> CXRNet:
+    """cxrnet at a quarter of the channels and 256-wide fc layers (the small demo model)."""
+    return cxrnet(
+        width=width,
+        fc_width=fc_width,
+        input_size=input_size,
+        num_classes=num_classes,
+        init=init,
+        dropout=dropout,
+        in_channels=in_channels,
+    )
