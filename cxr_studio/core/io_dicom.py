@@ -1,0 +1,157 @@
+"""DICOM half of `io.read_image`: header checks, decoder availability, LUTs, MONOCHROME1.
+
+Order of operations (DICOM PS3.3 C.11 / PS3.4 N.2): stored values -> modality LUT or rescale
+slope/intercept -> VOI LUT or window centre/width (the first of several) -> min/max to 0..1 ->
+MONOCHROME1 inverted so bone is bright. When the window would leave a blank image (every pixel
+outside it) the window is skipped and the meta says so.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .io import ImageReadError, check_dimensions
+
+
+def _pydicom():
+    try:
+        import pydicom
+        from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
+    except ImportError as e:  # pragma: no cover - pydicom is a declared dependency
+        raise ImageReadError(
+            "Reading DICOM files needs the 'pydicom' package; install it with "
+            "'pip install pydicom'.") from e
+    return pydicom, apply_modality_lut, apply_voi_lut, get_decoder
+
+
+def read_dicom_pixels(p: Path, name: str, has_preamble: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
+    """Read a single-frame DICOM image into (float32 HxW 0..1 bone-bright, meta)."""
+    pydicom, apply_modality_lut, apply_voi_lut, get_decoder = _pydicom()
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(str(p), force=not has_preamble)
+    except InvalidDicomError as e:
+        raise ImageReadError(f"{name} is not a valid DICOM file ({e}).") from e
+    except (EOFError, OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ImageReadError(f"{name} is a damaged or truncated DICOM file ({e}).") from e
+
+    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        sop = ds.get("SOPClassUID")
+        what = f" (it is a {sop.name})" if sop is not None and hasattr(sop, "name") else ""
+        raise ImageReadError(f"{name} is a DICOM file without pixel data{what}; it holds no image.")
+
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    check_dimensions(rows, cols, name)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise ImageReadError(
+            f"{name} is a multi-frame DICOM ({frames} frames, e.g. a tomosynthesis or cine "
+            "series); only single radiographs are supported. Export one frame first.")
+
+    tsyntax = ds.file_meta.get("TransferSyntaxUID") if "file_meta" in ds else None
+    if tsyntax is not None and tsyntax.is_compressed:
+        try:
+            decoder = get_decoder(tsyntax)
+        except NotImplementedError as e:
+            raise ImageReadError(
+                f"{name} uses the transfer syntax {tsyntax.name} ({tsyntax}), "
+                "which no installed DICOM decoder can read.") from e
+        if not decoder.is_available:
+            missing = "; ".join(decoder.missing_dependencies) or "a decoder plugin"
+            raise ImageReadError(
+                f"{name} is compressed with {tsyntax.name} and no decoder for it is installed. "
+                f"Install one of: {missing}.")
+
+    try:
+        stored = ds.pixel_array
+    except ImageReadError:
+        raise
+    except Exception as e:
+        raise ImageReadError(
+            f"{name}: the DICOM pixel data could not be decoded (truncated, damaged or an "
+            f"unsupported encoding: {e}).") from e
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    if stored.ndim == 3 and samples in (3, 4):
+        from .io import _luminance
+
+        values = _luminance(np.asarray(stored)[:, :, :3]).astype(np.float64)
+        window = None
+    elif stored.ndim == 2:
+        values, window = _apply_luts(stored, ds, apply_modality_lut, apply_voi_lut)
+    else:
+        raise ImageReadError(f"{name} has an unexpected DICOM pixel layout {stored.shape}.")
+
+    pixels, window = _normalise(values, stored, ds, window, apply_modality_lut)
+    inverted = photometric == "MONOCHROME1"
+    if inverted:
+        pixels = 1.0 - pixels
+    meta = {
+        "format": "DICOM",
+        "bit_depth": int(ds.get("BitsStored", ds.get("BitsAllocated", 0)) or 0),
+        "photometric": photometric,
+        "inverted": inverted,
+        "original_size": (rows, cols),
+        "pixel_spacing": _spacing(ds),
+        "modality": str(ds.get("Modality", "")) or None,
+        "window": window,
+        "rescale": (float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)),
+        "transfer_syntax": str(tsyntax.name) if tsyntax is not None else None,
+    }
+    return pixels.astype(np.float32), meta
+
+
+def _apply_luts(stored: np.ndarray, ds: Any, modality_lut: Any, voi_lut: Any) -> tuple[np.ndarray, Any]:
+    """Modality LUT / rescale, then the first VOI LUT or window; returns (values, window used)."""
+    values = np.asarray(modality_lut(stored, ds), dtype=np.float64)
+    window: Any = None
+    if ds.get("VOILUTSequence"):
+        window = "VOI LUT"
+        # The LUT is indexed by integers; rescaled values are whole numbers in practice.
+        indices = np.rint(values).astype(np.int64)
+        return np.asarray(voi_lut(indices, ds, index=0), dtype=np.float64), window
+    if ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
+        centre, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
+        if width is not None and width > 0:
+            window = {"center": centre, "width": width}
+            return np.asarray(voi_lut(values, ds, index=0), dtype=np.float64), window
+    return values, window
+
+
+def _first(v: Any) -> float | None:
+    try:
+        return float(v[0]) if hasattr(v, "__len__") and not isinstance(v, str) else float(v)
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _normalise(values: np.ndarray, stored: np.ndarray, ds: Any, window: Any,
+               modality_lut: Any) -> tuple[np.ndarray, Any]:
+    """Min/max to 0..1; if a window blanked the image, fall back to the unwindowed values."""
+    if not np.isfinite(values).all():
+        raise ImageReadError("the DICOM image contains invalid pixel values (NaN or infinity).")
+    lo, hi = float(values.min()), float(values.max())
+    if hi <= lo and window is not None and stored.ndim == 2:
+        values = np.asarray(modality_lut(stored, ds), dtype=np.float64)
+        lo, hi = float(values.min()), float(values.max())
+        window = {"skipped": window, "reason": "the window left every pixel at one value"}
+    if hi <= lo:
+        return np.zeros(values.shape, np.float32), window  # refused later as a blank image
+    return ((values - lo) / (hi - lo)).astype(np.float32), window
+
+
+def _spacing(ds: Any) -> tuple[float, float] | None:
+    """(row_mm, col_mm) from PixelSpacing, else ImagerPixelSpacing, else None."""
+    for key in ("PixelSpacing", "ImagerPixelSpacing"):
+        v = ds.get(key)
+        if v is not None:
+            try:
+                r, c = float(v[0]), float(v[1])
+            except (TypeError, ValueError, IndexError):
+                continue
+            if r > 0 and c > 0:
+                return (r, c)
+    return None
