@@ -1,0 +1,398 @@
+"""Synthetic PA chest radiographs ("phantoms") with exact lung and lesion masks.
+
+``make_phantom(seed, size=512, abnormal=None, lesion_types=None) -> Phantom`` draws one image;
+``write_phantom_dataset(out_dir, n, ...)`` writes a folder in the NLM Shenzhen layout.
+
+The anatomy is described in normalised model coordinates (u, v) in 0..1 (u to the image's right,
+v down), then mapped to pixels through a small random similarity transform (shift, scale,
+rotation). PA view: the patient's right lung is on the image's left, the heart bulges to the
+image's right. Independent random streams are used for anatomy, label, lesions and noise, so
+``make_phantom(s, abnormal=False)`` has exactly the anatomy and noise of ``make_phantom(s,
+abnormal=True)``: the two differ only around the lesions.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import cv2
+import numpy as np
+
+from .phantom_lesions import LESION_TYPES, LungInfo, add_lesions
+from .radiograph import Radiograph
+
+__all__ = ["LESION_TYPES", "Phantom", "PhantomError", "make_phantom", "write_phantom_dataset"]
+
+MIN_SIZE, MAX_SIZE = 64, 4096
+
+
+class PhantomError(ValueError):
+    """Bad arguments for phantom generation."""
+
+
+@dataclass
+class Phantom:
+    """One synthetic radiograph and its ground truth."""
+
+    image: np.ndarray  # float32 (S, S) 0..1, bone bright
+    lung_mask: np.ndarray  # bool (S, S)
+    lesion_mask: np.ndarray  # bool (S, S), empty when normal
+    label: int  # 0 normal, 1 abnormal
+    lesions: list[dict[str, Any]] = field(default_factory=list)
+    seed: int = 0
+
+    def radiograph(self) -> Radiograph:
+        """The image as a ``Radiograph`` (meta format "phantom")."""
+        return Radiograph(
+            self.image.copy(),
+            {"path": None, "format": "phantom", "bit_depth": 32, "photometric": "MONOCHROME2",
+             "original_size": tuple(self.image.shape), "pixel_spacing": None,
+             "phantom_seed": self.seed, "label": self.label,
+             "lesion_types": [d["type"] for d in self.lesions]},
+        )
+
+
+# ----------------------------------------------------------------------------- geometry
+@dataclass
+class _Frame:
+    """Similarity transform between model coordinates (u, v in 0..1) and pixels."""
+
+    size: int
+    scale: float
+    angle: float  # radians
+    shift: tuple[float, float]
+
+    def to_px(self, pts: np.ndarray) -> np.ndarray:
+        """(N, 2) model (u, v) -> pixel (x, y) float."""
+        c, s = math.cos(self.angle), math.sin(self.angle)
+        d = (np.asarray(pts, np.float64) - 0.5) * self.scale
+        x = c * d[:, 0] - s * d[:, 1] + 0.5 + self.shift[0]
+        y = s * d[:, 0] + c * d[:, 1] + 0.5 + self.shift[1]
+        return np.stack([x, y], 1) * self.size - 0.5
+
+    def grids(self) -> tuple[np.ndarray, np.ndarray]:
+        """Model coordinates (u, v) of every pixel centre, float32 (S, S) each."""
+        n = self.size
+        p = (np.arange(n, dtype=np.float32) + 0.5) / n
+        x = p[None, :] - 0.5 - self.shift[0]
+        y = p[:, None] - 0.5 - self.shift[1]
+        c, s = math.cos(self.angle), math.sin(self.angle)
+        u = (c * x + s * y) / self.scale + 0.5
+        v = (-s * x + c * y) / self.scale + 0.5
+        return u.astype(np.float32), v.astype(np.float32)
+
+
+def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
+    """Band-limited noise, roughly zero-mean, unit-ish amplitude."""
+    small = rng.standard_normal((cells, cells)).astype(np.float32)
+    return cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC)
+
+
+def _poly(canvas: np.ndarray, frame: _Frame, pts: np.ndarray, value: int, width: float) -> None:
+    """Draw a polyline given in model coordinates on a uint8 canvas (anti-aliased)."""
+    px = np.round(frame.to_px(pts) * 16).astype(np.int32)  # 4 fractional bits
+    w = max(1, int(round(width * frame.size * frame.scale)))
+    cv2.polylines(canvas, [px], False, int(value), w, cv2.LINE_AA, shift=4)
+
+
+# ----------------------------------------------------------------------------- anatomy
+def _lung_field(u: np.ndarray, v: np.ndarray, p: dict[str, float], mirror: bool) -> np.ndarray:
+    """Bool lung field for one lung: between a rounded apex/lateral wall and the diaphragm dome.
+
+    Parameters are for the image-left lung; ``mirror`` flips it to the image's right.
+    """
+    x = 1.0 - u if mirror else u
+    xa, xl, xm = p["apex_x"], p["lat_x"], p["med_x"]
+    va, vw, vcp, vdome, vmed = p["apex_v"], p["wall_v"], p["cp_v"], p["dome_v"], p["med_v"]
+    xd = p["dome_x"]
+    # top boundary: quarter ellipse from the apex down to the lateral wall; flat medially
+    t = np.clip((xa - x) / (xa - xl), 0.0, 1.0)
+    top_lat = va + (vw - va) * (1.0 - np.sqrt(np.clip(1.0 - t * t, 0.0, 1.0)))
+    tm = np.clip((x - xa) / (xm - xa), 0.0, 1.0)
+    top = np.where(x < xa, top_lat, va + p["apex_med"] * tm * tm)
+    # bottom boundary: dome with its peak at dome_x, deep costophrenic angle laterally
+    tl = np.clip((xd - x) / (xd - xl), 0.0, 1.0)
+    tr = np.clip((x - xd) / (xm - xd), 0.0, 1.0)
+    bot = np.where(x < xd, vdome + (vcp - vdome) * tl ** 2.2, vdome + (vmed - vdome) * tr ** 1.6)
+    return (x > xl) & (x < xm) & (v > top) & (v < bot)
+
+
+def _draw_ribs(rng: np.random.Generator, frame: _Frame, a: dict[str, float]) -> np.ndarray:
+    """Posterior ribs (curving down laterally), fainter anterior ribs, clavicles; float 0..1."""
+    s = frame.size
+    can = np.zeros((s, s), np.uint8)
+    ant = np.zeros((s, s), np.uint8)
+    d = np.linspace(0.0, 1.0, 40)
+    n_ribs = 10
+    v0 = a["rib_v0"]
+    for k in range(n_ribs):
+        vk = v0 + a["rib_dv"] * k * (1.0 + 0.025 * k)
+        reach = 0.24 + 0.17 * min(1.0, (k + 1) / 4.0) * a["rib_reach"]
+        curv = (2.6 - 0.11 * k) * a["rib_curv"]
+        width = a["rib_w"] * (0.75 + 0.05 * min(k, 5))
+        for sign in (-1.0, 1.0):
+            jit = rng.normal(0, 0.004)
+            dd = d * reach
+            uu = 0.5 + sign * (0.035 + dd)
+            vv = vk + jit - 0.35 * dd + curv * dd * dd
+            pts = np.stack([uu, vv], 1)
+            _poly(can, frame, pts, 255, width)
+            _poly(can, frame, pts, 150, width * 0.45)  # medulla darker than cortex
+            # anterior rib: from the lateral end, sloping down medially, fainter
+            ul, vl = uu[-1], vv[-1]
+            ta = np.linspace(0.0, 1.0, 20)
+            au = ul - sign * ta * 0.22
+            av = vl - 0.03 + 0.11 * ta + 0.05 * ta * ta
+            if k < 8:
+                _poly(ant, frame, np.stack([au, av], 1), 255, width * 0.8)
+    # clavicles: S-shaped from the sternal notch to the shoulders
+    clav = np.zeros((s, s), np.uint8)
+    tc = np.linspace(0.0, 1.0, 30)
+    for sign in (-1.0, 1.0):
+        cu = 0.5 + sign * (0.045 + tc * 0.36)
+        cv = a["clav_v"] - 0.06 * tc + 0.025 * np.sin(tc * 2 * np.pi) * a["clav_s"]
+        pts = np.stack([cu, cv], 1)
+        _poly(clav, frame, pts, 255, 0.03)
+        _poly(clav, frame, pts, 170, 0.014)
+    out = can.astype(np.float32) / 255.0 + 0.35 * ant.astype(np.float32) / 255.0
+    return out + 1.3 * clav.astype(np.float32) / 255.0
+
+
+def _anatomy_params(rng: np.random.Generator) -> dict[str, float]:
+    U = rng.uniform
+    return {
+        "body_hw": U(0.40, 0.48), "body_top": U(0.1, 0.16), "neck_hw": U(0.09, 0.13),
+        "apex_v": U(0.11, 0.16), "wall_v": U(0.38, 0.48), "cp_v": U(0.73, 0.8),
+        "dome_v": U(0.60, 0.66), "dome_drop": U(0.02, 0.05), "apex_med": U(0.02, 0.06),
+        "lat_x": U(0.12, 0.16), "apex_x": U(0.29, 0.32), "med_x": U(0.445, 0.46),
+        "dome_x": U(0.25, 0.31), "lat_x2": U(0.13, 0.17),
+        "heart_cx": U(0.54, 0.57), "heart_cy": U(0.6, 0.64), "heart_rx": U(0.14, 0.18),
+        "heart_ry": U(0.10, 0.13), "heart_rot": U(-0.5, -0.25),
+        "med_w": U(0.045, 0.06), "knob": U(0.015, 0.035), "spine_w": U(0.028, 0.036),
+        "rib_v0": U(0.09, 0.12), "rib_dv": U(0.052, 0.062), "rib_reach": U(0.85, 1.05),
+        "rib_curv": U(0.85, 1.15), "rib_w": U(0.018, 0.024),
+        "clav_v": U(0.17, 0.21), "clav_s": U(0.5, 1.3),
+        "lung_dark": U(0.55, 0.7), "bone": U(0.22, 0.34), "gamma": U(0.8, 1.25),
+        "breast": U(0.0, 0.25), "noise": U(0.008, 0.022), "blur": U(0.5, 1.1),
+        "bg": U(0.0, 0.08),
+    }
+
+
+def _render_normal(seed: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Noise-free anatomy (display 0..1), lung mask and side labels, plus parameters."""
+    rng = np.random.default_rng([seed, 0])
+    a = _anatomy_params(rng)
+    frame = _Frame(size, float(rng.uniform(0.93, 1.04)), float(rng.uniform(-0.06, 0.06)),
+                   (float(rng.uniform(-0.03, 0.03)), float(rng.uniform(-0.03, 0.03))))
+    u, v = frame.grids()
+    px = 1.0 / (size * frame.scale)  # one pixel in model units
+
+    # body: elliptical cross-section, neck at the top, shoulders, abdomen at the bottom
+    hw = np.where(v < a["body_top"], a["neck_hw"] + (a["body_hw"] + 0.06 - a["neck_hw"])
+                  * np.clip((v - a["body_top"] + 0.06) / 0.06, 0, 1) ** 2, a["body_hw"] + 0.06
+                  - 0.06 * np.clip((v - a["body_top"]) / 0.3, 0, 1))
+    xb = (u - 0.5) / hw
+    body = np.sqrt(np.clip(1.0 - xb * xb, 0.0, 1.0))
+    dens = 0.55 + 0.45 * body ** 0.7
+    dens *= np.clip((1.0 - np.abs(xb)) / (3 * px / hw), 0.0, 1.0)  # sharp skin edge
+
+    # lungs (two fields), minus mediastinum and heart
+    p_r = {k: a[k] for k in ("apex_v", "wall_v", "cp_v", "dome_v", "apex_med", "lat_x",
+                             "apex_x", "med_x", "dome_x")}
+    p_r["med_v"] = a["dome_v"] + 0.05
+    p_l = dict(p_r, lat_x=a["lat_x2"], dome_v=a["dome_v"] + a["dome_drop"],
+               cp_v=a["cp_v"] + a["dome_drop"] * 0.6, med_v=a["dome_v"] + a["dome_drop"] + 0.05,
+               apex_v=a["apex_v"] + 0.01)
+    right = _lung_field(u, v, p_r, mirror=False)
+    left = _lung_field(u, v, p_l, mirror=True)
+    du = u - a["heart_cx"]
+    dv = v - a["heart_cy"]
+    c, s = math.cos(a["heart_rot"]), math.sin(a["heart_rot"])
+    hx, hy = (c * du + s * dv) / a["heart_rx"], (-s * du + c * dv) / a["heart_ry"]
+    heart_r = np.sqrt(hx * hx + hy * hy)
+    heart = heart_r < 1.0
+    medw = a["med_w"] + a["knob"] * np.exp(-(((v - 0.3) / 0.05) ** 2)) * (u > 0.5)
+    med = np.abs(u - 0.5) < medw
+    lung = (right | left) & ~heart & ~med
+    sides = np.where(lung & (u < 0.5), 1, np.where(lung, 2, 0)).astype(np.int8)
+
+    # lung air: darkest in the middle of each field, rolling off to its borders
+    lung_f = lung.astype(np.float32)
+    sig = 0.035 * size * frame.scale
+    depth = cv2.GaussianBlur(lung_f, (0, 0), sig)
+    depth = np.maximum(depth, lung_f * 0.55)
+    texture = _smooth_noise(rng, size, 24) * 0.04 + _smooth_noise(rng, size, 64) * 0.02
+    dens -= a["lung_dark"] * depth * (1.0 + texture)
+    # vascular markings from the hila, fading laterally
+    vess = np.zeros((size, size), np.uint8)
+    for sign, hu in ((-1.0, 0.42), (1.0, 0.58)):
+        for _ in range(14):
+            ang = rng.uniform(-1.2, 1.6)
+            pts = [(hu, 0.43 + rng.uniform(-0.04, 0.04))]
+            step = rng.uniform(0.025, 0.04)
+            for j in range(7):
+                ang += rng.normal(0, 0.25)
+                pu, pv = pts[-1]
+                pts.append((pu + sign * step * math.cos(ang), pv + step * math.sin(ang) * 0.9))
+            arr = np.asarray(pts)
+            for j in range(len(arr) - 1):
+                w = 0.008 * (1 - j / 7) + 0.002
+                _poly(vess, frame, arr[j:j + 2], int(200 * (1 - j / 8)), w)
+    vess_f = cv2.GaussianBlur(vess, (0, 0), max(0.7, size / 500)).astype(np.float32) / 255.0
+    dens += 0.12 * vess_f * depth
+    # breast / pectoral soft tissue over the lower lateral fields
+    for bu in (0.25, 0.75):
+        bx, by = (u - bu) / 0.2, (v - 0.72) / 0.16
+        dens += a["breast"] * np.clip(1 - bx * bx - by * by, 0, 1) ** 0.5 * (v > 0.56)
+
+    # mediastinum, heart, spine, bones
+    med_soft = np.clip((medw + 0.02 - np.abs(u - 0.5)) / 0.03, 0.0, 1.0) * (v > 0.05)
+    dens += 0.18 * med_soft + 0.12 * np.clip(1.0 - heart_r, 0.0, 0.25) / 0.25
+    vert = 0.5 + 0.5 * np.cos(2 * np.pi * (v - a["rib_v0"]) / (a["rib_dv"] * 1.05))
+    spine = np.clip((a["spine_w"] - np.abs(u - 0.5)) / 0.008, 0.0, 1.0)
+    dens += a["bone"] * spine * (0.6 + 0.4 * vert ** 3)
+    bones = _draw_ribs(rng, frame, a)
+    inside = (np.abs(xb) < 1.0).astype(np.float32)
+    dens += a["bone"] * bones * inside * (1.0 - 0.5 * med_soft)
+    # abdomen below the diaphragm is dense; the stomach bubble under the left dome is lucent
+    gu, gv = (u - 0.64) / 0.06, (v - (a["dome_v"] + a["dome_drop"] + 0.07)) / 0.035
+    gas = np.clip(1 - gu * gu - gv * gv, 0, 1) * (~left) * (~heart)
+    dens -= rng.uniform(0.05, 0.2) * gas ** 0.5
+
+    img = np.clip(dens, 0.0, None) * inside
+    img = 1.0 - np.exp(-2.2 * img)
+    img = img / (1.0 - math.exp(-2.2 * 1.35))
+    img = np.clip(img, 0.0, 1.0) ** a["gamma"]
+    img = a["bg"] + (1.0 - a["bg"]) * img
+    return img.astype(np.float32), lung, sides, a
+
+
+# ----------------------------------------------------------------------------- public API
+def _check_args(seed: Any, size: Any) -> tuple[int, int]:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise PhantomError(f"Phantom seed must be a non-negative integer, got {seed!r}.")
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) \
+            or not MIN_SIZE <= size <= MAX_SIZE:
+        raise PhantomError(f"Phantom size must be an integer from {MIN_SIZE} to {MAX_SIZE} "
+                           f"pixels, got {size!r}.")
+    return int(seed), int(size)
+
+
+def _choose_types(rng: np.random.Generator, lesion_types: Iterable[str] | None) -> list[str]:
+    if lesion_types is not None:
+        types = [lesion_types] if isinstance(lesion_types, str) else list(lesion_types)
+        bad = [t for t in types if t not in LESION_TYPES]
+        if bad:
+            raise PhantomError(f"Unknown lesion type(s) {bad}; choose from {LESION_TYPES}.")
+        if types.count("effusion") > 2:
+            raise PhantomError("A phantom can have at most two effusions (one per lung).")
+        return types
+    n = int(rng.choice([1, 2, 3], p=[0.6, 0.3, 0.1]))
+    types = [str(t) for t in rng.choice(LESION_TYPES, size=n)]
+    while types.count("effusion") > 1:
+        types.remove("effusion")
+    return types
+
+
+def make_phantom(
+    seed: int, size: int = 512, abnormal: bool | None = None,
+    lesion_types: Iterable[str] | str | None = None,
+) -> Phantom:
+    """A synthetic PA chest radiograph with its lung mask and (when abnormal) lesions.
+
+    ``abnormal=None`` lets the seed decide (50/50), unless ``lesion_types`` is given, which
+    asks for exactly those lesions (one each, in order) and makes the phantom abnormal.
+    The same seed gives identical output; with ``abnormal=False`` the same anatomy and noise.
+    """
+    seed, size = _check_args(seed, size)
+    if lesion_types is not None and not isinstance(lesion_types, str):
+        lesion_types = list(lesion_types)
+    if abnormal is None:
+        abnormal = bool(lesion_types) or bool(np.random.default_rng([seed, 3]).random() < 0.5)
+    elif not abnormal and lesion_types:
+        raise PhantomError("lesion_types were given for a phantom requested as normal "
+                           "(abnormal=False); drop one of the two.")
+    img, lung, sides, a = _render_normal(seed, size)
+    lesion_mask = np.zeros_like(lung)
+    lesions: list[dict] = []
+    if abnormal:
+        rng_l = np.random.default_rng([seed, 1])
+        types = _choose_types(rng_l, lesion_types)
+        if types:
+            dist = cv2.distanceTransform(lung.astype(np.uint8), cv2.DIST_L2, 5)
+            soft = float(np.percentile(img[(sides == 0) & (img > a["bg"] + 0.05)], 90))
+            info = LungInfo(lung, sides, dist, soft)
+            lesion_mask, lesions = add_lesions(img, info, rng_l, types)
+    # acquisition: blur then quantum (Poisson-like) noise, same draws whatever the label
+    rng_n = np.random.default_rng([seed, 2])
+    sigma = a["blur"] * size / 512.0
+    img = cv2.GaussianBlur(np.clip(img, 0.0, 1.0), (0, 0), sigma)
+    grain = rng_n.standard_normal((size, size), dtype=np.float32)
+    grain = cv2.GaussianBlur(grain, (0, 0), 0.6 * size / 512.0) * 1.6
+    img = img + a["noise"] * np.sqrt(np.clip(1.0 - img, 0.02, 1.0)) * grain
+    img = np.clip(img, 0.0, 1.0).astype(np.float32)
+    return Phantom(img, lung, lesion_mask, int(bool(lesions)) if abnormal else 0, lesions, seed)
+
+
+def _write_png_atomic(path: Path, array: np.ndarray) -> None:
+    """Write an 8-bit PNG via a temporary file in the same folder and os.replace."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        if not cv2.imwrite(tmp, array):
+            raise OSError(f"could not write PNG {path}")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_phantom_dataset(
+    out_dir: str | os.PathLike, n: int, seed: int = 0, size: int = 512,
+    abnormal_fraction: float = 0.5,
+) -> Path:
+    """Write ``n`` phantoms in the NLM Shenzhen layout; return the folder.
+
+    ``CXR_png/PHANTOM_####_<label>.png``, ``mask/PHANTOM_####_<label>_mask.png`` (0/255),
+    ``lesion_mask/PHANTOM_####_<label>_lesion.png`` (0/255) and ``manifest.csv``
+    (filename,label,seed,lesion_types). Image ``i`` (from 0) uses seed ``seed + i``; exactly
+    ``round(n * abnormal_fraction)`` images are abnormal, chosen by a permutation seeded by ``seed``.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise PhantomError(f"The number of phantoms must be a positive integer, got {n!r}.")
+    if not 0.0 <= float(abnormal_fraction) <= 1.0:
+        raise PhantomError(f"abnormal_fraction must lie in 0..1, got {abnormal_fraction!r}.")
+    _check_args(seed, size)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise PhantomError(f"Cannot write a phantom dataset into {out}: it is a file.")
+    for sub in ("CXR_png", "mask", "lesion_mask"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    n_abn = int(round(n * float(abnormal_fraction)))
+    order = np.random.default_rng([seed, n, 7]).permutation(n)
+    abnormal = np.zeros(n, bool)
+    abnormal[order[:n_abn]] = True
+    width = max(4, len(str(n - 1)))
+    rows = []
+    for i in range(n):
+        ph = make_phantom(seed + i, size, abnormal=bool(abnormal[i]))
+        name = f"PHANTOM_{i:0{width}d}_{ph.label}"
+        _write_png_atomic(out / "CXR_png" / f"{name}.png",
+                          np.round(ph.image * 255.0).astype(np.uint8))
+        _write_png_atomic(out / "mask" / f"{name}_mask.png", ph.lung_mask.astype(np.uint8) * 255)
+        _write_png_atomic(out / "lesion_mask" / f"{name}_lesion.png",
+                          ph.lesion_mask.astype(np.uint8) * 255)
+        rows.append([f"{name}.png", ph.label, seed + i, ";".join(d["type"] for d in ph.lesions)])
+    fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".csv", dir=out)
+    with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["filename", "label", "seed", "lesion_types"])
+        w.writerows(rows)
+    os.replace(tmp, out / "manifest.csv")
+    return out

@@ -1,0 +1,211 @@
+"""Lesions for synthetic chest phantoms: each draws a change of intensity and its pixel mask.
+
+Lesions are drawn in display space (0..1, bone bright) on the noise-free anatomy, before blur
+and quantum noise, so their contrast over the local background is controlled directly.
+Every lesion mask is clipped to the lung mask. The findings follow the paper's Fig. 1: nodules,
+consolidation, cavitary lesion, pleural effusion and hyper-lucent cyst.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+
+LESION_TYPES = ("nodule", "consolidation", "cavity", "effusion", "cyst")
+
+
+@dataclass
+class LungInfo:
+    """What lesion drawing needs to know about the anatomy (all in pixels of the image)."""
+
+    lung_mask: np.ndarray  # bool (S, S)
+    sides: np.ndarray  # int8 (S, S): 1 patient-right lung (image left), 2 patient-left, 0 none
+    dist: np.ndarray  # float32 distance (px) to the nearest non-lung pixel
+    soft_level: float  # display intensity of dense soft tissue (what fluid looks like)
+
+
+def _grid(size: int, cx: float, cy: float) -> tuple[np.ndarray, np.ndarray]:
+    ys, xs = np.ogrid[:size, :size]
+    return (xs.astype(np.float32) - cx), (ys.astype(np.float32) - cy)
+
+
+def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
+    """Band-limited noise in 0..1 (a cells x cells random grid upsampled smoothly)."""
+    small = rng.random((cells, cells)).astype(np.float32)
+    return cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC)
+
+
+def _pick_centre(
+    rng: np.random.Generator, info: LungInfo, radius_px: float, side: int | None,
+    upper: bool = False,
+) -> tuple[float, float, int]:
+    """A random lung pixel at least ~radius from the lung border (upper half when asked)."""
+    need = max(1.0, 0.8 * radius_px)
+    ok = info.dist >= need
+    if side is not None:
+        ok &= info.sides == side
+    if upper:
+        ys = np.nonzero(ok.any(axis=1))[0]
+        if ys.size:
+            mid = ys[0] + 0.5 * (ys[-1] - ys[0])
+            up = ok.copy()
+            up[int(mid):] = False
+            if up.any():
+                ok = up
+    if not ok.any():  # fall back to the deepest lung pixel(s) on that side
+        cand = info.dist * ((info.sides == side) if side is not None else 1)
+        ok = cand >= cand.max() * 0.9
+    yy, xx = np.nonzero(ok)
+    k = int(rng.integers(len(yy)))
+    return float(xx[k]), float(yy[k]), int(info.sides[yy[k], xx[k]])
+
+
+def _side_name(side: int) -> str:
+    return "right" if side == 1 else "left"
+
+
+def nodule(img: np.ndarray, info: LungInfo, rng: np.random.Generator, side: int | None) -> dict:
+    """Round opacity: the projection of a sphere, a little lobulated."""
+    s = img.shape[0]
+    r = float(rng.uniform(0.012, 0.035)) * s
+    cx, cy, side = _pick_centre(rng, info, r, side)
+    c = float(rng.uniform(0.10, 0.25))
+    x, y = _grid(s, cx, cy)
+    ang = np.arctan2(y, x)
+    lob = 1.0 + 0.08 * np.sin(3 * ang + rng.uniform(0, 6.3)) * rng.random()
+    d = np.sqrt(x * x + y * y) / (r * lob)
+    prof = np.sqrt(np.clip(1.0 - d * d, 0.0, 1.0)) ** 0.6
+    img += c * prof
+    mask = d < 1.0
+    return {"type": "nodule", "centre": (cx, cy), "size": r, "side": _side_name(side),
+            "contrast": c, "mask": mask}
+
+
+def consolidation(img: np.ndarray, info: LungInfo, rng: np.random.Generator,
+                  side: int | None) -> dict:
+    """Patchy, fluffy opacity of confluent acinar blobs, often in an upper zone (as in TB)."""
+    s = img.shape[0]
+    r = float(rng.uniform(0.04, 0.085)) * s
+    cx, cy, side = _pick_centre(rng, info, 0.6 * r, side, upper=rng.random() < 0.7)
+    c = float(rng.uniform(0.10, 0.22))
+    x, y = _grid(s, cx, cy)
+    ax = r * rng.uniform(0.8, 1.3)
+    ay = r * rng.uniform(0.7, 1.1)
+    env = np.clip(1.0 - (x / ax) ** 2 - (y / ay) ** 2, 0.0, 1.0)
+    fluff = _smooth_noise(rng, s, max(8, int(s / (r * 0.35))))
+    field = env ** 0.5 * (0.35 + fluff)
+    prof = np.clip((field - 0.45) / 0.35, 0.0, 1.0)
+    prof = cv2.GaussianBlur(prof, (0, 0), max(0.8, 0.06 * r))
+    prof *= info.lung_mask
+    img += c * prof
+    mask = prof > 0.25
+    return {"type": "consolidation", "centre": (cx, cy), "size": r, "side": _side_name(side),
+            "contrast": c, "mask": mask}
+
+
+def cavity(img: np.ndarray, info: LungInfo, rng: np.random.Generator, side: int | None) -> dict:
+    """Cavitary lesion: thick bright wall around a lucent (air) centre."""
+    s = img.shape[0]
+    r = float(rng.uniform(0.025, 0.05)) * s
+    cx, cy, side = _pick_centre(rng, info, r, side, upper=rng.random() < 0.6)
+    c = float(rng.uniform(0.12, 0.25))
+    wall = rng.uniform(0.3, 0.45)
+    x, y = _grid(s, cx, cy)
+    ang = np.arctan2(y, x)
+    irr = 1.0 + 0.1 * np.sin(2 * ang + rng.uniform(0, 6.3)) * rng.random()
+    d = np.sqrt(x * x + y * y) / (r * irr)
+    inner = 1.0 - wall
+    ring = np.clip(1.0 - np.abs(d - (1.0 - wall / 2)) / (wall / 2), 0.0, 1.0) ** 0.5
+    hole = np.clip((inner - d) / (0.25 * inner), 0.0, 1.0)
+    img += c * ring - 0.5 * c * hole
+    mask = d < 1.0
+    return {"type": "cavity", "centre": (cx, cy), "size": r, "side": _side_name(side),
+            "contrast": c, "mask": mask}
+
+
+def cyst(img: np.ndarray, info: LungInfo, rng: np.random.Generator, side: int | None) -> dict:
+    """Hyper-lucent cyst: darker than the lung around it, with a thin bright wall."""
+    s = img.shape[0]
+    r = float(rng.uniform(0.025, 0.055)) * s
+    cx, cy, side = _pick_centre(rng, info, r, side)
+    c = float(rng.uniform(0.08, 0.18))
+    x, y = _grid(s, cx, cy)
+    d = np.sqrt((x / rng.uniform(0.9, 1.1)) ** 2 + y * y) / r
+    t = max(1.2, 0.004 * s) / r  # wall thickness (fraction of r)
+    wall = np.clip(1.0 - np.abs(d - 1.0) / t, 0.0, 1.0)
+    inside = np.clip((1.0 - d) / (2 * t), 0.0, 1.0)
+    img += -c * inside + 0.6 * c * wall
+    mask = d < 1.0
+    return {"type": "cyst", "centre": (cx, cy), "size": r, "side": _side_name(side),
+            "contrast": c, "mask": mask}
+
+
+def effusion(img: np.ndarray, info: LungInfo, rng: np.random.Generator,
+             side: int | None) -> dict:
+    """Pleural effusion: homogeneous basal opacity whose upper edge is a meniscus that rises
+    laterally and blunts the costophrenic angle."""
+    s = img.shape[0]
+    if side is None:
+        side = int(rng.integers(1, 3))
+    lung = info.sides == side
+    ys, xs = np.nonzero(lung)
+    top, bottom = ys.min(), ys.max()
+    left, right = xs.min(), xs.max()
+    height = bottom - top
+    level = bottom - float(rng.uniform(0.14, 0.32)) * height  # at the medial side
+    rise = float(rng.uniform(0.06, 0.14)) * height  # meniscus climbs laterally
+    x, y = _grid(s, 0.0, 0.0)
+    lateral = (right - x) / max(1, right - left) if side == 1 else (x - left) / max(1, right - left)
+    lateral = np.clip(lateral, 0.0, 1.0)
+    menisc = level - rise * lateral ** 2.5
+    soft = max(2.0, 0.012 * s)
+    a = float(rng.uniform(0.35, 0.65))
+    prof = np.clip((y - menisc) / soft, 0.0, 1.0) * lung
+    prof = cv2.GaussianBlur(prof.astype(np.float32), (0, 0), 0.6 * soft) * lung
+    img += a * prof * (info.soft_level - img).clip(0.0, None)
+    mask = (prof > 0.3) & lung
+    yy, xx = np.nonzero(mask)
+    centre = (float(xx.mean()), float(yy.mean())) if len(yy) else (float(xs.mean()), float(bottom))
+    c = float(a * max(0.0, info.soft_level - float(img[lung].mean())))
+    return {"type": "effusion", "centre": centre, "size": float(bottom - level),
+            "side": _side_name(side), "contrast": c, "mask": mask}
+
+
+DRAWERS: dict[str, Callable[..., dict[str, Any]]] = {
+    "nodule": nodule, "consolidation": consolidation, "cavity": cavity,
+    "effusion": effusion, "cyst": cyst,
+}
+
+
+def add_lesions(
+    img: np.ndarray, info: LungInfo, rng: np.random.Generator, types: list[str]
+) -> tuple[np.ndarray, list[dict]]:
+    """Draw the lesions in ``types`` into ``img`` (in place); return (lesion mask, lesion dicts).
+
+    Each dict has ``type``, ``centre`` (x, y) pixels, ``size`` (radius or height, pixels),
+    ``side`` (the patient's side: "right" is the image's left) and ``contrast``.
+    """
+    lesion_mask = np.zeros(img.shape, bool)
+    lesions: list[dict] = []
+    effusion_sides: set[int] = set()
+    for t in types:
+        side: int | None = None
+        if t == "effusion":
+            free = [sd for sd in (1, 2) if sd not in effusion_sides] or [1, 2]
+            side = int(free[int(rng.integers(len(free)))])
+            effusion_sides.add(side)
+        d = DRAWERS[t](img, info, rng, side)
+        m = d.pop("mask") & info.lung_mask
+        if not m.any():  # tiny lesion clipped away: mark its centre pixel (inside the lung)
+            cx, cy = int(round(d["centre"][0])), int(round(d["centre"][1]))
+            if info.lung_mask[cy, cx]:
+                m[cy, cx] = True
+        lesion_mask |= m
+        d["centre"] = (round(d["centre"][0], 2), round(d["centre"][1], 2))
+        d["size"] = round(float(d["size"]), 2)
+        d["contrast"] = round(float(d["contrast"]), 4)
+        d["area"] = int(m.sum())
+        lesions.append(d)
+    return lesion_mask, lesions
