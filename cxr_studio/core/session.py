@@ -1,0 +1,525 @@
+"""The app's state as plain Python with change notifications (no Qt, no torch work).
+
+The GUI observes a `Session` through ``session.events.<field>`` (one `Signal` per field, emitted with
+the new value) and ``session.events.changed`` (emitted with ``(name, value)`` for every field). Setters
+validate (a `SessionError`, a `ValueError`, with a sentence a person understands) and emit only when
+the value really changes. Torch work is not done here: the GUI sends it to the engine's worker
+(through `cxr_studio.core.views`) and stores the results back with ``set_forward`` / ``set_heatmap``.
+
+Use from one thread (the GUI thread); the worker never touches the session.
+
+Policies (kept simple on purpose):
+- ``select_layer(name)`` resets the channel to 0 (the GUI's "strongest" button picks another one).
+- selecting another model keeps the layer when that model has it, else moves to its deepest conv
+  layer; the class index is kept when valid for the new model, else reset to the last class
+  (``abnormal`` for the paper's two-class models).
+- ``spec`` None means "use the current model's preprocessing" (see `effective_spec`).
+- a new image clears the preprocessing result, forward cache, heatmap and drawn region.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from .events import Signal
+from .pipeline import PreprocessSpec
+from .render import COLORMAPS
+
+METHODS: tuple[str, ...] = ("activation", "gradcam", "gradcam++")
+SCALES: tuple[str, ...] = ("channel", "layer")
+RANKINGS: tuple[str, ...] = ("max", "mean", "lungs", "region")
+
+#: every observable field, in a stable order (one Signal each)
+FIELDS: tuple[str, ...] = (
+    "radiograph", "preprocessed", "models", "current_model_id", "layer", "channel", "method",
+    "class_index", "threshold", "opacity", "colormap", "scale", "ranking", "region", "spec",
+    "show_lung_outline", "forward", "heatmap",
+)
+
+
+class SessionError(ValueError):
+    """An invalid value for a session field."""
+
+
+class SessionEvents:
+    """One `Signal` per field of `FIELDS`, plus ``changed(name, value)``."""
+
+    def __init__(self) -> None:
+        self.changed = Signal("changed")
+        for name in FIELDS:
+            setattr(self, name, Signal(name))
+
+    def signal(self, name: str) -> Signal:
+        if name not in FIELDS and name != "changed":
+            raise SessionError(f"There is no session field called {name!r}.")
+        return getattr(self, name)
+
+    @contextmanager
+    def blocked(self) -> Iterator["SessionEvents"]:
+        """Block every signal of the session inside the ``with`` block."""
+        sigs = [self.changed] + [getattr(self, n) for n in FIELDS]
+        for s in sigs:
+            s._blocked += 1
+        try:
+            yield self
+        finally:
+            for s in sigs:
+                s._blocked -= 1
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equality that never raises (numpy arrays compare by identity)."""
+    if a is b:
+        return True
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - ambiguous truth value of arrays etc.
+        return False
+
+
+def _unit(value: Any, what: str) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise SessionError(f"{what} must be a number between 0 and 1, got {value!r}.") from None
+    if not (0.0 <= v <= 1.0):
+        raise SessionError(f"{what} must be between 0 and 1, got {value!r}.")
+    return v
+
+
+def _choice(value: Any, options: tuple[str, ...], what: str) -> str:
+    if value not in options:
+        raise SessionError(f"Unknown {what} {value!r}; choose one of {', '.join(options)}.")
+    return str(value)
+
+
+class Session:
+    """Everything the workstation shows, with validation and change signals."""
+
+    def __init__(self) -> None:
+        self.events = SessionEvents()
+        self._v: dict[str, Any] = {
+            "radiograph": None,
+            "preprocessed": None,
+            "models": OrderedDict(),
+            "current_model_id": None,
+            "layer": None,
+            "channel": 0,
+            "method": "activation",
+            "class_index": 1,
+            "threshold": 0.0,
+            "opacity": 0.5,
+            "colormap": "jet",
+            "scale": "channel",
+            "ranking": "max",
+            "region": None,
+            "spec": None,
+            "show_lung_outline": True,
+            "forward": None,
+            "heatmap": None,
+        }
+        self._forward_cache: dict[str, Any] = {}  # model id -> ForwardResult for the current image
+
+    # -- generic machinery -------------------------------------------------------------------
+    def _set(self, name: str, value: Any, force: bool = False) -> bool:
+        if not force and _same(self._v[name], value):
+            return False
+        self._v[name] = value
+        getattr(self.events, name).emit(value)
+        self.events.changed.emit(name, value)
+        return True
+
+    def get(self, name: str) -> Any:
+        if name not in FIELDS:
+            raise SessionError(f"There is no session field called {name!r}.")
+        return self._v[name]
+
+    def set(self, name: str, value: Any) -> None:
+        """Set a field by name through its validating setter."""
+        if name not in FIELDS or name in ("models", "forward"):
+            raise SessionError(f"The session field {name!r} cannot be set by name.")
+        setattr(self, name, value)
+
+    # -- image and preprocessing -------------------------------------------------------------
+    @property
+    def radiograph(self) -> Any:
+        return self._v["radiograph"]
+
+    def set_image(self, radiograph: Any) -> None:
+        """A new radiograph: clears preprocessing, cached forward passes, heatmap and region."""
+        if radiograph is not None and not hasattr(radiograph, "pixels"):
+            raise SessionError(f"set_image needs a Radiograph, got {type(radiograph).__name__}.")
+        self._forward_cache.clear()
+        self._set("forward", None)
+        self._set("heatmap", None)
+        self._set("region", None)
+        self._set("preprocessed", None)
+        self._set("radiograph", radiograph, force=radiograph is not self._v["radiograph"])
+
+    @property
+    def preprocessed(self) -> Any:
+        return self._v["preprocessed"]
+
+    def set_preprocessed(self, preprocessed: Any) -> None:
+        """The pipeline's result for the current image; cached forward passes become stale."""
+        if preprocessed is not None and not hasattr(preprocessed, "geometry"):
+            raise SessionError(f"set_preprocessed needs a Preprocessed, got {type(preprocessed).__name__}.")
+        if preprocessed is self._v["preprocessed"]:
+            return
+        self._forward_cache.clear()
+        self._set("forward", None)
+        self._set("heatmap", None)
+        self._set("preprocessed", preprocessed, force=True)
+
+    @property
+    def spec(self) -> PreprocessSpec | None:
+        return self._v["spec"]
+
+    @spec.setter
+    def spec(self, spec: PreprocessSpec | dict | None) -> None:
+        if isinstance(spec, dict):
+            spec = PreprocessSpec.from_dict(spec)
+        if spec is not None and not isinstance(spec, PreprocessSpec):
+            raise SessionError(f"spec must be a PreprocessSpec, a dict or None, got {type(spec).__name__}.")
+        self._set("spec", spec)
+
+    def effective_spec(self) -> PreprocessSpec:
+        """The user's spec when set, else the current model's, else the default."""
+        if self.spec is not None:
+            return self.spec
+        loaded = self.current_model
+        spec = getattr(loaded, "spec", None)
+        if isinstance(spec, dict):
+            spec = PreprocessSpec.from_dict(spec)
+        return spec if isinstance(spec, PreprocessSpec) else PreprocessSpec()
+
+    # -- models -----------------------------------------------------------------------------
+    @property
+    def models(self) -> "OrderedDict[str, Any]":
+        """Loaded models, id -> LoadedCheckpoint (a read-only view by convention: use add/remove)."""
+        return self._v["models"]
+
+    def add_model(self, model_id: str, loaded: Any) -> None:
+        """Add (or replace) a loaded checkpoint; the first one becomes current."""
+        if not isinstance(model_id, str) or not model_id:
+            raise SessionError(f"A model id must be a non-empty string, got {model_id!r}.")
+        if not hasattr(loaded, "model"):
+            raise SessionError(f"add_model needs a LoadedCheckpoint-like object with .model, got {loaded!r}.")
+        models = OrderedDict(self.models)
+        models[model_id] = loaded
+        self._forward_cache.pop(model_id, None)
+        self._set("models", models, force=True)
+        if self.current_model_id is None or self.current_model_id == model_id:
+            self._select_model(model_id, force=True)
+
+    def remove_model(self, model_id: str) -> None:
+        """Remove a model; when it was current, the next one (else the previous, else None) is."""
+        if model_id not in self.models:
+            raise SessionError(f"No model with id {model_id!r} is loaded.")
+        ids = list(self.models)
+        pos = ids.index(model_id)
+        models = OrderedDict(self.models)
+        del models[model_id]
+        self._forward_cache.pop(model_id, None)
+        self._set("models", models, force=True)
+        if self.current_model_id == model_id:
+            rest = list(models)
+            fallback = rest[min(pos, len(rest) - 1)] if rest else None
+            self._select_model(fallback, force=True)
+
+    @property
+    def current_model_id(self) -> str | None:
+        return self._v["current_model_id"]
+
+    @current_model_id.setter
+    def current_model_id(self, model_id: str | None) -> None:
+        if model_id is not None and model_id not in self.models:
+            raise SessionError(
+                f"No model with id {model_id!r} is loaded; loaded: {', '.join(self.models) or 'none'}."
+            )
+        if model_id != self.current_model_id:
+            self._select_model(model_id)
+
+    @property
+    def current_model(self) -> Any:
+        """The current LoadedCheckpoint, or None."""
+        mid = self.current_model_id
+        return self.models.get(mid) if mid is not None else None
+
+    def _select_model(self, model_id: str | None, force: bool = False) -> None:
+        self._set("current_model_id", model_id, force=force)
+        self._set("forward", self._forward_cache.get(model_id) if model_id else None)
+        self._set("heatmap", None)
+        loaded = self.current_model
+        if loaded is None:
+            self._set("layer", None)
+            self._set("channel", 0)
+            return
+        names = self.layer_names(loaded)
+        if self.layer is None or (names and self.layer not in names):
+            self._set("layer", _deepest_conv(loaded.model, names))
+            self._set("channel", 0)
+        n_cls = self.class_count(loaded)
+        if n_cls is not None and not (0 <= self.class_index < n_cls):
+            self._set("class_index", n_cls - 1)
+
+    @staticmethod
+    def layer_names(loaded: Any) -> list[str]:
+        """Readable layer names of a loaded model, in forward order ([] when unknown)."""
+        return list(getattr(getattr(loaded, "model", None), "layer_names", {}) or {})
+
+    @staticmethod
+    def class_count(loaded: Any) -> int | None:
+        names = getattr(loaded, "class_names", None)
+        return len(names) if names else None
+
+    def browsable_layers(self) -> list[str]:
+        """The current model's conv-like layers (what Page Up/Down walks through)."""
+        loaded = self.current_model
+        if loaded is None:
+            return []
+        return _conv_layers(loaded.model, self.layer_names(loaded))
+
+    # -- layer / channel ----------------------------------------------------------------------
+    @property
+    def layer(self) -> str | None:
+        return self._v["layer"]
+
+    @layer.setter
+    def layer(self, name: str | None) -> None:
+        self.select_layer(name)
+
+    def select_layer(self, name: str | None) -> None:
+        """Select a layer by readable name; the channel goes back to 0."""
+        if name is not None:
+            names = self.layer_names(self.current_model)
+            if names and name not in names:
+                raise SessionError(f"The current model has no layer {name!r}.")
+        if self._set("layer", name):
+            self._set("heatmap", None)
+            self._set("channel", 0)
+
+    def channel_count(self, layer: str | None = None) -> int | None:
+        """Channels of a layer: from the cached forward pass, else the module (None if unknown)."""
+        layer = layer or self.layer
+        if layer is None:
+            return None
+        fwd = self.forward
+        acts = getattr(fwd, "activations", None) or {}
+        if layer in acts:
+            return int(acts[layer].shape[0])
+        loaded = self.current_model
+        if loaded is not None:
+            return _module_channels(loaded.model, layer)
+        return None
+
+    @property
+    def channel(self) -> int:
+        return self._v["channel"]
+
+    @channel.setter
+    def channel(self, channel: int) -> None:
+        if isinstance(channel, bool) or not hasattr(channel, "__index__"):
+            raise SessionError(f"channel must be a whole number, got {channel!r}.")
+        c = int(channel)
+        n = self.channel_count()
+        if c < 0 or (n is not None and c >= n):
+            limit = f"0..{n - 1}" if n is not None else ">= 0"
+            raise SessionError(f"channel {c} is out of range for layer {self.layer!r} ({limit}).")
+        self._set("channel", c)
+
+    def next_channel(self, step: int = 1) -> int:
+        """Move ``step`` channels, wrapping within the layer; returns the new channel."""
+        n = self.channel_count()
+        if not n:
+            raise SessionError("The channel count of this layer is not known yet (run the model first).")
+        self.channel = (self.channel + int(step)) % n
+        return self.channel
+
+    def next_layer(self, step: int = 1) -> str | None:
+        """Move ``step`` layers through `browsable_layers` (wrapping); returns the new layer."""
+        layers = self.browsable_layers()
+        if not layers:
+            return self.layer
+        pos = layers.index(self.layer) if self.layer in layers else (-1 if step > 0 else 0)
+        self.select_layer(layers[(pos + int(step)) % len(layers)])
+        return self.layer
+
+    # -- rendering settings --------------------------------------------------------------------
+    @property
+    def method(self) -> str:
+        return self._v["method"]
+
+    @method.setter
+    def method(self, value: str) -> None:
+        self._set("method", _choice(value, METHODS, "heatmap method"))
+
+    @property
+    def class_index(self) -> int:
+        return self._v["class_index"]
+
+    @class_index.setter
+    def class_index(self, value: int) -> None:
+        if isinstance(value, bool) or not hasattr(value, "__index__"):
+            raise SessionError(f"class index must be a whole number, got {value!r}.")
+        v = int(value)
+        n = self.class_count(self.current_model)
+        if v < 0 or (n is not None and v >= n):
+            raise SessionError(f"class index {v} is out of range (the model has {n} classes).")
+        self._set("class_index", v)
+
+    @property
+    def threshold(self) -> float:
+        return self._v["threshold"]
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        self._set("threshold", _unit(value, "threshold"))
+
+    @property
+    def opacity(self) -> float:
+        return self._v["opacity"]
+
+    @opacity.setter
+    def opacity(self, value: float) -> None:
+        self._set("opacity", _unit(value, "opacity"))
+
+    @property
+    def colormap(self) -> str:
+        return self._v["colormap"]
+
+    @colormap.setter
+    def colormap(self, value: str) -> None:
+        self._set("colormap", _choice(value, COLORMAPS, "colormap"))
+
+    @property
+    def scale(self) -> str:
+        return self._v["scale"]
+
+    @scale.setter
+    def scale(self, value: str) -> None:
+        self._set("scale", _choice(value, SCALES, "scale mode"))
+
+    @property
+    def ranking(self) -> str:
+        return self._v["ranking"]
+
+    @ranking.setter
+    def ranking(self, value: str) -> None:
+        self._set("ranking", _choice(value, RANKINGS, "ranking method"))
+
+    @property
+    def region(self) -> Any:
+        return self._v["region"]
+
+    @region.setter
+    def region(self, value: Any) -> None:
+        if value is not None and not (hasattr(value, "kind") and hasattr(value, "points")):
+            raise SessionError(f"region must be a Region (kind, points) or None, got {value!r}.")
+        self._set("region", value)
+
+    @property
+    def show_lung_outline(self) -> bool:
+        return self._v["show_lung_outline"]
+
+    @show_lung_outline.setter
+    def show_lung_outline(self, value: bool) -> None:
+        self._set("show_lung_outline", bool(value))
+
+    # -- results from the worker -----------------------------------------------------------------
+    @property
+    def forward(self) -> Any:
+        """The current model's ForwardResult for the current image (None until computed)."""
+        return self._v["forward"]
+
+    def set_forward(self, model_id: str, result: Any) -> None:
+        """Store a forward result for ``model_id`` (cached until the image or model changes)."""
+        if model_id not in self.models:
+            raise SessionError(f"No model with id {model_id!r} is loaded.")
+        self._forward_cache[model_id] = result
+        if model_id == self.current_model_id:
+            self._set("forward", result, force=True)
+
+    def cached_forward(self, model_id: str | None = None) -> Any:
+        return self._forward_cache.get(model_id or self.current_model_id or "")
+
+    @property
+    def heatmap(self) -> Any:
+        """The HeatmapResult currently shown (None until computed)."""
+        return self._v["heatmap"]
+
+    def set_heatmap(self, result: Any) -> None:
+        self._set("heatmap", result, force=True)
+
+    # -- export ------------------------------------------------------------------------------------
+    def render_settings(self) -> dict[str, Any]:
+        """Plain-value settings describing the current view (the export sidecar's core)."""
+        loaded = self.current_model
+        radio = self.radiograph
+        pre = self.preprocessed
+        hm = self.heatmap
+        region = self.region
+        region_d = None
+        if region is not None:
+            pts = getattr(region, "points", [])
+            region_d = {"kind": str(region.kind), "points": [[float(x), float(y)] for x, y in pts]}
+        return {
+            "image_path": getattr(radio, "path", None) if radio is not None else None,
+            "model_id": self.current_model_id,
+            "checkpoint_path": str(getattr(loaded, "path", "") or "") or None,
+            "checkpoint_sha256": getattr(loaded, "sha256", None),
+            "arch": getattr(loaded, "arch", None),
+            "class_names": list(getattr(loaded, "class_names", []) or []),
+            "layer": self.layer,
+            "channel": int(getattr(hm, "channel", None) if getattr(hm, "channel", None) is not None else self.channel),
+            "method": self.method,
+            "class_index": self.class_index,
+            "threshold": self.threshold,
+            "opacity": self.opacity,
+            "colormap": self.colormap,
+            "scale": self.scale,
+            "ranking": self.ranking,
+            "region": region_d,
+            "spec": (pre.spec if pre is not None else self.effective_spec()).to_dict(),
+            "geometry": pre.geometry.to_dict() if pre is not None else None,
+        }
+
+
+def _deepest_conv(model: Any, names: list[str]) -> str | None:
+    try:
+        from .models.layers import deepest_conv
+
+        return deepest_conv(model)
+    except Exception:  # noqa: BLE001 - models package absent or model without layer names
+        convs = _conv_layers(model, names)
+        return convs[-1] if convs else (names[-1] if names else None)
+
+
+def _conv_layers(model: Any, names: list[str]) -> list[str]:
+    try:
+        from .models.layers import conv_layers
+
+        return list(conv_layers(model))
+    except Exception:  # noqa: BLE001
+        mapping = getattr(model, "layer_names", {}) or {}
+        modules = dict(model.named_modules()) if hasattr(model, "named_modules") else {}
+        return [n for n in names if type(modules.get(mapping.get(n, n))).__name__.startswith("Conv")]
+
+
+def _module_channels(model: Any, layer: str) -> int | None:
+    """out_channels of the layer's module, or of the last conv before it (ReLU/LRN/pool)."""
+    mapping = getattr(model, "layer_names", {}) or {}
+    if not hasattr(model, "named_modules") or layer not in mapping:
+        return None
+    modules = dict(model.named_modules())
+    last = None
+    for name, path in mapping.items():
+        mod = modules.get(path)
+        if hasattr(mod, "out_channels"):
+            last = int(mod.out_channels)
+        elif hasattr(mod, "out_features"):
+            last = None
+        if name == layer:
+            return last
+    return None
