@@ -51,7 +51,8 @@ def read_dicom_pixels(p: Path, name: str, has_preamble: bool = True) -> tuple[np
             f"{name} is a multi-frame DICOM ({frames} frames, e.g. a tomosynthesis or cine "
             "series); only single radiographs are supported. Export one frame first.")
 
-    tsyntax = ds.file_meta.get("TransferSyntaxUID") if "file_meta" in ds else None
+    file_meta = getattr(ds, "file_meta", None)
+    tsyntax = file_meta.get("TransferSyntaxUID") if file_meta is not None else None
     if tsyntax is not None and tsyntax.is_compressed:
         try:
             decoder = get_decoder(tsyntax)

@@ -83,7 +83,8 @@ def make_dicom(
     if voi_lut is not None:
         item = Dataset()
         item.LUTDescriptor = [len(voi_lut), 0, 16]
-        item.LUTData = [int(v) for v in voi_lut]
+        item.LUTData = np.asarray(voi_lut, dtype="<u2").tobytes()
+        item["LUTData"].VR = "OW"
         ds.VOILUTSequence = [item]
     if pixel_spacing is not None:
         ds.PixelSpacing = list(pixel_spacing)
