@@ -1,0 +1,295 @@
+"""Export one view: overlay PNG + raw map (.npy) + JSON sidecar, and re-render from the sidecar.
+
+``export_view(stem, pixels, heat, settings)`` writes
+
+* ``<stem>.png``  the overlay at the radiograph's full resolution (``render.overlay``, the same code
+  the screen uses), encoded deterministically (OpenCV, fixed compression level);
+* ``<stem>.npy``  the heat map, float32, on the original radiograph's grid;
+* ``<stem>.json`` every setting needed to re-render it (image and checkpoint paths + sha256, layer,
+  channel, method, class, threshold, opacity, colormap, scale, PreprocessSpec, geometry, versions).
+
+``rerender(sidecar)`` rebuilds the overlay from the sidecar, the .npy and the original image: encoded
+with `encode_png` it equals the exported PNG byte for byte. Writes are atomic (temporary files, then
+``os.replace``); existing files are never overwritten unless ``overwrite=True``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from .render import overlay
+
+SIDECAR_FORMAT = 1
+PNG_COMPRESSION = 6  # fixed so the same pixels always give the same bytes
+SUFFIXES = (".png", ".npy", ".json")
+RENDER_KEYS = ("colormap", "threshold", "opacity")
+
+
+class ExportError(ValueError):
+    """An export could not be written or re-rendered; the message says why."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    png: Path
+    npy: Path
+    json: Path
+
+    def paths(self) -> tuple[Path, Path, Path]:
+        return (self.png, self.npy, self.json)
+
+
+def _paths(stem: str | os.PathLike) -> tuple[Path, Path, Path]:
+    s = str(stem)
+    for suf in SUFFIXES:  # "out/x.png" and "out/x" name the same export
+        if s.lower().endswith(suf):
+            s = s[: -len(suf)]
+            break
+    return (Path(s + ".png"), Path(s + ".npy"), Path(s + ".json"))
+
+
+def unique_stem(out_dir: str | os.PathLike, base: str) -> Path:
+    """The first of ``out_dir/base``, ``out_dir/base_1``, ... for which none of the three files exists."""
+    d = Path(out_dir)
+    for i in range(100_000):
+        stem = d / (base if i == 0 else f"{base}_{i}")
+        if not any(p.exists() for p in _paths(stem)):
+            return stem
+    raise ExportError(f"Could not find a free file name for {base!r} in {d}.")
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def versions() -> dict[str, str]:
+    """Versions of the software that shaped the pixels (torch read from metadata, not imported)."""
+    from .. import __version__
+
+    def dist(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return {
+        "cxr_studio": __version__,
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "opencv": cv2.__version__,
+        "torch": dist("torch"),
+        "torchvision": dist("torchvision"),
+    }
+
+
+def encode_png(rgb: np.ndarray) -> bytes:
+    """(H, W, 3) uint8 RGB -> PNG bytes (deterministic: OpenCV with a fixed compression level)."""
+    a = np.asarray(rgb)
+    if a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8:
+        raise ExportError(f"encode_png needs an (H, W, 3) uint8 image, got {a.shape} {a.dtype}.")
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(a[..., ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
+    if not ok:
+        raise ExportError(f"OpenCV could not encode a PNG of shape {a.shape}.")
+    return buf.tobytes()
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "to_dict"):
+        return o.to_dict()
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+
+def _render(pixels: np.ndarray, heat: np.ndarray, settings: dict[str, Any]) -> np.ndarray:
+    missing = [k for k in RENDER_KEYS if k not in settings]
+    if missing:
+        raise ExportError(f"Export settings lack {', '.join(missing)}.")
+    try:
+        return overlay(pixels, heat, settings["colormap"], float(settings["threshold"]), float(settings["opacity"]))
+    except ValueError as e:
+        raise ExportError(f"Cannot render the overlay: {e}") from e
+
+
+def _check_arrays(pixels: Any, heat: Any) -> tuple[np.ndarray, np.ndarray]:
+    px = np.asarray(pixels, dtype=np.float32)
+    hm = np.asarray(heat, dtype=np.float32)
+    if px.ndim != 2:
+        raise ExportError(f"The radiograph must be a 2-D image, got shape {px.shape}.")
+    if hm.shape != px.shape:
+        raise ExportError(
+            f"The heat map {hm.shape} must be on the radiograph's grid {px.shape} (map it with "
+            "Geometry.map_to_original first)."
+        )
+    if not np.isfinite(hm).all():
+        raise ExportError("The heat map contains NaN or infinite values.")
+    return px, hm
+
+
+def _write_temp(dest: Path, data: bytes | None = None, array: np.ndarray | None = None) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if array is not None:
+                np.save(f, array, allow_pickle=False)
+            else:
+                f.write(data or b"")
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        _unlink(Path(tmp))
+        raise
+    return Path(tmp)
+
+
+def _unlink(p: Path) -> None:
+    try:
+        p.unlink()
+    except OSError:
+        pass
+
+
+def export_view(
+    out_stem: str | os.PathLike,
+    pixels: np.ndarray,
+    heat_map: np.ndarray,
+    settings: dict[str, Any],
+    overwrite: bool = False,
+) -> ExportResult:
+    """Write ``<stem>.png``, ``<stem>.npy`` and ``<stem>.json`` (see the module docstring).
+
+    ``pixels``: the radiograph (H, W) 0..1; ``heat_map``: (H, W) 0..1 on the same grid;
+    ``settings``: at least ``colormap``, ``threshold``, ``opacity`` plus whatever describes the view
+    (``Session.render_settings()`` or the batch exporter's dict). ``image_path`` / ``checkpoint_path``
+    are hashed here when the files exist. Raises `ExportError` if a file exists and not ``overwrite``.
+    """
+    px, hm = _check_arrays(pixels, heat_map)
+    png, npy, js = _paths(out_stem)
+    if not overwrite:
+        existing = [str(p) for p in (png, npy, js) if p.exists()]
+        if existing:
+            raise ExportError(
+                f"Not overwriting existing file(s): {', '.join(existing)}. Choose another name or "
+                "allow overwriting."
+            )
+    png.parent.mkdir(parents=True, exist_ok=True)
+    rgb = _render(px, hm, settings)
+    png_bytes = encode_png(rgb)
+
+    side: dict[str, Any] = {"format": "cxr-studio-export", "format_version": SIDECAR_FORMAT}
+    side.update(settings)
+    for key in ("image", "checkpoint"):
+        p = settings.get(f"{key}_path")
+        if p and not settings.get(f"{key}_sha256") and Path(p).is_file():
+            side[f"{key}_sha256"] = sha256_file(p)
+        if p:
+            side[f"{key}_path"] = str(Path(p).resolve())
+    side.update(
+        {
+            "png": png.name,
+            "npy": npy.name,
+            "image_shape": list(px.shape),
+            "png_sha256": hashlib.sha256(png_bytes).hexdigest(),
+            "npy_sha256": None,  # filled below from the bytes written
+            "versions": versions(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+    )
+
+    temps: list[tuple[Path, Path]] = []
+    done: list[Path] = []
+    try:
+        t_png = _write_temp(png, png_bytes)
+        temps.append((t_png, png))
+        t_npy = _write_temp(npy, array=hm)
+        temps.append((t_npy, npy))
+        side["npy_sha256"] = sha256_file(t_npy)
+        try:
+            text = json.dumps(side, indent=2, sort_keys=True, default=_json_default, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise ExportError(f"The export settings cannot be stored as JSON: {e}") from e
+        temps.append((_write_temp(js, text.encode("utf-8")), js))
+        for tmp, dest in temps:  # the sidecar goes last: its presence marks a complete export
+            os.replace(tmp, dest)
+            done.append(dest)
+    except BaseException:
+        for tmp, _ in temps:
+            _unlink(tmp)
+        if not overwrite:  # never leave half an export; the files did not exist before
+            for dest in done:
+                _unlink(dest)
+        raise
+    return ExportResult(png, npy, js)
+
+
+def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
+    """Load and check an export sidecar."""
+    p = Path(path)
+    try:
+        side = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ExportError(f"{p} does not exist.") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ExportError(f"{p} is not a readable export sidecar ({e}).") from None
+    if not isinstance(side, dict) or side.get("format") != "cxr-studio-export":
+        raise ExportError(f"{p} is not a CXR Studio export sidecar.")
+    if side.get("format_version") != SIDECAR_FORMAT:
+        raise ExportError(f"{p} has sidecar format {side.get('format_version')!r}; this version reads {SIDECAR_FORMAT}.")
+    return side
+
+
+def rerender(sidecar_path: str | os.PathLike, pixels: np.ndarray | None = None) -> np.ndarray:
+    """Re-render the overlay (H, W, 3) uint8 from a sidecar, its .npy and the original image.
+
+    The image is read from the sidecar's ``image_path`` (and checked against its sha256) unless
+    ``pixels`` is given (for views of in-memory images such as phantoms).
+    """
+    sp = Path(sidecar_path)
+    side = read_sidecar(sp)
+    npy = sp.parent / side["npy"]
+    if not npy.is_file():
+        raise ExportError(f"The raw map {npy} named by {sp.name} is missing.")
+    if side.get("npy_sha256") and sha256_file(npy) != side["npy_sha256"]:
+        raise ExportError(f"{npy} has changed since it was exported (sha256 differs).")
+    heat = np.load(npy, allow_pickle=False)
+    if pixels is None:
+        img = side.get("image_path")
+        if not img:
+            raise ExportError(f"{sp.name} names no image file; pass the radiograph's pixels.")
+        if not Path(img).is_file():
+            raise ExportError(f"The original image {img} is missing.")
+        if side.get("image_sha256") and sha256_file(img) != side["image_sha256"]:
+            raise ExportError(f"The original image {img} has changed since the export (sha256 differs).")
+        from .io import read_image
+
+        pixels = read_image(img).pixels
+    px, hm = _check_arrays(pixels, heat)
+    return _render(px, hm, side)
+
+
+def export_session(session: Any, out_stem: str | os.PathLike, overwrite: bool = False) -> ExportResult:
+    """Export what a `Session` shows (its radiograph and current heatmap)."""
+    if session.radiograph is None or session.heatmap is None:
+        raise ExportError("Nothing to export yet: open an image and compute a heatmap first.")
+    return export_view(
+        out_stem, session.radiograph.pixels, session.heatmap.map_original, session.render_settings(), overwrite
+    )
