@@ -68,16 +68,15 @@ class _Frame:
     shift: tuple[float, float]
 
     def to_px(self, pts: np.ndarray) -> np.ndarray:
-        """(N, 2) model (u, v) -> pixel (x, y) float."""
+        """(..., 2) model (u, v) -> pixel (x, y) float."""
         c, s = math.cos(self.angle), math.sin(self.angle)
         d = (np.asarray(pts, np.float64) - 0.5) * self.scale
-        x = c * d[:, 0] - s * d[:, 1] + 0.5 + self.shift[0]
-        y = s * d[:, 0] + c * d[:, 1] + 0.5 + self.shift[1]
-        return np.stack([x, y], 1) * self.size - 0.5
+        x = c * d[..., 0] - s * d[..., 1] + 0.5 + self.shift[0]
+        y = s * d[..., 0] + c * d[..., 1] + 0.5 + self.shift[1]
+        return np.stack([x, y], -1) * self.size - 0.5
 
-    def grids(self) -> tuple[np.ndarray, np.ndarray]:
-        """Model coordinates (u, v) of every pixel centre, float32 (S, S) each."""
-        n = self.size
+    def grids(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Model coordinates (u, v) of the pixel centres of an n x n raster, float32 each."""
         p = (np.arange(n, dtype=np.float32) + 0.5) / n
         x = p[None, :] - 0.5 - self.shift[0]
         y = p[:, None] - 0.5 - self.shift[1]
@@ -93,80 +92,104 @@ def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray
     return cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC)
 
 
-def _poly(canvas: np.ndarray, frame: _Frame, pts: np.ndarray, value: int, width: float) -> None:
-    """Draw a polyline given in model coordinates on a uint8 canvas (anti-aliased)."""
-    px = np.round(frame.to_px(pts) * 16).astype(np.int32)  # 4 fractional bits
+def _up(a: np.ndarray, size: int) -> np.ndarray:
+    return cv2.resize(a.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
+
+
+def _polys(canvas: np.ndarray, frame: _Frame, lines: list[np.ndarray], value: int,
+           width: float) -> None:
+    """Draw polylines given in model coordinates on a uint8 canvas (anti-aliased)."""
+    if not lines:
+        return
+    px = [np.round(frame.to_px(p) * 16).astype(np.int32) for p in lines]  # 4 fraction bits
     w = max(1, int(round(width * frame.size * frame.scale)))
-    cv2.polylines(canvas, [px], False, int(value), w, cv2.LINE_AA, shift=4)
+    cv2.polylines(canvas, px, False, int(value), w, cv2.LINE_AA, shift=4)
 
 
 # ----------------------------------------------------------------------------- anatomy
 def _lung_field(u: np.ndarray, v: np.ndarray, p: dict[str, float], mirror: bool) -> np.ndarray:
-    """Bool lung field for one lung: between a rounded apex/lateral wall and the diaphragm dome.
-
-    Parameters are for the image-left lung; ``mirror`` flips it to the image's right.
-    """
+    """Signed inside-ness (model units, > 0 inside) of one lung field: between a rounded
+    apex / lateral wall and the diaphragm dome. Parameters describe the image-left lung;
+    ``mirror`` flips it to the image's right."""
     x = 1.0 - u if mirror else u
     xa, xl, xm = p["apex_x"], p["lat_x"], p["med_x"]
     va, vw, vcp, vdome, vmed = p["apex_v"], p["wall_v"], p["cp_v"], p["dome_v"], p["med_v"]
     xd = p["dome_x"]
-    # top boundary: quarter ellipse from the apex down to the lateral wall; flat medially
+    # top: quarter ellipse from the apex down to the lateral wall; nearly flat medially
     t = np.clip((xa - x) / (xa - xl), 0.0, 1.0)
     top_lat = va + (vw - va) * (1.0 - np.sqrt(np.clip(1.0 - t * t, 0.0, 1.0)))
     tm = np.clip((x - xa) / (xm - xa), 0.0, 1.0)
     top = np.where(x < xa, top_lat, va + p["apex_med"] * tm * tm)
-    # bottom boundary: dome with its peak at dome_x, deep costophrenic angle laterally
+    # bottom: dome peaking at dome_x, deep costophrenic angle laterally
     tl = np.clip((xd - x) / (xd - xl), 0.0, 1.0)
     tr = np.clip((x - xd) / (xm - xd), 0.0, 1.0)
     bot = np.where(x < xd, vdome + (vcp - vdome) * tl ** 2.2, vdome + (vmed - vdome) * tr ** 1.6)
-    return (x > xl) & (x < xm) & (v > top) & (v < bot)
+    return np.minimum(np.minimum(x - xl, xm - x), np.minimum(v - top, bot - v))
 
 
-def _draw_ribs(rng: np.random.Generator, frame: _Frame, a: dict[str, float]) -> np.ndarray:
-    """Posterior ribs (curving down laterally), fainter anterior ribs, clavicles; float 0..1."""
+def _draw_bones(rng: np.random.Generator, frame: _Frame, a: dict[str, float]) -> np.ndarray:
+    """Posterior ribs (curving down laterally), fainter anterior ribs, clavicles; float."""
+    s = frame.size
+    post = np.zeros((s, s), np.uint8)
+    ant = np.zeros((s, s), np.uint8)
+    d = np.linspace(0.0, 1.0, 32)
+    ta = np.linspace(0.0, 1.0, 16)
+    for k in range(10):
+        vk = a["rib_v0"] + a["rib_dv"] * k * (1.0 + 0.03 * k)
+        reach = (0.2 + 0.2 * min(1.0, (k + 1) / 4.0)) * a["rib_reach"]
+        curv = (3.2 - 0.16 * k) * a["rib_curv"]
+        width = a["rib_w"] * (0.7 + 0.06 * min(k, 5))
+        lines, alines = [], []
+        for sign in (-1.0, 1.0):
+            dd = d * reach
+            uu = 0.5 + sign * (0.03 + dd)
+            vv = vk + rng.normal(0, 0.004) - 0.3 * dd + curv * dd * dd
+            lines.append(np.stack([uu, vv], 1))
+            if k < 8:  # anterior rib: from the lateral end, sloping down medially, fainter
+                au = uu[-1] - sign * ta * (0.2 + 0.01 * k)
+                av = vv[-1] - 0.02 + 0.12 * ta + 0.04 * ta * ta
+                alines.append(np.stack([au, av], 1))
+        _polys(post, frame, lines, 255, width)
+        _polys(post, frame, lines, 165, width * 0.5)  # medulla darker than the cortex
+        _polys(ant, frame, alines, 255, width * 0.85)
+    clav = np.zeros((s, s), np.uint8)
+    tc = np.linspace(0.0, 1.0, 24)
+    lines = []
+    for sign in (-1.0, 1.0):  # S-shaped from the sternal notch to the shoulders
+        cu = 0.5 + sign * (0.04 + tc * 0.36)
+        cv = a["clav_v"] - 0.07 * tc + 0.02 * np.sin(tc * 2 * np.pi) * a["clav_s"]
+        lines.append(np.stack([cu, cv], 1))
+    _polys(clav, frame, lines, 255, 0.032)
+    _polys(clav, frame, lines, 175, 0.014)
+    out = post.astype(np.float32) + 0.3 * ant.astype(np.float32) + 1.2 * clav.astype(np.float32)
+    return out * (1.0 / 255.0)
+
+
+def _draw_vessels(rng: np.random.Generator, frame: _Frame) -> np.ndarray:
+    """Branching vascular markings radiating from the hila, thinner and fainter outwards."""
     s = frame.size
     can = np.zeros((s, s), np.uint8)
-    ant = np.zeros((s, s), np.uint8)
-    d = np.linspace(0.0, 1.0, 40)
-    n_ribs = 10
-    v0 = a["rib_v0"]
-    for k in range(n_ribs):
-        vk = v0 + a["rib_dv"] * k * (1.0 + 0.025 * k)
-        reach = 0.24 + 0.17 * min(1.0, (k + 1) / 4.0) * a["rib_reach"]
-        curv = (2.6 - 0.11 * k) * a["rib_curv"]
-        width = a["rib_w"] * (0.75 + 0.05 * min(k, 5))
-        for sign in (-1.0, 1.0):
-            jit = rng.normal(0, 0.004)
-            dd = d * reach
-            uu = 0.5 + sign * (0.035 + dd)
-            vv = vk + jit - 0.35 * dd + curv * dd * dd
-            pts = np.stack([uu, vv], 1)
-            _poly(can, frame, pts, 255, width)
-            _poly(can, frame, pts, 150, width * 0.45)  # medulla darker than cortex
-            # anterior rib: from the lateral end, sloping down medially, fainter
-            ul, vl = uu[-1], vv[-1]
-            ta = np.linspace(0.0, 1.0, 20)
-            au = ul - sign * ta * 0.22
-            av = vl - 0.03 + 0.11 * ta + 0.05 * ta * ta
-            if k < 8:
-                _poly(ant, frame, np.stack([au, av], 1), 255, width * 0.8)
-    # clavicles: S-shaped from the sternal notch to the shoulders
-    clav = np.zeros((s, s), np.uint8)
-    tc = np.linspace(0.0, 1.0, 30)
-    for sign in (-1.0, 1.0):
-        cu = 0.5 + sign * (0.045 + tc * 0.36)
-        cv = a["clav_v"] - 0.06 * tc + 0.025 * np.sin(tc * 2 * np.pi) * a["clav_s"]
-        pts = np.stack([cu, cv], 1)
-        _poly(clav, frame, pts, 255, 0.03)
-        _poly(clav, frame, pts, 170, 0.014)
-    out = can.astype(np.float32) / 255.0 + 0.35 * ant.astype(np.float32) / 255.0
-    return out + 1.3 * clav.astype(np.float32) / 255.0
+    steps = 7
+    segs: list[list[np.ndarray]] = [[] for _ in range(steps)]
+    for sign, hu in ((-1.0, 0.41), (1.0, 0.59)):
+        for _ in range(16):
+            ang = rng.uniform(-1.3, 1.5)
+            pu, pv = hu, 0.42 + rng.uniform(-0.05, 0.05)
+            step = rng.uniform(0.022, 0.036)
+            for j in range(steps):
+                ang += rng.normal(0, 0.3)
+                nu, nv = pu + sign * step * math.cos(ang), pv + step * math.sin(ang) * 0.9
+                segs[j].append(np.array([[pu, pv], [nu, nv]]))
+                pu, pv = nu, nv
+    for j in range(steps):
+        _polys(can, frame, segs[j], int(230 * (1 - j / (steps + 1))), 0.009 * (1 - j / steps) + 0.002)
+    return cv2.GaussianBlur(can, (0, 0), max(0.7, s / 500)).astype(np.float32) * (1.0 / 255.0)
 
 
 def _anatomy_params(rng: np.random.Generator) -> dict[str, float]:
     U = rng.uniform
     return {
-        "body_hw": U(0.40, 0.48), "body_top": U(0.1, 0.16), "neck_hw": U(0.09, 0.13),
+        "body_hw": U(0.40, 0.47), "body_top": U(0.08, 0.14), "neck_hw": U(0.09, 0.12),
         "apex_v": U(0.11, 0.16), "wall_v": U(0.38, 0.48), "cp_v": U(0.73, 0.8),
         "dome_v": U(0.60, 0.66), "dome_drop": U(0.02, 0.05), "apex_med": U(0.02, 0.06),
         "lat_x": U(0.12, 0.16), "apex_x": U(0.29, 0.32), "med_x": U(0.445, 0.46),
@@ -174,99 +197,82 @@ def _anatomy_params(rng: np.random.Generator) -> dict[str, float]:
         "heart_cx": U(0.54, 0.57), "heart_cy": U(0.6, 0.64), "heart_rx": U(0.14, 0.18),
         "heart_ry": U(0.10, 0.13), "heart_rot": U(-0.5, -0.25),
         "med_w": U(0.045, 0.06), "knob": U(0.015, 0.035), "spine_w": U(0.028, 0.036),
-        "rib_v0": U(0.09, 0.12), "rib_dv": U(0.052, 0.062), "rib_reach": U(0.85, 1.05),
+        "rib_v0": U(0.09, 0.12), "rib_dv": U(0.052, 0.062), "rib_reach": U(0.9, 1.05),
         "rib_curv": U(0.85, 1.15), "rib_w": U(0.018, 0.024),
         "clav_v": U(0.17, 0.21), "clav_s": U(0.5, 1.3),
-        "lung_dark": U(0.55, 0.7), "bone": U(0.22, 0.34), "gamma": U(0.8, 1.25),
-        "breast": U(0.0, 0.25), "noise": U(0.008, 0.022), "blur": U(0.5, 1.1),
-        "bg": U(0.0, 0.08),
+        "soft": U(0.72, 0.84), "lung_dark": U(0.42, 0.55), "bone": U(0.12, 0.2),
+        "gamma": U(0.8, 1.25), "breast": U(0.0, 0.12), "noise": U(0.008, 0.022),
+        "blur": U(0.5, 1.1), "bg": U(0.0, 0.08),
     }
 
 
 def _render_normal(seed: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
-    """Noise-free anatomy (display 0..1), lung mask and side labels, plus parameters."""
+    """Noise-free anatomy (display 0..1), lung mask, side labels (1 image-left lung, 2
+    image-right) and the anatomy parameters. Smooth fields are computed on a 4x coarser
+    raster and upsampled; edges that matter (lung borders, bones) are sharp at full size."""
     rng = np.random.default_rng([seed, 0])
     a = _anatomy_params(rng)
     frame = _Frame(size, float(rng.uniform(0.93, 1.04)), float(rng.uniform(-0.06, 0.06)),
                    (float(rng.uniform(-0.03, 0.03)), float(rng.uniform(-0.03, 0.03))))
-    u, v = frame.grids()
-    px = 1.0 / (size * frame.scale)  # one pixel in model units
+    lo = max(32, size // 4)
+    u, v = frame.grids(lo)
+    px = 1.0 / (lo * frame.scale)  # one coarse pixel in model units
 
-    # body: elliptical cross-section, neck at the top, shoulders, abdomen at the bottom
-    hw = np.where(v < a["body_top"], a["neck_hw"] + (a["body_hw"] + 0.06 - a["neck_hw"])
-                  * np.clip((v - a["body_top"] + 0.06) / 0.06, 0, 1) ** 2, a["body_hw"] + 0.06
-                  - 0.06 * np.clip((v - a["body_top"]) / 0.3, 0, 1))
+    # body: elliptical cross-section, neck and sloping shoulders at the top
+    full = a["body_hw"] + 0.05
+    sh = np.clip((v - a["body_top"] + 0.08) / 0.16, 0.0, 1.0)
+    hw = a["neck_hw"] + (full - a["neck_hw"]) * sh * sh * (3 - 2 * sh)
+    hw = hw - 0.05 * np.clip((v - a["body_top"] - 0.1) / 0.4, 0.0, 1.0)
     xb = (u - 0.5) / hw
     body = np.sqrt(np.clip(1.0 - xb * xb, 0.0, 1.0))
-    dens = 0.55 + 0.45 * body ** 0.7
-    dens *= np.clip((1.0 - np.abs(xb)) / (3 * px / hw), 0.0, 1.0)  # sharp skin edge
+    inside = np.clip((1.0 - np.abs(xb)) * hw / (1.5 * px), 0.0, 1.0)
+    dens = (a["soft"] - 0.25 + 0.25 * body ** 0.6) * inside
 
-    # lungs (two fields), minus mediastinum and heart
-    p_r = {k: a[k] for k in ("apex_v", "wall_v", "cp_v", "dome_v", "apex_med", "lat_x",
-                             "apex_x", "med_x", "dome_x")}
+    # lung fields, cut by the mediastinum and the heart
+    keys = ("apex_v", "wall_v", "cp_v", "dome_v", "apex_med", "lat_x", "apex_x", "med_x",
+            "dome_x")
+    p_r = {k: a[k] for k in keys}
     p_r["med_v"] = a["dome_v"] + 0.05
     p_l = dict(p_r, lat_x=a["lat_x2"], dome_v=a["dome_v"] + a["dome_drop"],
                cp_v=a["cp_v"] + a["dome_drop"] * 0.6, med_v=a["dome_v"] + a["dome_drop"] + 0.05,
                apex_v=a["apex_v"] + 0.01)
-    right = _lung_field(u, v, p_r, mirror=False)
-    left = _lung_field(u, v, p_l, mirror=True)
-    du = u - a["heart_cx"]
-    dv = v - a["heart_cy"]
+    du, dv = u - a["heart_cx"], v - a["heart_cy"]
     c, s = math.cos(a["heart_rot"]), math.sin(a["heart_rot"])
     hx, hy = (c * du + s * dv) / a["heart_rx"], (-s * du + c * dv) / a["heart_ry"]
     heart_r = np.sqrt(hx * hx + hy * hy)
-    heart = heart_r < 1.0
     medw = a["med_w"] + a["knob"] * np.exp(-(((v - 0.3) / 0.05) ** 2)) * (u > 0.5)
-    med = np.abs(u - 0.5) < medw
-    lung = (right | left) & ~heart & ~med
-    sides = np.where(lung & (u < 0.5), 1, np.where(lung, 2, 0)).astype(np.int8)
+    cut = np.minimum((heart_r - 1.0) * min(a["heart_rx"], a["heart_ry"]), np.abs(u - 0.5) - medw)
+    f_r = np.minimum(_lung_field(u, v, p_r, mirror=False), cut)
+    f_l = np.minimum(_lung_field(u, v, p_l, mirror=True), cut)
+    lung_lo = ((f_r > 0) | (f_l > 0)).astype(np.float32)
+    depth_lo = cv2.GaussianBlur(lung_lo, (0, 0), 0.035 * lo * frame.scale)
 
-    # lung air: darkest in the middle of each field, rolling off to its borders
-    lung_f = lung.astype(np.float32)
-    sig = 0.035 * size * frame.scale
-    depth = cv2.GaussianBlur(lung_f, (0, 0), sig)
-    depth = np.maximum(depth, lung_f * 0.55)
-    texture = _smooth_noise(rng, size, 24) * 0.04 + _smooth_noise(rng, size, 64) * 0.02
-    dens -= a["lung_dark"] * depth * (1.0 + texture)
-    # vascular markings from the hila, fading laterally
-    vess = np.zeros((size, size), np.uint8)
-    for sign, hu in ((-1.0, 0.42), (1.0, 0.58)):
-        for _ in range(14):
-            ang = rng.uniform(-1.2, 1.6)
-            pts = [(hu, 0.43 + rng.uniform(-0.04, 0.04))]
-            step = rng.uniform(0.025, 0.04)
-            for j in range(7):
-                ang += rng.normal(0, 0.25)
-                pu, pv = pts[-1]
-                pts.append((pu + sign * step * math.cos(ang), pv + step * math.sin(ang) * 0.9))
-            arr = np.asarray(pts)
-            for j in range(len(arr) - 1):
-                w = 0.008 * (1 - j / 7) + 0.002
-                _poly(vess, frame, arr[j:j + 2], int(200 * (1 - j / 8)), w)
-    vess_f = cv2.GaussianBlur(vess, (0, 0), max(0.7, size / 500)).astype(np.float32) / 255.0
-    dens += 0.12 * vess_f * depth
-    # breast / pectoral soft tissue over the lower lateral fields
-    for bu in (0.25, 0.75):
-        bx, by = (u - bu) / 0.2, (v - 0.72) / 0.16
-        dens += a["breast"] * np.clip(1 - bx * bx - by * by, 0, 1) ** 0.5 * (v > 0.56)
-
-    # mediastinum, heart, spine, bones
-    med_soft = np.clip((medw + 0.02 - np.abs(u - 0.5)) / 0.03, 0.0, 1.0) * (v > 0.05)
-    dens += 0.18 * med_soft + 0.12 * np.clip(1.0 - heart_r, 0.0, 0.25) / 0.25
+    # mediastinum, heart, spine (vertebral bodies), breasts, stomach gas
+    med_soft = np.clip((medw + 0.02 - np.abs(u - 0.5)) / 0.03, 0.0, 1.0) * (v > 0.04)
+    dens += (0.14 * med_soft + 0.07 * np.clip(1.0 - heart_r, 0.0, 0.25) / 0.25) * inside
     vert = 0.5 + 0.5 * np.cos(2 * np.pi * (v - a["rib_v0"]) / (a["rib_dv"] * 1.05))
     spine = np.clip((a["spine_w"] - np.abs(u - 0.5)) / 0.008, 0.0, 1.0)
-    dens += a["bone"] * spine * (0.6 + 0.4 * vert ** 3)
-    bones = _draw_ribs(rng, frame, a)
-    inside = (np.abs(xb) < 1.0).astype(np.float32)
-    dens += a["bone"] * bones * inside * (1.0 - 0.5 * med_soft)
-    # abdomen below the diaphragm is dense; the stomach bubble under the left dome is lucent
-    gu, gv = (u - 0.64) / 0.06, (v - (a["dome_v"] + a["dome_drop"] + 0.07)) / 0.035
-    gas = np.clip(1 - gu * gu - gv * gv, 0, 1) * (~left) * (~heart)
-    dens -= rng.uniform(0.05, 0.2) * gas ** 0.5
+    dens += a["bone"] * spine * (0.5 + 0.5 * vert ** 2)
+    for bu in (0.27, 0.73):
+        bx, by = (u - bu) / 0.2, (v - 0.74) / 0.15
+        dens += a["breast"] * np.sqrt(np.clip(1 - bx * bx - by * by, 0, 1)) * (v > 0.6)
+    gu = (u - 0.64) / 0.06
+    gv = (v - (a["dome_v"] + a["dome_drop"] + 0.08)) / 0.035
+    gas = np.sqrt(np.clip(1 - gu * gu - gv * gv, 0, 1)) * (f_l < 0) * (heart_r > 1)
+    dens -= float(rng.uniform(0.04, 0.14)) * gas
 
-    img = np.clip(dens, 0.0, None) * inside
-    img = 1.0 - np.exp(-2.2 * img)
-    img = img / (1.0 - math.exp(-2.2 * 1.35))
+    # full resolution: sharp lung borders, lung air, texture, vessels, bones
+    fr, fl = _up(f_r, size), _up(f_l, size)
+    right, left = fr > 0, fl > 0
+    lung = right | left
+    sides = np.where(right, 1, np.where(left, 2, 0)).astype(np.int8)
+    depth = np.maximum(_up(depth_lo, size), lung * np.float32(0.55))
+    texture = _smooth_noise(rng, size, 20) * 0.05 + _smooth_noise(rng, size, 56) * 0.03
+    img = _up(dens, size)
+    img -= a["lung_dark"] * depth * (1.0 + texture)
+    img += 0.1 * _draw_vessels(rng, frame) * depth
+    inside_f = _up(inside, size)
+    img += a["bone"] * _draw_bones(rng, frame, a) * inside_f * (0.45 + 0.55 * depth)
     img = np.clip(img, 0.0, 1.0) ** a["gamma"]
     img = a["bg"] + (1.0 - a["bg"]) * img
     return img.astype(np.float32), lung, sides, a

@@ -26,15 +26,20 @@ class LungInfo:
     soft_level: float  # display intensity of dense soft tissue (what fluid looks like)
 
 
-def _grid(size: int, cx: float, cy: float) -> tuple[np.ndarray, np.ndarray]:
-    ys, xs = np.ogrid[:size, :size]
-    return (xs.astype(np.float32) - cx), (ys.astype(np.float32) - cy)
+def _window(size: int, cx: float, cy: float, half: float):
+    """Slices of a square window around (cx, cy) clipped to the image, and the window's
+    x, y offsets from the centre (float32 open grids)."""
+    x0, x1 = max(0, int(cx - half)), min(size, int(cx + half) + 2)
+    y0, y1 = max(0, int(cy - half)), min(size, int(cy + half) + 2)
+    xs = np.arange(x0, x1, dtype=np.float32)[None, :] - np.float32(cx)
+    ys = np.arange(y0, y1, dtype=np.float32)[:, None] - np.float32(cy)
+    return (slice(y0, y1), slice(x0, x1)), xs, ys
 
 
-def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cells: int) -> np.ndarray:
     """Band-limited noise in 0..1 (a cells x cells random grid upsampled smoothly)."""
     small = rng.random((cells, cells)).astype(np.float32)
-    return cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC)
+    return cv2.resize(small, (shape[1], shape[0]), interpolation=cv2.INTER_CUBIC)
 
 
 def _pick_centre(
@@ -66,43 +71,46 @@ def _side_name(side: int) -> str:
     return "right" if side == 1 else "left"
 
 
+def _full_mask(shape: tuple[int, int], win: tuple[slice, slice], m: np.ndarray) -> np.ndarray:
+    out = np.zeros(shape, bool)
+    out[win] = m
+    return out
+
+
 def nodule(img: np.ndarray, info: LungInfo, rng: np.random.Generator, side: int | None) -> dict:
     """Round opacity: the projection of a sphere, a little lobulated."""
     s = img.shape[0]
     r = float(rng.uniform(0.012, 0.035)) * s
     cx, cy, side = _pick_centre(rng, info, r, side)
     c = float(rng.uniform(0.10, 0.25))
-    x, y = _grid(s, cx, cy)
-    ang = np.arctan2(y, x)
-    lob = 1.0 + 0.08 * np.sin(3 * ang + rng.uniform(0, 6.3)) * rng.random()
+    win, x, y = _window(s, cx, cy, 1.2 * r + 2)
+    lob = 1.0 + 0.08 * np.sin(3 * np.arctan2(y, x) + rng.uniform(0, 6.3)) * rng.random()
     d = np.sqrt(x * x + y * y) / (r * lob)
     prof = np.sqrt(np.clip(1.0 - d * d, 0.0, 1.0)) ** 0.6
-    img += c * prof
-    mask = d < 1.0
+    img[win] += c * prof
     return {"type": "nodule", "centre": (cx, cy), "size": r, "side": _side_name(side),
-            "contrast": c, "mask": mask}
+            "contrast": c, "mask": _full_mask(img.shape, win, d < 1.0)}
 
 
 def consolidation(img: np.ndarray, info: LungInfo, rng: np.random.Generator,
                   side: int | None) -> dict:
     """Patchy, fluffy opacity of confluent acinar blobs, often in an upper zone (as in TB)."""
     s = img.shape[0]
-    r = float(rng.uniform(0.04, 0.085)) * s
+    r = float(rng.uniform(0.045, 0.09)) * s
     cx, cy, side = _pick_centre(rng, info, 0.6 * r, side, upper=rng.random() < 0.7)
     c = float(rng.uniform(0.10, 0.22))
-    x, y = _grid(s, cx, cy)
-    ax = r * rng.uniform(0.8, 1.3)
-    ay = r * rng.uniform(0.7, 1.1)
+    ax, ay = r * rng.uniform(0.8, 1.3), r * rng.uniform(0.7, 1.1)
+    win, x, y = _window(s, cx, cy, max(ax, ay) + 4)
     env = np.clip(1.0 - (x / ax) ** 2 - (y / ay) ** 2, 0.0, 1.0)
-    fluff = _smooth_noise(rng, s, max(8, int(s / (r * 0.35))))
-    field = env ** 0.5 * (0.35 + fluff)
-    prof = np.clip((field - 0.45) / 0.35, 0.0, 1.0)
-    prof = cv2.GaussianBlur(prof, (0, 0), max(0.8, 0.06 * r))
-    prof *= info.lung_mask
-    img += c * prof
-    mask = prof > 0.25
+    shape = env.shape
+    fluff = _smooth_noise(rng, shape, max(5, int(shape[0] / (0.22 * r)))) * 0.7 \
+        + _smooth_noise(rng, shape, max(9, int(shape[0] / (0.1 * r)))) * 0.3
+    field = np.sqrt(env) * (0.3 + fluff)
+    prof = np.clip((field - 0.4) / 0.3, 0.0, 1.0)
+    prof = cv2.GaussianBlur(prof, (0, 0), max(0.8, 0.05 * r)) * info.lung_mask[win]
+    img[win] += c * prof
     return {"type": "consolidation", "centre": (cx, cy), "size": r, "side": _side_name(side),
-            "contrast": c, "mask": mask}
+            "contrast": c, "mask": _full_mask(img.shape, win, prof > 0.25)}
 
 
 def cavity(img: np.ndarray, info: LungInfo, rng: np.random.Generator, side: int | None) -> dict:
@@ -111,18 +119,16 @@ def cavity(img: np.ndarray, info: LungInfo, rng: np.random.Generator, side: int 
     r = float(rng.uniform(0.025, 0.05)) * s
     cx, cy, side = _pick_centre(rng, info, r, side, upper=rng.random() < 0.6)
     c = float(rng.uniform(0.12, 0.25))
-    wall = rng.uniform(0.3, 0.45)
-    x, y = _grid(s, cx, cy)
-    ang = np.arctan2(y, x)
-    irr = 1.0 + 0.1 * np.sin(2 * ang + rng.uniform(0, 6.3)) * rng.random()
+    wall = float(rng.uniform(0.3, 0.45))
+    win, x, y = _window(s, cx, cy, 1.2 * r + 2)
+    irr = 1.0 + 0.1 * np.sin(2 * np.arctan2(y, x) + rng.uniform(0, 6.3)) * rng.random()
     d = np.sqrt(x * x + y * y) / (r * irr)
     inner = 1.0 - wall
-    ring = np.clip(1.0 - np.abs(d - (1.0 - wall / 2)) / (wall / 2), 0.0, 1.0) ** 0.5
+    ring = np.sqrt(np.clip(1.0 - np.abs(d - (1.0 - wall / 2)) / (wall / 2), 0.0, 1.0))
     hole = np.clip((inner - d) / (0.25 * inner), 0.0, 1.0)
-    img += c * ring - 0.5 * c * hole
-    mask = d < 1.0
+    img[win] += c * ring - 0.5 * c * hole
     return {"type": "cavity", "centre": (cx, cy), "size": r, "side": _side_name(side),
-            "contrast": c, "mask": mask}
+            "contrast": c, "mask": _full_mask(img.shape, win, d < 1.0)}
 
 
 def cyst(img: np.ndarray, info: LungInfo, rng: np.random.Generator, side: int | None) -> dict:
@@ -131,15 +137,14 @@ def cyst(img: np.ndarray, info: LungInfo, rng: np.random.Generator, side: int | 
     r = float(rng.uniform(0.025, 0.055)) * s
     cx, cy, side = _pick_centre(rng, info, r, side)
     c = float(rng.uniform(0.08, 0.18))
-    x, y = _grid(s, cx, cy)
+    win, x, y = _window(s, cx, cy, 1.2 * r + 3)
     d = np.sqrt((x / rng.uniform(0.9, 1.1)) ** 2 + y * y) / r
     t = max(1.2, 0.004 * s) / r  # wall thickness (fraction of r)
     wall = np.clip(1.0 - np.abs(d - 1.0) / t, 0.0, 1.0)
     inside = np.clip((1.0 - d) / (2 * t), 0.0, 1.0)
-    img += -c * inside + 0.6 * c * wall
-    mask = d < 1.0
+    img[win] += -c * inside + 0.6 * c * wall
     return {"type": "cyst", "centre": (cx, cy), "size": r, "side": _side_name(side),
-            "contrast": c, "mask": mask}
+            "contrast": c, "mask": _full_mask(img.shape, win, d < 1.0)}
 
 
 def effusion(img: np.ndarray, info: LungInfo, rng: np.random.Generator,
@@ -149,28 +154,33 @@ def effusion(img: np.ndarray, info: LungInfo, rng: np.random.Generator,
     s = img.shape[0]
     if side is None:
         side = int(rng.integers(1, 3))
-    lung = info.sides == side
-    ys, xs = np.nonzero(lung)
-    top, bottom = ys.min(), ys.max()
-    left, right = xs.min(), xs.max()
+    ys, xs = np.nonzero(info.sides == side)
+    top, bottom, left, right = ys.min(), ys.max(), xs.min(), xs.max()
     height = bottom - top
     level = bottom - float(rng.uniform(0.14, 0.32)) * height  # at the medial side
-    rise = float(rng.uniform(0.06, 0.14)) * height  # meniscus climbs laterally
-    x, y = _grid(s, 0.0, 0.0)
-    lateral = (right - x) / max(1, right - left) if side == 1 else (x - left) / max(1, right - left)
-    lateral = np.clip(lateral, 0.0, 1.0)
-    menisc = level - rise * lateral ** 2.5
+    rise = float(rng.uniform(0.08, 0.16)) * height  # meniscus climbs laterally
+    y0 = max(0, int(level - rise) - 4)
+    win = (slice(y0, bottom + 1), slice(left, right + 1))
+    lung = info.sides[win] == side
+    x = np.arange(left, right + 1, dtype=np.float32)[None, :]
+    y = np.arange(y0, bottom + 1, dtype=np.float32)[:, None]
+    span = max(1, right - left)
+    lateral = (right - x) / span if side == 1 else (x - left) / span
+    menisc = level - rise * np.clip(lateral, 0.0, 1.0) ** 2.5
     soft = max(2.0, 0.012 * s)
     a = float(rng.uniform(0.35, 0.65))
     prof = np.clip((y - menisc) / soft, 0.0, 1.0) * lung
     prof = cv2.GaussianBlur(prof.astype(np.float32), (0, 0), 0.6 * soft) * lung
-    img += a * prof * (info.soft_level - img).clip(0.0, None)
-    mask = (prof > 0.3) & lung
-    yy, xx = np.nonzero(mask)
-    centre = (float(xx.mean()), float(yy.mean())) if len(yy) else (float(xs.mean()), float(bottom))
-    c = float(a * max(0.0, info.soft_level - float(img[lung].mean())))
+    sub = img[win]
+    before = float(sub[prof > 0.3].mean()) if (prof > 0.3).any() else float(sub[lung].mean())
+    sub += a * prof * np.clip(info.soft_level - sub, 0.0, None)
+    m = (prof > 0.3) & lung
+    yy, xx = np.nonzero(m)
+    centre = (float(xx.mean() + left), float(yy.mean() + y0)) if len(yy) else \
+        (float(xs.mean()), float(bottom))
     return {"type": "effusion", "centre": centre, "size": float(bottom - level),
-            "side": _side_name(side), "contrast": c, "mask": mask}
+            "side": _side_name(side), "contrast": a * max(0.0, info.soft_level - before),
+            "mask": _full_mask(img.shape, win, m)}
 
 
 DRAWERS: dict[str, Callable[..., dict[str, Any]]] = {
