@@ -140,7 +140,8 @@ def _read(p: Path, name: str) -> Radiograph:
         raise ImageReadError(f"{name} is empty (0 bytes).")
 
     kind = _sniff(head)
-    if kind is None and p.suffix.lower() in DICOM_SUFFIXES:
+    suffix = p.suffix.lower()
+    if kind is None and suffix in DICOM_SUFFIXES and not _looks_like_text(head):
         kind = "DICOM"  # DICOM without the 128-byte preamble: let pydicom try
     if kind == "DICOM":
         from .io_dicom import read_dicom_pixels
@@ -154,10 +155,12 @@ def _read(p: Path, name: str) -> Radiograph:
             "use PNG, JPEG, TIFF, BMP or DICOM.")
     else:
         what = "a text file" if _looks_like_text(head) else "not a recognised image format"
-        expect = p.suffix.upper().lstrip(".") or "image"
-        raise ImageReadError(
-            f"{name} does not contain {expect} data: it is {what}. "
-            "Supported formats are PNG, JPEG, TIFF, BMP and DICOM.")
+        if suffix in SUPPORTED_SUFFIXES:
+            expect = "DICOM" if suffix in DICOM_SUFFIXES else suffix.lstrip(".").upper()
+            lead = f"{name} does not contain {expect} data: it is {what}."
+        else:
+            lead = f"{name} is {what}, not a supported image."
+        raise ImageReadError(f"{lead} Supported formats are PNG, JPEG, TIFF, BMP and DICOM.")
     meta["path"] = str(p)
     check_usable(pixels, name)
     return Radiograph(pixels, meta)

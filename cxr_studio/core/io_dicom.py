@@ -38,7 +38,12 @@ def read_dicom_pixels(p: Path, name: str, has_preamble: bool = True) -> tuple[np
     except (EOFError, OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise ImageReadError(f"{name} is a damaged or truncated DICOM file ({e}).") from e
 
-    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+    has_pixels = any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
+    if not has_preamble and (len(ds) == 0 or not has_pixels):
+        raise ImageReadError(
+            f"{name} does not look like a DICOM image: it has no DICOM preamble and no pixel "
+            "data could be found in it.")
+    if not has_pixels:
         sop = ds.get("SOPClassUID")
         what = f" (it is a {sop.name})" if sop is not None and hasattr(sop, "name") else ""
         raise ImageReadError(f"{name} is a DICOM file without pixel data{what}; it holds no image.")

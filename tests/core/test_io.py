@@ -392,3 +392,26 @@ def test_real_montgomery_and_shenzhen(nlm_root: Path) -> None:
         assert r.meta["format"] == "PNG" and r.meta["bit_depth"] in (8, 16)
         assert 0.0 <= float(r.pixels.min()) < 0.2 and 0.8 < float(r.pixels.max()) <= 1.0
         assert float(r.pixels.std()) > 0.05
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "TIFF", "BMP"])
+def test_damaged_files_only_ever_raise_image_read_error(tmp_path: Path, fmt: str) -> None:
+    """Cuts and flipped bytes anywhere: the result is an image or ImageReadError, nothing else."""
+    src = tmp_path / "src"
+    Image.fromarray(rgb_image(64, 64, seed=8), "RGB").save(src, format=fmt)
+    data = src.read_bytes()
+    rng = np.random.default_rng(9)
+    variants = [data[:n] for n in np.linspace(1, len(data) - 1, 12).astype(int)]
+    for _ in range(12):
+        b = bytearray(data)
+        for i in rng.integers(0, len(b), 4):
+            b[i] ^= 0xFF
+        variants.append(bytes(b))
+    for i, v in enumerate(variants):
+        p = tmp_path / f"v{i}.{fmt.lower()}"
+        p.write_bytes(v)
+        try:
+            r = read_image(p)
+        except ImageReadError:
+            continue
+        assert r.pixels.dtype == np.float32 and 0.0 <= r.pixels.min() <= r.pixels.max() <= 1.0

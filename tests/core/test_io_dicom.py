@@ -204,3 +204,33 @@ def test_dicom_bomb_refused_before_decoding(tmp_path: Path) -> None:
 def test_tiny_and_constant_dicom_refused(tmp_path: Path) -> None:
     refused(make_dicom(tmp_path / "one.dcm", np.array([[7]], np.uint16)), "at least")
     refused(make_dicom(tmp_path / "flat.dcm", np.full((64, 64), 300, np.uint16)), "same value")
+
+
+def test_text_or_noise_named_dcm_refused(tmp_path: Path) -> None:
+    t = tmp_path / "notes.dcm"
+    t.write_text("this is a text file\n")
+    refused(t, "text file")
+    n = tmp_path / "noise.dcm"
+    n.write_bytes(np.random.default_rng(1).integers(0, 256, 3000).astype(np.uint8).tobytes())
+    refused(n, "does not look like a DICOM image")
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom warns about the damage it sees
+@pytest.mark.parametrize("compress", [None, RLELossless])
+def test_damaged_dicom_only_ever_raises_image_read_error(tmp_path: Path, compress) -> None:
+    data = make_dicom(tmp_path / "src.dcm", gradient(64, 64), bits_stored=12, compress=compress).read_bytes()
+    rng = np.random.default_rng(2)
+    variants = [data[:n] for n in np.linspace(140, len(data) - 1, 12).astype(int)]
+    for _ in range(12):
+        b = bytearray(data)
+        for i in rng.integers(132, len(b), 4):
+            b[i] ^= 0xFF
+        variants.append(bytes(b))
+    for i, v in enumerate(variants):
+        p = tmp_path / f"v{i}.dcm"
+        p.write_bytes(v)
+        try:
+            r = read_image(p)
+        except ImageReadError:
+            continue
+        assert r.pixels.dtype == np.float32 and 0.0 <= r.pixels.min() <= r.pixels.max() <= 1.0
