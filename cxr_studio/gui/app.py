@@ -1,0 +1,142 @@
+"""`cxr-studio`: start the desktop app.
+
+    cxr-studio                       welcome page (offers the demo)
+    cxr-studio --demo                demo phantom + demo model
+    cxr-studio IMAGE --checkpoint C  open an image with one or more checkpoints
+    cxr-studio ... --screenshot PNG  save the window once the first heatmap is drawn, then exit
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("cxr_studio.gui")
+SCREENSHOT_TIMEOUT_S = 180.0
+EXIT_SCREENSHOT_TIMEOUT = 3
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="cxr-studio", description="CXR Studio: what chest X-ray classifiers look at. "
+                                "`cxr-studio export --help` for batch export without a window.")
+    p.add_argument("image", nargs="?", help="radiograph to open (PNG, JPEG, TIFF, DICOM)")
+    p.add_argument("--demo", action="store_true", help="open the synthetic demo phantom with the demo model")
+    p.add_argument("--checkpoint", action="append", default=[], metavar="CKPT", help="checkpoint to load (repeatable)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the best available)")
+    p.add_argument("--screenshot", metavar="PNG", help="save the window once the first heatmap is drawn, then exit")
+    p.add_argument("--screenshot-timeout", type=float, default=SCREENSHOT_TIMEOUT_S, help=argparse.SUPPRESS)
+    p.add_argument("--light", action="store_true", help="light theme (default: dark)")
+    return p.parse_args(argv)
+
+
+def apply_theme(name: str) -> None:
+    """qdarkstyle's dark or light style on the running QApplication."""
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    if app is None:
+        return
+    try:
+        import qdarkstyle
+
+        if name == "light":
+            from qdarkstyle.light.palette import LightPalette
+
+            app.setStyleSheet(qdarkstyle.load_stylesheet(qt_api="pyside6", palette=LightPalette))
+        else:
+            app.setStyleSheet(qdarkstyle.load_stylesheet(qt_api="pyside6"))
+    except Exception as e:  # noqa: BLE001 - the app works without the style
+        log.warning("theme %s unavailable: %s", name, e)
+
+
+def install_excepthook(window_getter: Any) -> None:
+    """Unexpected exceptions: logged with the traceback, shown to the user as one message."""
+
+    def hook(etype: type, value: BaseException, tb: Any) -> None:
+        log.error("Unexpected error:\n%s", "".join(traceback.format_exception(etype, value, tb)))
+        w = window_getter()
+        if w is not None:
+            try:
+                from .bridge import describe_error
+
+                w.show_error(f"Unexpected error: {describe_error(value)} (details in the log)")
+            except Exception:  # noqa: BLE001
+                pass
+
+    sys.excepthook = hook
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from cxr_studio.core.engine import DeviceError, ModelManager, Worker, choose_device
+    from cxr_studio.core.session import Session
+
+    from .main_window import MainWindow
+    from .settings import Settings
+
+    try:
+        device = choose_device(args.device)
+    except (DeviceError, ValueError) as e:
+        print(f"cxr-studio: {e}", file=sys.stderr)
+        return 2
+    app = QApplication.instance() or QApplication(["cxr-studio"])
+    app.setApplicationName("CXR Studio")
+    app.setOrganizationName("cxr-studio")
+    settings = Settings()
+    apply_theme("light" if args.light else settings.theme)
+    worker = Worker()
+    window = MainWindow(Session(), worker, ModelManager(device), settings)
+    if args.light:
+        window.light_action.setChecked(True)
+    install_excepthook(lambda: window)
+    status = {"code": 0}
+
+    if args.screenshot:
+        out = Path(args.screenshot)
+
+        def shoot() -> None:
+            window.view.graphics.repaint()
+            ok = window.grab().save(str(out))
+            status["code"] = 0 if ok else 1
+            if not ok:
+                print(f"cxr-studio: could not write the screenshot {out}", file=sys.stderr)
+            window.close()
+            app.quit()
+
+        def on_heatmap() -> None:
+            window.heatmap_drawn.disconnect(on_heatmap)
+            QTimer.singleShot(1500, shoot)  # let the docks (thumbnails, mosaic) fill in
+
+        def timeout() -> None:
+            print(f"cxr-studio: no heatmap appeared within {args.screenshot_timeout:.0f} s; no screenshot "
+                  f"written ({window.last_error or 'no error reported'})", file=sys.stderr)
+            status["code"] = EXIT_SCREENSHOT_TIMEOUT
+            window.close()
+            app.quit()
+
+        window.heatmap_drawn.connect(on_heatmap)
+        QTimer.singleShot(int(args.screenshot_timeout * 1000), timeout)
+
+    window.show()
+    if args.demo:
+        window.open_demo()
+    elif args.image:
+        window.open_image(args.image)
+    for ck in args.checkpoint:
+        window.controller.load_checkpoint(os.path.abspath(ck))
+    code = app.exec()
+    if not window._closed:
+        window.close()
+    return status["code"] or code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

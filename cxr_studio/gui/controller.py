@@ -1,0 +1,370 @@
+"""Glue between the `Session` (state), the worker (torch work) and the widgets.
+
+The controller reacts to session changes by sending jobs (`gui.jobs`) to the worker through the
+`WorkerBridge`, caches what came back (preprocessing per spec, forward passes per model), and
+publishes results as Qt signals the docks and the central view draw. Cheap numpy work on cached
+activations (one channel's map) runs on the GUI thread so a channel switch needs no worker trip;
+threshold / opacity / colormap never reach the controller's compute paths at all.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import QObject, Signal
+
+from . import jobs
+from .bridge import WorkerBridge
+
+log = logging.getLogger(__name__)
+
+USER_SPEC_KEYS = ("segmentation", "clahe", "clahe_clip", "clahe_tiles")  # pipeline-dock overrides
+
+
+@dataclass
+class HeatmapView:
+    """What the central view needs to draw one heatmap."""
+
+    map_input: np.ndarray  # (h, w) 0..1 covering the model input
+    crop_box: tuple[int, int, int, int]
+    value_range: tuple[float, float]  # activation units of 0 and 1
+    model_id: str
+    layer: str
+    channel: int | None
+    method: str
+
+
+class Controller(QObject):
+    pipeline_ready = Signal(object)  # jobs.PipelineResult
+    forward_ready = Signal(str)  # model id
+    layers_ready = Signal(str, object)  # model id, list[LayerInfo]
+    ranking_ready = Signal(str, object)  # layer, [(channel, score)]
+    thumbnails_ready = Signal(str, object)  # layer, (C, t, t, 4) uint8
+    heatmap_ready = Signal(object)  # HeatmapView
+    models_changed = Signal()
+    message = Signal(str)  # a warning / information for the status bar
+    error = Signal(str)  # one clear sentence for a dialog
+
+    def __init__(self, session: Any, bridge: WorkerBridge, manager: Any, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.bridge = bridge
+        self.manager = manager
+        self.given_masks: dict[str, np.ndarray] = {}  # segmentation method -> known mask (demo)
+        self.prep_cache: dict[str, Any] = {}  # spec json -> Preprocessed
+        self.forward_cache: dict[tuple[str, str], Any] = {}  # (model id, spec json) -> ForwardResult
+        self.layer_cache: dict[str, list[Any]] = {}
+        self.rankings: dict[tuple[str, str, str], list[tuple[int, float]]] = {}
+        self.thumbs: dict[tuple[str, str, str], np.ndarray] = {}
+        self.last_heatmap: HeatmapView | None = None
+        self.untrained: set[str] = set()
+        self.auto_strongest = True  # the first heatmap of an image/model shows the strongest channel
+        self._pending: set[str] = set()
+        session.events.changed.connect(self._on_session_changed)
+
+    # -- helpers -----------------------------------------------------------------------------
+    def loaded(self, model_id: str | None = None) -> Any:
+        mid = model_id or self.session.current_model_id
+        return self.session.models.get(mid) if mid else None
+
+    def spec_for(self, model_id: str | None = None) -> Any:
+        """The current model's preprocessing with the user's pipeline-dock overrides applied."""
+        from cxr_studio.core.pipeline import PreprocessSpec
+
+        user = self.session.spec
+        loaded = self.loaded(model_id)
+        base = getattr(loaded, "spec", None) if loaded is not None else None
+        if isinstance(base, dict):
+            base = PreprocessSpec.from_dict(base)
+        if base is None:
+            return user if user is not None else PreprocessSpec()
+        if user is None:
+            return base
+        return base.replace(**{k: getattr(user, k) for k in USER_SPEC_KEYS})
+
+    @staticmethod
+    def spec_key(spec: Any) -> str:
+        return json.dumps(spec.to_dict(), sort_keys=True)
+
+    def forward_for(self, model_id: str | None = None) -> Any:
+        mid = model_id or self.session.current_model_id
+        return self.forward_cache.get((mid, self.spec_key(self.spec_for(mid)))) if mid else None
+
+    def activation(self, layer: str | None = None) -> np.ndarray | None:
+        fwd = self.forward_for()
+        name = layer or self.session.layer
+        if fwd is None or name is None:
+            return None
+        return fwd.activations.get(name)
+
+    # -- opening things -------------------------------------------------------------------------
+    def open_image(self, source: Any, lung_mask: np.ndarray | None = None) -> None:
+        """Open a path or a Radiograph: read + preprocess in the worker, then everything else."""
+        self.given_masks = {"auto": lung_mask} if lung_mask is not None else {}
+        self.auto_strongest = True
+        self.prep_cache.clear()
+        self.forward_cache.clear()
+        self.rankings.clear()
+        self.thumbs.clear()
+        spec = self.spec_for()
+        self.bridge.submit("opening image", jobs.run_pipeline, source, spec, lung_mask, key="pipeline",
+                           on_result=self._image_opened, on_error=self.error.emit)
+
+    def _image_opened(self, res: jobs.PipelineResult) -> None:
+        self.session.set_image(res.radiograph)
+        self._pipeline_done(res)
+
+    def rerun_pipeline(self) -> None:
+        """Preprocess the current image with the current spec (cached per spec)."""
+        rad = self.session.radiograph
+        if rad is None:
+            return
+        spec = self.spec_for()
+        key = self.spec_key(spec)
+        if key in self.prep_cache:
+            res = self.prep_cache[key]
+            self._pipeline_done(res)
+            return
+        mask = self.given_masks.get(spec.segmentation) if spec.segmentation != "none" else None
+        if mask is None:  # reuse a mask computed for another spec with the same segmentation
+            for r in self.prep_cache.values():
+                if r.preprocessed.spec.segmentation == spec.segmentation and spec.segmentation != "none":
+                    mask = r.preprocessed.lung_mask
+                    break
+        self.bridge.submit("preprocessing", jobs.run_pipeline, rad, spec, mask, key="pipeline",
+                           on_result=self._pipeline_done, on_error=self.error.emit)
+
+    def _pipeline_done(self, res: jobs.PipelineResult) -> None:
+        p = res.preprocessed
+        self.prep_cache[self.spec_key(p.spec)] = res
+        self.session.set_preprocessed(p)
+        for w in p.warnings:
+            self.message.emit(w)
+        self.pipeline_ready.emit(res)
+        self.refresh_forward()
+
+    def load_checkpoint(self, path: str, untrained: bool = False) -> None:
+        def done(result: tuple[str, Any]) -> None:
+            mid, loaded = result
+            if untrained or (getattr(loaded, "provenance", None) or {}).get("untrained"):
+                self.untrained.add(mid)
+            self.auto_strongest = True
+            self.session.add_model(mid, loaded)
+            self.session.current_model_id = mid
+            self.models_changed.emit()
+
+        self.bridge.submit("loading model", jobs.load_model, self.manager, path,
+                           on_result=done, on_error=self.error.emit)
+
+    def unload(self, model_id: str) -> None:
+        def done(_: Any) -> None:
+            self.session.remove_model(model_id)
+            for k in [k for k in self.forward_cache if k[0] == model_id]:
+                del self.forward_cache[k]
+            self.layer_cache.pop(model_id, None)
+            self.models_changed.emit()
+
+        self.bridge.submit("unloading model", self.manager.unload, model_id, on_result=done,
+                           on_error=self.error.emit)
+
+    # -- forward, layers, ranking, thumbnails ----------------------------------------------------
+    def ensure_forward(self, model_id: str, then: Any = None) -> None:
+        """Run (or reuse) the forward pass of ``model_id`` on the current image."""
+        spec = self.spec_for(model_id)
+        key = (model_id, self.spec_key(spec))
+        if key in self.forward_cache:
+            if then:
+                then(self.forward_cache[key])
+            return
+        rad = self.session.radiograph
+        if rad is None:
+            return
+        cached = self.prep_cache.get(key[1])
+
+        def run(loaded: Any, rad: Any, spec: Any, cached: Any, masks: dict) -> tuple[Any, Any]:
+            res = cached
+            if res is None:
+                res = jobs.run_pipeline(rad, spec, masks.get(spec.segmentation))
+            return res, jobs.forward(loaded, res.preprocessed)
+
+        def done(out: tuple[Any, Any]) -> None:
+            res, fwd = out
+            self.prep_cache[self.spec_key(res.preprocessed.spec)] = res
+            self.forward_cache[key] = fwd
+            self.forward_ready.emit(model_id)
+            if then:
+                then(fwd)
+
+        self.bridge.submit(f"forward pass ({model_id})", run, self.loaded(model_id), rad, spec, cached,
+                           dict(self.given_masks), key=f"forward:{model_id}", on_result=done,
+                           on_error=self.error.emit)
+
+    def refresh_forward(self) -> None:
+        mid = self.session.current_model_id
+        if mid is None or self.session.preprocessed is None:
+            return
+        if mid not in self.layer_cache:
+            size = int(self.spec_for(mid).input_size)
+            self.bridge.submit("listing layers", jobs.layer_list, self.loaded(mid), size,
+                               key=f"layers:{mid}", on_result=lambda ls, m=mid: self._layers_done(m, ls),
+                               on_error=self.error.emit)
+        self.ensure_forward(mid, lambda fwd: self._forward_done(mid))
+
+    def _layers_done(self, mid: str, layers: list[Any]) -> None:
+        self.layer_cache[mid] = layers
+        self.layers_ready.emit(mid, layers)
+
+    def _forward_done(self, mid: str) -> None:
+        if mid != self.session.current_model_id:
+            return
+        s = self.session
+        fwd = self.forward_for(mid)
+        if s.preprocessed is not None and self.spec_key(s.preprocessed.spec) == self.spec_key(self.spec_for(mid)):
+            s.set_forward(mid, fwd)
+        if s.layer is None or s.layer not in fwd.activations:
+            from cxr_studio.core.models.layers import deepest_conv
+
+            s.select_layer(deepest_conv(self.loaded(mid).model))
+        self.refresh_thumbnails()
+        if self.auto_strongest:  # first look: the strongest channel, as the paper did
+            self.auto_strongest = False
+            self.strongest()
+        else:
+            self.refresh_ranking()
+            self.refresh_heatmap()
+
+    def refresh_layer(self) -> None:
+        """Thumbnails and ranking of the current layer, then the heatmap."""
+        self.refresh_thumbnails()
+        self.refresh_ranking()
+        self.refresh_heatmap()
+
+    def _layer_key(self) -> tuple[str, str, str]:
+        s = self.session
+        return (str(s.current_model_id), str(s.layer), self.spec_key(self.spec_for()))
+
+    def refresh_thumbnails(self) -> None:
+        act = self.activation()
+        if act is None or act.ndim != 3:
+            self.thumbnails_ready.emit(str(self.session.layer), None)
+            return
+        key = self._layer_key() + (self.session.scale,)
+        if key in self.thumbs:
+            self.thumbnails_ready.emit(self.session.layer, self.thumbs[key])
+            return
+        layer = self.session.layer
+
+        def done(t: np.ndarray) -> None:
+            self.thumbs[key] = t
+            if layer == self.session.layer:
+                self.thumbnails_ready.emit(layer, t)
+
+        self.bridge.submit("channel thumbnails", jobs.channel_thumbnails, act, self.session.scale,
+                           key="thumbnails", on_result=done, on_error=self.error.emit)
+
+    def refresh_ranking(self, then: Any = None) -> None:
+        s = self.session
+        act = self.activation()
+        if act is None:
+            return
+        method = s.ranking
+        if act.ndim != 3 and method in ("lungs", "region"):
+            method = "max"
+        if method == "region" and s.region is None:
+            self.message.emit("Draw a region on the image to rank channels inside it; ranking by max instead.")
+            method = "max"
+        key = self._layer_key() + (method, repr(s.region) if method == "region" else "")
+        layer = s.layer
+
+        def done(r: list[tuple[int, float]]) -> None:
+            self.rankings[key] = r
+            if layer == self.session.layer:
+                self.ranking_ready.emit(layer, r)
+                if then:
+                    then(r)
+
+        if key in self.rankings:
+            done(self.rankings[key])
+            return
+        p = s.preprocessed
+        self.bridge.submit("ranking channels", jobs.rank, act, method, p.geometry, p.lung_mask, s.region,
+                           key="ranking", on_result=done, on_error=self.error.emit)
+
+    def strongest(self) -> None:
+        """Select the top channel under the current ranking method."""
+        self.refresh_ranking(then=lambda r: self._set_channel(r[0][0]) if r else None)
+
+    def _set_channel(self, ch: int) -> None:
+        if self.session.channel == ch:
+            self.refresh_heatmap()
+        else:
+            self.session.channel = ch
+
+    # -- heatmap ---------------------------------------------------------------------------------
+    def refresh_heatmap(self) -> None:
+        s = self.session
+        mid, p = s.current_model_id, s.preprocessed
+        fwd = self.forward_for(mid) if mid else None
+        if fwd is None or p is None or s.layer is None:
+            return
+        act = fwd.activations.get(s.layer)
+        if act is None:
+            return
+        if s.method == "activation":
+            if act.ndim != 3:
+                self.message.emit(f"{s.layer} is fully connected: it has no spatial map. Pick a conv layer.")
+                return
+            from cxr_studio.core.saliency import channel_map
+
+            ch = int(s.channel or 0) % act.shape[0]
+            m = channel_map(act, ch, s.scale)
+            a = act[ch] if s.scale == "channel" else act
+            lo = float(a.min()) if s.scale == "channel" else min(0.0, float(a.min()))
+            self._show(HeatmapView(m, p.geometry.crop_box, (lo, float(a.max())), mid, s.layer, ch, "activation"))
+            return
+        layer, method = s.layer, s.method
+
+        def done(res: Any) -> None:
+            self._show(HeatmapView(res.map_input, p.geometry.crop_box, (0.0, 1.0), mid, layer, None, method))
+
+        self.bridge.submit(method, jobs.heatmap, self.loaded(mid), p, fwd, layer, s.channel, method,
+                           s.class_index, s.scale, s.ranking, s.region, key="heatmap", on_result=done,
+                           on_error=self.error.emit)
+
+    def _show(self, hv: HeatmapView) -> None:
+        self.last_heatmap = hv
+        self.session.set_heatmap(hv)
+        self.heatmap_ready.emit(hv)
+
+    # -- session observer -----------------------------------------------------------------------
+    def _on_session_changed(self, name: str, value: Any) -> None:
+        if name in ("channel", "method", "class_index"):
+            self.refresh_heatmap()  # cheap for activations: no worker trip, no deferral
+        elif name in ("current_model_id", "spec", "layer", "scale", "ranking", "region"):
+            # deferred to the event loop: the session may be in the middle of several changes
+            if not self._pending:
+                from PySide6.QtCore import QTimer
+
+                QTimer.singleShot(0, self._flush)
+            self._pending.add(name)
+
+    def _flush(self) -> None:
+        names, self._pending = self._pending, set()
+        if self.session.radiograph is None:
+            return
+        if names & {"current_model_id", "spec"}:
+            self.rerun_pipeline()
+            return
+        if "layer" in names:
+            self.refresh_layer()
+            return
+        if "scale" in names:
+            self.refresh_thumbnails()
+            self.refresh_heatmap()
+        if names & {"ranking", "region"}:
+            self.refresh_ranking()
+            if "region" in names and self.session.method != "activation":
+                self.refresh_heatmap()

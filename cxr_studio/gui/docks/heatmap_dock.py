@@ -1,0 +1,117 @@
+"""Heatmap controls: source (activation / Grad-CAM / Grad-CAM++), class, colormap, threshold
+(slider + spin box), opacity, per-channel vs per-layer scaling, lung outline and region tools.
+
+Every control writes the session; threshold / opacity / colormap only change the overlay's lookup
+table or opacity (the main window listens), never a recomputation.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDockWidget, QDoubleSpinBox, QFormLayout, QHBoxLayout,
+                               QPushButton, QSlider, QWidget)
+
+SOURCES = {"activation": "Channel activation", "gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}
+SLIDER_STEPS = 1000
+
+
+class HeatmapDock(QDockWidget):
+    region_requested = Signal(str)  # "rect" | "polygon"
+    region_cleared = Signal()
+
+    def __init__(self, session: Any, controller: Any, parent: QWidget | None = None) -> None:
+        super().__init__("Heatmap", parent)
+        self.setObjectName("HeatmapDock")
+        self.session, self.controller = session, controller
+        from cxr_studio.core.render import COLORMAPS
+
+        w = QWidget()
+        form = QFormLayout(w)
+        self.source = QComboBox()
+        for k, label in SOURCES.items():
+            self.source.addItem(label, k)
+        self.source.currentIndexChanged.connect(lambda _: setattr(session, "method", self.source.currentData()))
+        form.addRow("Source", self.source)
+        self.klass = QComboBox()
+        self.klass.currentIndexChanged.connect(self._class_picked)
+        form.addRow("Class (Grad-CAM)", self.klass)
+        self.colormap = QComboBox()
+        self.colormap.addItems(list(COLORMAPS))
+        self.colormap.currentTextChanged.connect(lambda t: setattr(session, "colormap", t))
+        form.addRow("Colormap", self.colormap)
+        self.threshold_slider = QSlider(Qt.Orientation.Horizontal)
+        self.threshold_slider.setRange(0, SLIDER_STEPS)
+        self.threshold_spin = QDoubleSpinBox()
+        self.threshold_spin.setRange(0.0, 1.0)
+        self.threshold_spin.setDecimals(3)
+        self.threshold_spin.setSingleStep(0.01)
+        self.threshold_slider.valueChanged.connect(lambda v: setattr(session, "threshold", v / SLIDER_STEPS))
+        self.threshold_spin.valueChanged.connect(lambda v: setattr(session, "threshold", float(v)))
+        row = QHBoxLayout()
+        row.addWidget(self.threshold_slider, 1)
+        row.addWidget(self.threshold_spin)
+        form.addRow("Threshold", row)
+        self.opacity_slider = QSlider(Qt.Orientation.Horizontal)
+        self.opacity_slider.setRange(0, SLIDER_STEPS)
+        self.opacity_slider.valueChanged.connect(lambda v: setattr(session, "opacity", v / SLIDER_STEPS))
+        form.addRow("Opacity", self.opacity_slider)
+        self.scale = QComboBox()
+        self.scale.addItem("per channel", "channel")
+        self.scale.addItem("per layer", "layer")
+        self.scale.currentIndexChanged.connect(lambda _: setattr(session, "scale", self.scale.currentData()))
+        form.addRow("Scaling", self.scale)
+        self.outline = QCheckBox("Show lung outline")
+        self.outline.toggled.connect(lambda on: setattr(session, "show_lung_outline", on))
+        form.addRow(self.outline)
+        regions = QHBoxLayout()
+        for label, kind in (("Rectangle", "rect"), ("Polygon", "polygon")):
+            b = QPushButton(label)
+            b.setToolTip(f"Draw a {label.lower()} region on the image; channels are ranked inside it")
+            b.clicked.connect(lambda _=False, k=kind: self.region_requested.emit(k))
+            regions.addWidget(b)
+        clear = QPushButton("Clear")
+        clear.clicked.connect(self.region_cleared.emit)
+        regions.addWidget(clear)
+        form.addRow("Region", regions)
+        self.setWidget(w)
+        for name in ("method", "colormap", "threshold", "opacity", "scale", "show_lung_outline", "class_index"):
+            getattr(session.events, name).connect(lambda _v: self.sync())
+        session.events.current_model_id.connect(lambda _: self._fill_classes())
+        self._fill_classes()
+        self.sync()
+
+    def _fill_classes(self) -> None:
+        loaded = self.session.current_model
+        names = list(getattr(loaded, "class_names", None) or ["normal", "abnormal"])
+        self.klass.blockSignals(True)
+        self.klass.clear()
+        for i, n in enumerate(names):
+            self.klass.addItem(f"{i}: {n}", i)
+        self.klass.setCurrentIndex(min(self.session.class_index, len(names) - 1))
+        self.klass.blockSignals(False)
+
+    def _class_picked(self, _i: int) -> None:
+        v = self.klass.currentData()
+        if v is not None:
+            self.session.class_index = int(v)
+
+    def sync(self) -> None:
+        """Push the session's values into the widgets without feeding back."""
+        s = self.session
+        widgets = (self.source, self.colormap, self.threshold_slider, self.threshold_spin, self.opacity_slider,
+                   self.scale, self.outline, self.klass)
+        for wdg in widgets:
+            wdg.blockSignals(True)
+        self.source.setCurrentIndex(max(0, self.source.findData(s.method)))
+        self.colormap.setCurrentText(s.colormap)
+        self.threshold_slider.setValue(round(s.threshold * SLIDER_STEPS))
+        self.threshold_spin.setValue(s.threshold)
+        self.opacity_slider.setValue(round(s.opacity * SLIDER_STEPS))
+        self.scale.setCurrentIndex(max(0, self.scale.findData(s.scale)))
+        self.outline.setChecked(bool(s.show_lung_outline))
+        i = self.klass.findData(s.class_index)
+        if i >= 0:
+            self.klass.setCurrentIndex(i)
+        for wdg in widgets:
+            wdg.blockSignals(False)

@@ -1,0 +1,56 @@
+"""Layer browser: the current model's layers with type and output shape; selecting one shows its
+channels (the session's layer)."""
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QDockWidget, QTreeWidget, QTreeWidgetItem, QWidget
+
+
+class LayersDock(QDockWidget):
+    def __init__(self, session: Any, controller: Any, parent: QWidget | None = None) -> None:
+        super().__init__("Layers", parent)
+        self.setObjectName("LayersDock")
+        self.session, self.controller = session, controller
+        self.tree = QTreeWidget()
+        self.tree.setHeaderLabels(["Layer", "Type", "Output shape"])
+        self.tree.setRootIsDecorated(False)
+        self.tree.setUniformRowHeights(True)
+        self.tree.currentItemChanged.connect(self._picked)
+        self.setWidget(self.tree)
+        self.items: dict[str, QTreeWidgetItem] = {}
+        controller.layers_ready.connect(self._layers_ready)
+        session.events.layer.connect(self.select)
+        session.events.current_model_id.connect(lambda mid: self.show_layers(controller.layer_cache.get(mid) or []))
+
+    def _layers_ready(self, model_id: str, layers: list[Any]) -> None:
+        if model_id == self.session.current_model_id:
+            self.show_layers(layers)
+
+    def show_layers(self, layers: list[Any]) -> None:
+        self.tree.blockSignals(True)
+        self.tree.clear()
+        self.items.clear()
+        for info in layers:
+            shape = "x".join(str(v) for v in info.shape) if info.shape else "?"
+            item = QTreeWidgetItem([info.name, info.type, shape])
+            item.setData(0, Qt.ItemDataRole.UserRole, info.name)
+            self.tree.addTopLevelItem(item)
+            self.items[info.name] = item
+        for c in range(3):
+            self.tree.resizeColumnToContents(c)
+        self.tree.blockSignals(False)
+        self.select(self.session.layer)
+
+    def select(self, name: str | None) -> None:
+        item = self.items.get(name or "")
+        self.tree.blockSignals(True)
+        self.tree.setCurrentItem(item)
+        if item is not None:
+            self.tree.scrollToItem(item)
+        self.tree.blockSignals(False)
+
+    def _picked(self, item: QTreeWidgetItem | None, _prev: Any) -> None:
+        if item is not None:
+            self.session.select_layer(item.data(0, Qt.ItemDataRole.UserRole))

@@ -1,0 +1,136 @@
+"""Models dock: load / unload checkpoints (file dialog or drag-and-drop), the device and its
+memory, the current model, and the prediction for the current image."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (QDockWidget, QFileDialog, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
+                               QProgressBar, QPushButton, QVBoxLayout, QWidget)
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+
+
+def _mb(v: Any) -> str:
+    try:
+        return f"{float(v) / 2**20:,.0f} MB"
+    except (TypeError, ValueError):
+        return "?"
+
+
+class ModelsDock(QDockWidget):
+    def __init__(self, session: Any, controller: Any, parent: QWidget | None = None) -> None:
+        super().__init__("Models", parent)
+        self.setObjectName("ModelsDock")
+        self.session, self.controller = session, controller
+        w = QWidget()
+        lay = QVBoxLayout(w)
+        self.list = QListWidget()
+        self.list.setToolTip("Loaded models; drop checkpoint files here")
+        self.list.currentItemChanged.connect(self._current_changed)
+        lay.addWidget(self.list, 1)
+        row = QHBoxLayout()
+        self.load_button = QPushButton("Load…")
+        self.load_button.clicked.connect(self.ask_load)
+        self.unload_button = QPushButton("Unload")
+        self.unload_button.clicked.connect(self.unload_current)
+        row.addWidget(self.load_button)
+        row.addWidget(self.unload_button)
+        lay.addLayout(row)
+        self.device = QLabel("Device: ?")
+        self.device.setWordWrap(True)
+        lay.addWidget(self.device)
+        self.warning = QLabel("")
+        self.warning.setWordWrap(True)
+        self.warning.setStyleSheet("color: #ffb000; font-weight: bold")
+        self.warning.hide()
+        lay.addWidget(self.warning)
+        lay.addWidget(QLabel("Prediction"))
+        self.pred_box = QVBoxLayout()
+        lay.addLayout(self.pred_box)
+        self.bars: list[tuple[QLabel, QProgressBar]] = []
+        self.setWidget(w)
+        self.setAcceptDrops(True)
+        session.events.models.connect(lambda _: self.refresh())
+        session.events.current_model_id.connect(lambda _: self.refresh())
+        session.events.forward.connect(lambda _: self.show_prediction())
+        session.events.radiograph.connect(lambda _: self.show_prediction())
+        self.refresh()
+
+    # -- loading --------------------------------------------------------------------------------
+    def ask_load(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load checkpoint", "", "Checkpoints (*.pt *.pth *.ckpt);;All files (*)")
+        if path:
+            self.controller.load_checkpoint(path)
+
+    def unload_current(self) -> None:
+        mid = self.session.current_model_id
+        if mid is not None:
+            self.controller.unload(mid)
+
+    def dragEnterEvent(self, e: Any) -> None:  # noqa: N802 - Qt API
+        if e.mimeData().hasUrls() and any(u.toLocalFile().lower().endswith(CHECKPOINT_SUFFIXES) for u in e.mimeData().urls()):
+            e.acceptProposedAction()
+
+    def dropEvent(self, e: Any) -> None:  # noqa: N802 - Qt API
+        for u in e.mimeData().urls():
+            p = u.toLocalFile()
+            if p.lower().endswith(CHECKPOINT_SUFFIXES):
+                self.controller.load_checkpoint(p)
+        e.acceptProposedAction()
+
+    # -- display --------------------------------------------------------------------------------
+    def _current_changed(self, item: QListWidgetItem | None, _prev: Any) -> None:
+        if item is not None:
+            mid = item.data(Qt.ItemDataRole.UserRole)
+            if mid != self.session.current_model_id:
+                self.session.current_model_id = mid
+
+    def refresh(self) -> None:
+        self.list.blockSignals(True)
+        self.list.clear()
+        for mid, loaded in self.session.models.items():
+            name = Path(str(getattr(loaded, "path", "") or mid)).name
+            untrained = mid in self.controller.untrained
+            item = QListWidgetItem(f"{mid}  ({getattr(loaded, 'arch', '?')}, {name})" + ("  [untrained]" if untrained else ""))
+            item.setData(Qt.ItemDataRole.UserRole, mid)
+            self.list.addItem(item)
+            if mid == self.session.current_model_id:
+                self.list.setCurrentItem(item)
+        self.list.blockSignals(False)
+        self.unload_button.setEnabled(self.session.current_model_id is not None)
+        untrained = self.session.current_model_id in self.controller.untrained
+        self.warning.setText("Untrained model (random weights): the maps show no learned features." if untrained else "")
+        self.warning.setVisible(untrained)
+        self.show_device()
+        self.show_prediction()
+
+    def show_device(self) -> None:
+        try:
+            from cxr_studio.core.engine import describe_device
+
+            d = describe_device(self.controller.manager.device)
+        except Exception as e:  # noqa: BLE001 - the label is informative only
+            self.device.setText(f"Device: unknown ({e})")
+            return
+        mem = f"memory {_mb(d.get('memory_used'))} used of {_mb(d.get('memory_total'))}"
+        self.device.setText(f"Device: {d.get('name', '?')} ({d.get('kind', '?')}), {mem}")
+
+    def show_prediction(self) -> None:
+        while self.pred_box.count():
+            it = self.pred_box.takeAt(0)
+            if it.widget():
+                it.widget().deleteLater()
+        fwd, loaded = self.session.forward, self.session.current_model
+        if fwd is None or loaded is None:
+            lab = QLabel("(no prediction yet)")
+            self.pred_box.addWidget(lab)
+            return
+        names = list(getattr(loaded, "class_names", []) or [])
+        for i, p in enumerate(fwd.probabilities):
+            bar = QProgressBar()
+            bar.setRange(0, 1000)
+            bar.setValue(int(round(float(p) * 1000)))
+            bar.setFormat(f"{names[i] if i < len(names) else i}: {float(p) * 100:.1f}%")
+            self.pred_box.addWidget(bar)

@@ -1,0 +1,307 @@
+"""The central view: the radiograph at full resolution with the heatmap overlay on top.
+
+pyqtgraph, row-major. The heatmap is a uint8 LUT-index image (``render.lut_index``) over the lung
+crop with fixed levels, so threshold / colormap / opacity change only the 256-entry lookup table or
+the item's opacity: no recomputation, no worker call. The overlay is held at display resolution
+(at most ``HEAT_DISPLAY_MAX`` pixels a side; the maps are smooth upsamplings of small activation
+grids), which keeps a LUT change well inside one frame even on a 4020x4892 radiograph.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QRectF, Qt, Signal
+from PySide6.QtWidgets import QHBoxLayout, QWidget
+
+pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
+
+HEAT_DISPLAY_MAX = 1024
+OUTLINE_MAX = 768  # the lung mask is downsampled to this before tracing its outline
+
+
+def _cv2() -> Any:
+    import cv2
+
+    return cv2
+
+
+def _resize(a: np.ndarray, w: int, h: int, area: bool = False) -> np.ndarray:
+    cv2 = _cv2()
+    if a.shape == (h, w):
+        return np.ascontiguousarray(a)
+    interp = cv2.INTER_AREA if area else cv2.INTER_LINEAR
+    return cv2.resize(np.ascontiguousarray(a, dtype=np.float32), (int(w), int(h)), interpolation=interp)
+
+
+def outline_path(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) arrays of the mask's boundary in original pixel coordinates, NaN between contours."""
+    from skimage.measure import find_contours
+
+    m = np.asarray(mask, dtype=np.float32)
+    h, w = m.shape
+    s = min(1.0, OUTLINE_MAX / max(h, w))
+    small = _resize(m, max(2, round(w * s)), max(2, round(h * s)), area=True) if s < 1 else m
+    small = np.pad(small, 1)
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    for c in find_contours(small, 0.5):
+        if len(c) < 8:
+            continue
+        ys.append((c[:, 0] - 1 + 0.5) / s - 0.5)
+        xs.append((c[:, 1] - 1 + 0.5) / s - 0.5)
+        ys.append(np.array([np.nan]))
+        xs.append(np.array([np.nan]))
+    if not xs:
+        return np.zeros(0), np.zeros(0)
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+class ColorBar(pg.PlotWidget):
+    """A vertical colour bar in activation units with a line at the threshold."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setFixedWidth(78)
+        self.setMouseEnabled(False, False)
+        self.hideButtons()
+        self.setMenuEnabled(False)
+        pi = self.getPlotItem()
+        pi.hideAxis("bottom")
+        pi.hideAxis("left")
+        pi.showAxis("right")
+        pi.getAxis("right").setLabel("activation")
+        self.bar = pg.ImageItem(np.arange(256, dtype=np.uint8).reshape(256, 1))
+        self.bar.setLevels((0, 255))
+        self.addItem(self.bar)
+        self.line = pg.InfiniteLine(angle=0, pen=pg.mkPen("w", width=2))
+        self.addItem(self.line)
+        self.vrange = (0.0, 1.0)
+        self.set_range(0.0, 1.0)
+
+    def set_lut(self, lut: np.ndarray) -> None:
+        self.bar.setLookupTable(lut)
+
+    def set_range(self, vmin: float, vmax: float) -> None:
+        if not np.isfinite(vmin) or not np.isfinite(vmax) or vmax <= vmin:
+            vmin, vmax = float(vmin) if np.isfinite(vmin) else 0.0, (float(vmin) if np.isfinite(vmin) else 0.0) + 1.0
+        self.vrange = (float(vmin), float(vmax))
+        self.bar.setRect(QRectF(0, vmin, 1, vmax - vmin))
+        self.setXRange(0, 1, padding=0)
+        self.setYRange(vmin, vmax, padding=0)
+
+    def set_threshold(self, t: float) -> None:
+        lo, hi = self.vrange
+        self.line.setValue(lo + t * (hi - lo))
+
+
+class ImageView(QWidget):
+    """Radiograph + heatmap + lung outline + region of interest, with a colour bar."""
+
+    cursor_info = Signal(str)  # "x=…, y=…, value=…, activation=…" for the status bar
+    region_changed = Signal(object)  # (kind, points (N, 2) float array) or None when cleared
+    heatmap_drawn = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.graphics = pg.GraphicsView()
+        self.vb = pg.ViewBox(lockAspect=True, invertY=True, enableMenu=False)
+        self.vb.setBackgroundColor((16, 16, 16))
+        self.graphics.setCentralItem(self.vb)
+        self.base = pg.ImageItem(axisOrder="row-major")
+        self.base.setAutoDownsample(True)
+        self.heat = pg.ImageItem(axisOrder="row-major")
+        self.heat.setZValue(10)
+        self.outline = pg.PlotDataItem(pen=pg.mkPen((80, 255, 80), width=1.5), connect="finite")
+        self.outline.setZValue(20)
+        for item in (self.base, self.heat, self.outline):
+            self.vb.addItem(item)
+        self.colorbar = ColorBar()
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(2)
+        lay.addWidget(self.graphics, 1)
+        lay.addWidget(self.colorbar)
+        self.pixels: np.ndarray | None = None
+        self.heat_map: np.ndarray | None = None  # float display-resolution map (for the readout)
+        self.heat_rect: tuple[float, float, float, float] | None = None  # x0, y0, w, h
+        self.value_range = (0.0, 1.0)
+        self.lut = np.zeros((256, 4), np.uint8)
+        self.roi: pg.ROI | None = None
+        self.region_kind: str | None = None
+        self.showing_stage = "original"
+        self._outline_data: tuple[np.ndarray, np.ndarray] | None = None
+        self.graphics.scene().sigMouseMoved.connect(self._mouse_moved)
+
+    # -- image ----------------------------------------------------------------------------------
+    def set_image(self, pixels: np.ndarray, fit: bool = True) -> None:
+        """Show a 0..1 grayscale image (the original radiograph)."""
+        from cxr_studio.core.render import to_uint8
+
+        self.pixels = np.asarray(pixels)
+        self.base.setImage(to_uint8(self.pixels), levels=(0, 255), autoLevels=False)
+        self.base.setRect(QRectF(0, 0, self.pixels.shape[1], self.pixels.shape[0]))
+        self.showing_stage = "original"
+        self.heat.setVisible(self.heat_map is not None)
+        self.outline.setVisible(self._outline_data is not None and self._outline_wanted)
+        if fit:
+            self.fit()
+
+    _outline_wanted = True
+
+    def show_stage(self, name: str, array: np.ndarray) -> None:
+        """Show a pipeline stage centrally (the overlay stays only on the original)."""
+        if name == "original" and self.pixels is not None:
+            self.set_image(self.pixels)
+            return
+        from cxr_studio.core.render import to_uint8
+
+        a = np.asarray(array, dtype=np.float32)
+        self.base.setImage(to_uint8(a), levels=(0, 255), autoLevels=False)
+        self.base.setRect(QRectF(0, 0, a.shape[1], a.shape[0]))
+        self.showing_stage = name
+        self.heat.setVisible(False)
+        self.outline.setVisible(False)
+        self.fit()
+
+    def fit(self) -> None:
+        """Fit the shown image to the window."""
+        r = self.base.boundingRect()
+        if r.width() > 0:
+            self.vb.setRange(rect=self.base.mapRectToParent(r), padding=0.02)
+
+    # -- heatmap --------------------------------------------------------------------------------
+    def set_heatmap(self, map_input: np.ndarray | None, crop_box: tuple[int, int, int, int] | None = None,
+                    value_range: tuple[float, float] = (0.0, 1.0)) -> None:
+        """Show a 0..1 map covering the model input, placed over ``crop_box`` (y0, x0, y1, x1) of
+        the original; ``value_range`` gives the colour bar its activation units. None clears."""
+        from cxr_studio.core.render import INDEX_LEVELS, lut_index
+
+        if map_input is None:
+            self.heat_map = None
+            self.heat.clear()
+            self.heat.setVisible(False)
+            return
+        if crop_box is None:
+            if self.pixels is None:
+                raise ValueError("No image is shown, so a heatmap has nowhere to go.")
+            crop_box = (0, 0, self.pixels.shape[0], self.pixels.shape[1])
+        y0, x0, y1, x1 = (int(v) for v in crop_box)
+        ch, cw = y1 - y0, x1 - x0
+        s = min(1.0, HEAT_DISPLAY_MAX / max(ch, cw))
+        dw, dh = max(1, round(cw * s)), max(1, round(ch * s))
+        m = _resize(np.asarray(map_input, dtype=np.float32), dw, dh)
+        self.heat_map = m
+        self.heat_rect = (float(x0), float(y0), float(cw), float(ch))
+        self.heat.setImage(lut_index(m), levels=INDEX_LEVELS, autoLevels=False)
+        self.heat.setLookupTable(self.lut)
+        self.heat.setRect(QRectF(x0, y0, cw, ch))
+        self.heat.setVisible(self.showing_stage == "original")
+        self.value_range = (float(value_range[0]), float(value_range[1]))
+        self.colorbar.set_range(*self.value_range)
+        self.heatmap_drawn.emit()
+
+    def set_lut(self, lut: np.ndarray, threshold: float | None = None) -> None:
+        """Swap the overlay's 256-entry lookup table (thresholded already); the only work a
+        threshold or colormap change does."""
+        self.lut = lut
+        self.heat.setLookupTable(lut)
+        self.colorbar.set_lut(lut)
+        if threshold is not None:
+            self.colorbar.set_threshold(threshold)
+
+    def set_opacity(self, opacity: float) -> None:
+        self.heat.setOpacity(float(opacity))
+
+    # -- lung outline ---------------------------------------------------------------------------
+    def set_lung_mask(self, mask: np.ndarray | None) -> None:
+        if mask is None or not np.any(mask):
+            self._outline_data = None
+            self.outline.setData([], [])
+            return
+        self._outline_data = outline_path(mask)
+        self.outline.setData(*self._outline_data, connect="finite")
+        self.outline.setVisible(self._outline_wanted and self.showing_stage == "original")
+
+    def show_outline(self, on: bool) -> None:
+        self._outline_wanted = bool(on)
+        self.outline.setVisible(bool(on) and self._outline_data is not None and self.showing_stage == "original")
+
+    # -- region of interest ---------------------------------------------------------------------
+    def start_region(self, kind: str) -> None:
+        """Put an editable rectangle or polygon on the image; its changes emit ``region_changed``."""
+        if kind not in ("rect", "polygon"):
+            raise ValueError(f"A region is a 'rect' or a 'polygon', not {kind!r}.")
+        self.clear_region(emit=False)
+        h, w = self.pixels.shape if self.pixels is not None else (512, 512)
+        cx, cy, r = w / 2, h / 2, min(w, h) / 8
+        pen = pg.mkPen((255, 220, 0), width=2)
+        if kind == "rect":
+            self.roi = pg.RectROI([cx - r, cy - r], [2 * r, 2 * r], pen=pen)
+        else:
+            pts = [(cx - r, cy), (cx, cy - r), (cx + r, cy), (cx + r * 0.6, cy + r), (cx - r * 0.6, cy + r)]
+            self.roi = pg.PolyLineROI(pts, closed=True, pen=pen)
+        self.roi.setZValue(30)
+        self.region_kind = kind
+        self.vb.addItem(self.roi)
+        self.roi.sigRegionChangeFinished.connect(lambda *_: self.region_changed.emit(self.region()))
+        self.region_changed.emit(self.region())
+
+    def region(self) -> tuple[str, np.ndarray] | None:
+        """The current region as (kind, points) in original (x, y) pixel coordinates."""
+        if self.roi is None or self.region_kind is None:
+            return None
+        if self.region_kind == "rect":
+            pos, size = self.roi.pos(), self.roi.size()
+            pts = np.array([[pos.x(), pos.y()], [pos.x() + size.x(), pos.y() + size.y()]])
+        else:
+            pts = np.array([[p.x(), p.y()] for p in
+                            (self.roi.mapToParent(hp) for _, hp in self.roi.getLocalHandlePositions())])
+        return self.region_kind, pts
+
+    def clear_region(self, emit: bool = True) -> None:
+        if self.roi is not None:
+            self.vb.removeItem(self.roi)
+            self.roi = None
+            self.region_kind = None
+            if emit:
+                self.region_changed.emit(None)
+
+    # -- cursor readout -------------------------------------------------------------------------
+    def value_at(self, x: float, y: float) -> tuple[float | None, float | None]:
+        """(gray value, activation) under an original-image point, None where there is none."""
+        gray = act = None
+        if self.pixels is not None and self.showing_stage == "original":
+            c, r = int(round(x)), int(round(y))
+            if 0 <= r < self.pixels.shape[0] and 0 <= c < self.pixels.shape[1]:
+                gray = float(self.pixels[r, c])
+        if self.heat_map is not None and self.heat_rect is not None and self.heat.isVisible():
+            x0, y0, w, h = self.heat_rect
+            dh, dw = self.heat_map.shape
+            j, i = int((x + 0.5 - x0) * dw / w), int((y + 0.5 - y0) * dh / h)
+            if 0 <= i < dh and 0 <= j < dw:
+                lo, hi = self.value_range
+                act = lo + float(self.heat_map[i, j]) * (hi - lo)
+        return gray, act
+
+    def _mouse_moved(self, pos: Any) -> None:
+        if self.base.image is None:
+            return
+        p = self.vb.mapSceneToView(pos)
+        x, y = p.x(), p.y()
+        h, w = self.base.image.shape[:2]
+        if not (-0.5 <= x < w - 0.5 and -0.5 <= y < h - 0.5):
+            self.cursor_info.emit("")
+            return
+        if self.showing_stage != "original":
+            v = self.base.image[int(round(y)), int(round(x))] / 255.0
+            self.cursor_info.emit(f"{self.showing_stage}: x={x:.0f}, y={y:.0f}, value={v:.3f}")
+            return
+        gray, act = self.value_at(x, y)
+        text = f"x={x:.0f}, y={y:.0f}"
+        if gray is not None:
+            text += f", value={gray:.3f}"
+        if act is not None:
+            text += f", activation={act:.4g}"
+        self.cursor_info.emit(text)

@@ -1,0 +1,214 @@
+"""Functions the GUI sends to the worker thread (pure: arrays in, arrays out; no Qt here).
+
+Everything shown is computed by `cxr_studio.core`; these only bundle core calls into one request
+and shrink results to what a widget needs (thumbnails as small uint8 arrays).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+THUMB = 56  # channel-grid thumbnail side (pixels)
+STAGE_THUMB = 112  # pipeline thumbnails
+
+
+def _resize(a: np.ndarray, w: int, h: int) -> np.ndarray:
+    import cv2
+
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    interp = cv2.INTER_AREA if a.shape[0] > h or a.shape[1] > w else cv2.INTER_LINEAR
+    return cv2.resize(a, (int(w), int(h)), interpolation=interp)
+
+
+def thumbnail(a: np.ndarray, side: int) -> np.ndarray:
+    """A 0..1 image scaled so its longer side is ``side``, as uint8."""
+    from cxr_studio.core.render import to_uint8
+
+    h, w = a.shape[:2]
+    s = side / max(h, w)
+    return to_uint8(_resize(a, max(1, round(w * s)), max(1, round(h * s))))
+
+
+@dataclass
+class PipelineResult:
+    radiograph: Any
+    preprocessed: Any
+    thumbnails: dict[str, np.ndarray]  # stage name -> uint8 thumbnail
+
+
+def run_pipeline(radiograph: Any, spec: Any, lung_mask: np.ndarray | None = None) -> PipelineResult:
+    """Read (when given a path) and preprocess a radiograph; thumbnails of every stage."""
+    from cxr_studio.core.pipeline import preprocess
+
+    if isinstance(radiograph, (str, os.PathLike)):
+        from cxr_studio.core.io import read_image
+
+        radiograph = read_image(radiograph)
+    prep = preprocess(radiograph, spec, lung_mask=lung_mask)
+    thumbs = {name: thumbnail(a, STAGE_THUMB) for name, a in prep.stages().items()}
+    return PipelineResult(radiograph, prep, thumbs)
+
+
+def load_model(manager: Any, path: str | os.PathLike) -> tuple[str, Any]:
+    """Load a checkpoint through the model manager; returns (model id, LoadedCheckpoint)."""
+    mid = manager.load(path)
+    return mid, manager.models[mid]
+
+
+def untrained_demo_checkpoint(folder: str | os.PathLike | None = None, seed: int = 0) -> Path:
+    """Save a randomly initialised narrow cxrnet (the demo stand-in until a trained demo model is
+    shipped) as a checkpoint; its provenance says it is untrained."""
+    import torch
+
+    from cxr_studio.core.checkpoint import save_checkpoint
+    from cxr_studio.core.models import build_model
+
+    torch.manual_seed(seed)
+    kwargs = {"width": 0.25, "fc_width": 256}
+    model = build_model("cxrnet", **kwargs)
+    folder = Path(folder or tempfile.mkdtemp(prefix="cxr-studio-demo-"))
+    path = folder / "cxrnet-untrained.pt"
+    save_checkpoint(path, model, arch="cxrnet", arch_kwargs=kwargs,
+                    class_names=list(getattr(model, "class_names", ["normal", "abnormal"])),
+                    preprocess=dict(model.default_preprocess),
+                    provenance={"recipe": "untrained (random initialisation)", "untrained": True, "seed": seed})
+    return path
+
+
+def forward(loaded: Any, prep: Any) -> Any:
+    """The forward pass with every layer's activation (core.views.compute_forward)."""
+    from cxr_studio.core.views import compute_forward
+
+    return compute_forward(loaded, prep)
+
+
+def layer_list(loaded: Any, input_size: int) -> list[Any]:
+    from cxr_studio.core.activations import list_layers
+
+    return list_layers(loaded.model, input_size)
+
+
+def rank(act: np.ndarray, method: str, geometry: Any, lung_mask: Any, region: Any) -> list[tuple[int, float]]:
+    from cxr_studio.core.activations import rank_channels
+
+    return rank_channels(act, method, geometry=geometry, lung_mask=lung_mask, region=region)
+
+
+def channel_thumbnails(act: np.ndarray, scale: str, colormap: str = "jet", side: int = THUMB) -> np.ndarray:
+    """Every channel of a (C, h, w) activation as a (C, side, side, 4) RGBA uint8 stack."""
+    from cxr_studio.core.render import apply_lut, colormap_lut
+    from cxr_studio.core.saliency import channel_map
+
+    a = np.asarray(act, dtype=np.float32)
+    lut = colormap_lut(colormap)
+    out = np.empty((a.shape[0], side, side, 4), np.uint8)
+    for c in range(a.shape[0]):
+        m = channel_map(a, c, scale)
+        out[c] = apply_lut(_resize(m, side, side), lut)
+    return out
+
+
+def heatmap(loaded: Any, prep: Any, fwd: Any, layer: str, channel: Any, method: str, class_index: Any,
+            scale: str, ranking: str, region: Any) -> Any:
+    """core.views.compute_heatmap: the one implementation shared with batch export."""
+    from cxr_studio.core.views import compute_heatmap
+
+    return compute_heatmap(loaded, prep, fwd, layer, channel, method, class_index, scale, ranking, region)
+
+
+def conv1_tiles(loaded: Any) -> np.ndarray:
+    from cxr_studio.core.features import conv1_mosaic
+
+    return conv1_mosaic(loaded.model)
+
+
+def activation_maximisation(loaded: Any, layer: str, channel: int | None, class_index: int | None,
+                            cancel: Any = None, progress: Callable[[float, str], None] | None = None) -> np.ndarray:
+    from cxr_studio.core.features import activation_maximisation as am
+
+    kw: dict[str, Any] = {"channel": channel}
+    if class_index is not None:
+        kw["class_index"] = class_index
+    return am(loaded.model, layer, progress=progress, cancel=cancel, **kw)
+
+
+def map_to_original(map_input: np.ndarray, geometry: Any) -> np.ndarray:
+    return geometry.map_to_original(map_input)
+
+
+def export_overlay(stem: str | os.PathLike, pixels: np.ndarray, map_input: np.ndarray, geometry: Any,
+                   settings: dict[str, Any], overwrite: bool = False) -> Any:
+    """Map the shown heatmap onto the original grid and write PNG + NPY + JSON (core.export)."""
+    from cxr_studio.core.export import export_view
+
+    return export_view(stem, pixels, geometry.map_to_original(map_input), settings, overwrite=overwrite)
+
+
+def write_rgb_png(path: str | os.PathLike, rgb: np.ndarray) -> Path:
+    """Write an (H, W, 3|4) uint8 RGB(A) image atomically (temp file + os.replace)."""
+    import cv2
+
+    path = Path(path)
+    a = np.asarray(rgb)
+    if a.ndim == 2:
+        bgr = a
+    else:
+        bgr = cv2.cvtColor(a, cv2.COLOR_RGBA2BGRA if a.shape[2] == 4 else cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".png", bgr)
+    if not ok:
+        raise ValueError(f"Could not encode {path.name} as PNG.")
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(buf.tobytes())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def channel_grid_image(thumbs: np.ndarray, order: list[int] | None = None, cols: int = 16, gap: int = 2) -> np.ndarray:
+    """The channel grid (C, t, t, 4) as one RGBA mosaic in display order."""
+    t = thumbs if order is None else thumbs[np.asarray(order, dtype=int)]
+    n, h, w = t.shape[:3]
+    cols = max(1, min(cols, n))
+    rows = -(-n // cols)
+    out = np.zeros((rows * h + (rows - 1) * gap, cols * w + (cols - 1) * gap, 4), np.uint8)
+    out[..., 3] = 255
+    for i in range(n):
+        r, c = divmod(i, cols)
+        out[r * (h + gap): r * (h + gap) + h, c * (w + gap): c * (w + gap) + w] = t[i]
+    return out
+
+
+@dataclass
+class CompareRow:
+    model_id: str
+    layer: str
+    channel: int | None
+    activation: np.ndarray  # (h, w) 0..1 strongest channel of the deepest conv, model-input grid
+    gradcam: np.ndarray  # (N, N) 0..1
+    crop_box: tuple[int, int, int, int]
+    probabilities: np.ndarray
+
+
+def compare_row(model_id: str, loaded: Any, prep: Any, fwd: Any, ranking: str, region: Any, class_index: int,
+                scale: str) -> CompareRow:
+    """One row of the compare view: the deepest conv's strongest channel and its Grad-CAM."""
+    from cxr_studio.core.models.layers import deepest_conv
+    from cxr_studio.core.views import compute_heatmap
+
+    layer = deepest_conv(loaded.model)
+    if ranking == "region" and region is None:
+        ranking = "max"
+    act = compute_heatmap(loaded, prep, fwd, layer, "strongest", "activation", class_index, scale, ranking, region)
+    cam = compute_heatmap(loaded, prep, fwd, layer, "strongest", "gradcam", class_index, scale, ranking, region)
+    return CompareRow(model_id, layer, getattr(act, "channel", None), act.map_input, cam.map_input,
+                      tuple(prep.geometry.crop_box), np.asarray(fwd.probabilities))

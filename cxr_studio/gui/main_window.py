@@ -1,0 +1,436 @@
+"""The main window: central image view, docks, menus, status bar, persistence, drag-and-drop.
+
+Every dock receives the session and the controller; nothing is global. Torch and segmentation work
+goes to the worker through the controller; this window only draws what comes back.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressDialog, QStackedWidget,
+                               QWidget)
+
+from . import jobs
+from .bridge import WorkerBridge
+from .controller import Controller
+from .docks.channels_dock import ChannelsDock
+from .docks.compare_dock import CompareDock
+from .docks.heatmap_dock import HeatmapDock
+from .docks.layers_dock import LayersDock
+from .docks.models_dock import CHECKPOINT_SUFFIXES, ModelsDock
+from .docks.mosaic_dock import MosaicDock
+from .docks.pipeline_dock import PipelineDock
+from .image_view import ImageView
+from .settings import Settings
+from .welcome import WelcomePage
+
+log = logging.getLogger(__name__)
+IMAGE_FILTER = "Radiographs (*.png *.jpg *.jpeg *.tif *.tiff *.bmp *.dcm *.dicom);;All files (*)"
+
+
+class MainWindow(QMainWindow):
+    heatmap_drawn = Signal()
+
+    def __init__(self, session: Any, worker: Any, manager: Any, settings: Settings | None = None,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("CXR Studio")
+        self.setObjectName("MainWindow")
+        self.setAcceptDrops(True)
+        self.session, self.manager = session, manager
+        self.settings = settings or Settings()
+        self.bridge = WorkerBridge(worker, self)
+        self.controller = Controller(session, self.bridge, manager, self)
+        self.last_error: str | None = None
+        self._error_box: QMessageBox | None = None
+        self.image_path: Path | None = None
+        self._closed = False
+
+        self.view = ImageView()
+        self.welcome = WelcomePage()
+        self.stack = QStackedWidget()
+        self.stack.addWidget(self.welcome)
+        self.stack.addWidget(self.view)
+        self.setCentralWidget(self.stack)
+        self._build_docks()
+        self._build_status()
+        self._build_menus()
+        self._connect()
+        self.welcome.set_recent(self.settings.recent_files())
+        self.restore_settings()
+        self._apply_lut()
+        self.view.set_opacity(session.opacity)
+
+    # -- construction ----------------------------------------------------------------------------
+    def _build_docks(self) -> None:
+        s, c = self.session, self.controller
+        self.pipeline_dock = PipelineDock(s, c, self)
+        self.models_dock = ModelsDock(s, c, self)
+        self.layers_dock = LayersDock(s, c, self)
+        self.channels_dock = ChannelsDock(s, c, self)
+        self.heatmap_dock = HeatmapDock(s, c, self)
+        self.mosaic_dock = MosaicDock(s, c, self)
+        self.compare_dock = CompareDock(s, c, self)
+        L, R, B = Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea, Qt.DockWidgetArea.BottomDockWidgetArea
+        self.addDockWidget(L, self.pipeline_dock)
+        self.addDockWidget(L, self.layers_dock)
+        self.addDockWidget(R, self.models_dock)
+        self.addDockWidget(R, self.heatmap_dock)
+        self.addDockWidget(R, self.channels_dock)
+        self.addDockWidget(B, self.mosaic_dock)
+        self.addDockWidget(B, self.compare_dock)
+        self.tabifyDockWidget(self.mosaic_dock, self.compare_dock)
+        self.mosaic_dock.raise_()
+        self.resizeDocks([self.pipeline_dock, self.models_dock], [260, 330], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.mosaic_dock], [230], Qt.Orientation.Vertical)
+        self.docks = [self.pipeline_dock, self.models_dock, self.layers_dock, self.channels_dock,
+                      self.heatmap_dock, self.mosaic_dock, self.compare_dock]
+
+    def _build_status(self) -> None:
+        sb = self.statusBar()
+        self.cursor_label = QLabel("")
+        self.busy_label = QLabel("ready")
+        self.step_label = QLabel("")
+        sb.addWidget(self.cursor_label, 1)
+        sb.addPermanentWidget(self.busy_label)
+        sb.addPermanentWidget(self.step_label)
+
+    def _action(self, menu: Any, text: str, slot: Any, shortcut: Any = None, checkable: bool = False) -> QAction:
+        a = QAction(text, self)
+        if shortcut is not None:
+            a.setShortcut(QKeySequence(shortcut))
+        a.setCheckable(checkable)
+        a.triggered.connect(slot)
+        menu.addAction(a)
+        return a
+
+    def _build_menus(self) -> None:
+        mb = self.menuBar()
+        f = mb.addMenu("&File")
+        self._action(f, "&Open image…", self.ask_open, QKeySequence.StandardKey.Open)
+        self._action(f, "Open &demo", lambda: self.open_demo())
+        self.recent_menu = f.addMenu("Open &recent")
+        self._action(f, "&Next image in folder", lambda: self.step_image(1), "Ctrl+Right")
+        self._action(f, "&Previous image in folder", lambda: self.step_image(-1), "Ctrl+Left")
+        f.addSeparator()
+        self._action(f, "&Load checkpoint…", self.models_dock.ask_load, "Ctrl+L")
+        f.addSeparator()
+        self._action(f, "&Export overlay (PNG + NPY + JSON)…", self.ask_export, "Ctrl+E")
+        self._action(f, "Export &compare figure…", lambda: self.ask_save_image("compare"))
+        self._action(f, "Export channel &grid…", lambda: self.ask_save_image("grid"))
+        self._action(f, "Export filter &mosaic…", lambda: self.ask_save_image("mosaic"))
+        self._action(f, "Export &folder…", self.ask_export_folder)
+        f.addSeparator()
+        self._action(f, "&Quit", self.close, QKeySequence.StandardKey.Quit)
+        v = mb.addMenu("&View")
+        self._action(v, "&Fit to window", self.view.fit, "Ctrl+0")
+        self.outline_action = self._action(v, "Lung &outline", lambda on: setattr(self.session, "show_lung_outline", on), "O", True)
+        self.light_action = self._action(v, "&Light theme", self._toggle_theme, None, True)
+        v.addSeparator()
+        for d in self.docks:
+            v.addAction(d.toggleViewAction())
+        n = mb.addMenu("&Navigate")
+        self._action(n, "Next channel", lambda: self._step_channel(1), "]")
+        self._action(n, "Previous channel", lambda: self._step_channel(-1), "[")
+        self._action(n, "Next layer", lambda: self._step_layer(1), "Ctrl+PgDown")
+        self._action(n, "Previous layer", lambda: self._step_layer(-1), "Ctrl+PgUp")
+        self._action(n, "&Strongest channel", self.controller.strongest, "S")
+        h = mb.addMenu("&Help")
+        self._action(h, "&About", self.show_about)
+        self._fill_recent()
+
+    def _connect(self) -> None:
+        s, c, b = self.session, self.controller, self.bridge
+        self.welcome.demo_requested.connect(lambda: self.open_demo())
+        self.welcome.open_requested.connect(self.ask_open)
+        self.welcome.recent_requested.connect(self.open_image)
+        self.view.cursor_info.connect(self.cursor_label.setText)
+        self.view.region_changed.connect(self._region_changed)
+        self.pipeline_dock.stage_clicked.connect(self._show_stage)
+        self.heatmap_dock.region_requested.connect(self.view.start_region)
+        self.heatmap_dock.region_cleared.connect(self.view.clear_region)
+        c.heatmap_ready.connect(self._show_heatmap)
+        c.error.connect(self.show_error)
+        c.message.connect(lambda m: self.statusBar().showMessage(m, 8000))
+        c.pipeline_ready.connect(self._pipeline_ready)
+        b.busy_changed.connect(lambda t: self.busy_label.setText(f"running: {t}" if t else "ready"))
+        b.step_finished.connect(lambda label, sec: self.step_label.setText(f"last: {label} {sec * 1000:.0f} ms"))
+        s.events.threshold.connect(lambda _v: self._apply_lut())
+        s.events.colormap.connect(lambda _v: self._apply_lut())
+        s.events.opacity.connect(lambda v: self.view.set_opacity(v))
+        s.events.show_lung_outline.connect(self._outline_changed)
+        s.events.region.connect(lambda r: self.view.clear_region(emit=False) if r is None else None)
+
+    # -- session -> view ----------------------------------------------------------------------------
+    def _apply_lut(self) -> None:
+        from cxr_studio.core.render import colormap_lut, threshold_lut
+
+        s = self.session
+        self.view.set_lut(threshold_lut(colormap_lut(s.colormap), s.threshold), s.threshold)
+
+    def _outline_changed(self, on: bool) -> None:
+        self.outline_action.setChecked(bool(on))
+        self.view.show_outline(on)
+
+    def _pipeline_ready(self, res: Any) -> None:
+        p = res.preprocessed
+        if self.view.pixels is not p.original:
+            self.view.set_heatmap(None)
+            self.view.set_image(p.original)
+        self.view.set_lung_mask(p.lung_mask)
+        self.view.show_outline(self.session.show_lung_outline)
+        self.stack.setCurrentWidget(self.view)
+
+    def _show_heatmap(self, hv: Any) -> None:
+        if self.view.pixels is None:
+            return
+        self.view.set_heatmap(hv.map_input, hv.crop_box, hv.value_range)
+        what = f"channel {hv.channel}" if hv.channel is not None else hv.method
+        self.view.colorbar.getPlotItem().getAxis("right").setLabel(
+            "activation" if hv.method == "activation" else f"{hv.method} (relative)")
+        self.statusBar().showMessage(f"{hv.model_id} · {hv.layer} · {what}", 5000)
+        self.heatmap_drawn.emit()
+
+    def _show_stage(self, name: str) -> None:
+        p = self.session.preprocessed
+        if p is not None:
+            self.view.show_stage(name, p.stages()[name])
+
+    def _region_changed(self, region: Any) -> None:
+        from cxr_studio.core.activations import Region
+
+        try:
+            self.session.region = None if region is None else Region(region[0], region[1])
+            if region is not None and self.session.ranking != "region":
+                self.session.ranking = "region"
+        except ValueError as e:
+            self.show_error(str(e))
+
+    def _step_channel(self, step: int) -> None:
+        try:
+            self.session.next_channel(step)
+        except ValueError as e:
+            self.statusBar().showMessage(str(e), 5000)
+
+    def _step_layer(self, step: int) -> None:
+        self.session.next_layer(step)
+
+    # -- opening ------------------------------------------------------------------------------------
+    def ask_open(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open radiograph", self.settings.last_dir, IMAGE_FILTER)
+        if path:
+            self.open_image(path)
+
+    def open_image(self, path: str | Path) -> None:
+        p = Path(path)
+        self.image_path = p
+        self.settings.last_dir = str(p.parent)
+        self.settings.add_recent_file(p)
+        self._fill_recent()
+        self.setWindowTitle(f"CXR Studio — {p.name}")
+        self.controller.open_image(str(p))
+
+    def open_radiograph(self, radiograph: Any, lung_mask: np.ndarray | None = None, title: str = "") -> None:
+        self.image_path = None
+        self.setWindowTitle(f"CXR Studio — {title or 'image'}")
+        self.controller.open_image(radiograph, lung_mask)
+
+    def open_demo(self, seed: int = 3, size: int = 1024) -> None:
+        """The demo: an abnormal synthetic phantom and the shipped demo model (an untrained narrow
+        cxrnet, clearly marked, until the trained one is installed)."""
+        from cxr_studio.core.phantom import make_phantom
+        from cxr_studio.core.resources import DEMO_MODEL, find_resource
+
+        ph = make_phantom(seed, size=size, abnormal=True)
+        self.open_radiograph(ph.radiograph(), ph.lung_mask, f"demo phantom (seed {seed})")
+        if self.session.models:
+            return
+        path = find_resource(DEMO_MODEL)
+        if path is not None:
+            self.controller.load_checkpoint(str(path))
+        else:
+            self.statusBar().showMessage("No trained demo model is installed: using an UNTRAINED cxrnet.", 15000)
+            self.bridge.submit("building demo model", jobs.untrained_demo_checkpoint,
+                               on_result=lambda p: self.controller.load_checkpoint(str(p), untrained=True),
+                               on_error=self.show_error)
+
+    def step_image(self, step: int) -> None:
+        if self.image_path is None:
+            return
+        from cxr_studio.core.io import list_images
+
+        files = list_images(self.image_path.parent)
+        if self.image_path in files:
+            self.open_image(files[(files.index(self.image_path) + step) % len(files)])
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        for f in self.settings.recent_files():
+            a = self.recent_menu.addAction(f)
+            a.triggered.connect(lambda _=False, f=f: self.open_image(f))
+        self.welcome.set_recent(self.settings.recent_files())
+
+    def dragEnterEvent(self, e: Any) -> None:  # noqa: N802 - Qt API
+        if e.mimeData().hasUrls():
+            e.acceptProposedAction()
+
+    def dropEvent(self, e: Any) -> None:  # noqa: N802 - Qt API
+        for u in e.mimeData().urls():
+            p = u.toLocalFile()
+            if p.lower().endswith(CHECKPOINT_SUFFIXES):
+                self.controller.load_checkpoint(p)
+            elif p:
+                self.open_image(p)
+        e.acceptProposedAction()
+
+    # -- export -------------------------------------------------------------------------------------
+    def export_overlay(self, stem: str | Path, overwrite: bool = False, on_done: Any = None) -> None:
+        """Write the shown overlay as PNG + NPY + JSON (in the worker)."""
+        s, hv = self.session, self.controller.last_heatmap
+        if s.radiograph is None or hv is None or s.preprocessed is None:
+            self.show_error("Nothing to export yet: open an image and wait for the heatmap.")
+            return
+        settings = s.render_settings()
+        settings.update({"layer": hv.layer, "channel": hv.channel, "method": hv.method, "model_id": hv.model_id})
+
+        def done(res: Any) -> None:
+            self.statusBar().showMessage(f"Exported {res.png.name}, {res.npy.name}, {res.json.name}", 8000)
+            if on_done:
+                on_done(res)
+
+        self.bridge.submit("exporting", jobs.export_overlay, str(stem), s.radiograph.pixels, hv.map_input,
+                           s.preprocessed.geometry, settings, overwrite, on_result=done, on_error=self.show_error)
+
+    def ask_export(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export overlay", self.settings.last_dir, "PNG + NPY + JSON (*.png)")
+        if path:
+            self.export_overlay(path, overwrite=True)  # the dialog already asked about overwriting
+
+    def save_image(self, what: str, path: str | Path) -> Path | None:
+        """Write the compare figure, the channel grid or the conv1 mosaic as a PNG."""
+        try:
+            if what == "compare":
+                img = self.compare_dock.figure()
+            elif what == "grid":
+                m = self.channels_dock.model
+                if m.thumbs is None:
+                    raise ValueError("No channel grid yet: open an image with a model and pick a conv layer.")
+                img = jobs.channel_grid_image(m.thumbs, m.order)
+            else:
+                if self.mosaic_dock.conv1 is None:
+                    raise ValueError("No filter mosaic yet: load a model first.")
+                img = (np.clip(self.mosaic_dock.conv1, 0, 1) * 255).round().astype(np.uint8)
+            out = jobs.write_rgb_png(path, img)
+        except (ValueError, OSError) as e:
+            self.show_error(str(e))
+            return None
+        self.statusBar().showMessage(f"Saved {out}", 8000)
+        return out
+
+    def ask_save_image(self, what: str) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, f"Export {what}", self.settings.last_dir, "PNG (*.png)")
+        if path:
+            self.save_image(what, path if path.lower().endswith(".png") else path + ".png")
+
+    def ask_export_folder(self) -> None:
+        loaded = self.session.current_model
+        if loaded is None or not getattr(loaded, "path", None):
+            self.show_error("Load a checkpoint first: the folder export runs it on every image.")
+            return
+        src = QFileDialog.getExistingDirectory(self, "Folder of radiographs", self.settings.last_dir)
+        if not src:
+            return
+        out = QFileDialog.getExistingDirectory(self, "Output folder", src)
+        if out:
+            self.export_folder(src, out)
+
+    def export_folder(self, src: str, out: str) -> None:
+        """Run the batch exporter (`cxr-studio export`) in the worker with a progress dialog."""
+        from cxr_studio.batch import main as batch_main
+
+        s = self.session
+        argv = ["--checkpoint", str(s.current_model.path), "--out", out, "--method", s.method,
+                "--threshold", str(s.threshold), "--opacity", str(s.opacity), "--colormap", s.colormap, src]
+        if s.layer:
+            argv[2:2] = ["--layer", s.layer]
+        dlg = QProgressDialog("Exporting the folder…", "", 0, 0, self)
+        dlg.setCancelButton(None)
+        dlg.setWindowModality(Qt.WindowModality.WindowModal)
+        dlg.show()
+
+        def done(code: int) -> None:
+            dlg.close()
+            if code == 0:
+                self.statusBar().showMessage(f"Folder exported to {out}", 10000)
+            else:
+                self.show_error(f"Some images could not be exported (see {Path(out) / 'summary.csv'}).")
+
+        self.bridge.submit("exporting folder", batch_main, argv, on_result=done,
+                           on_error=lambda m: (dlg.close(), None)[1])
+
+    # -- errors, about, theme, persistence -------------------------------------------------------
+    def show_error(self, message: str) -> None:
+        """One clear message; non-blocking, the app stays usable."""
+        if message == "cancelled":
+            return
+        self.last_error = message
+        self.statusBar().showMessage(message, 15000)
+        if self._error_box is not None:
+            self._error_box.close()
+        box = QMessageBox(QMessageBox.Icon.Warning, "CXR Studio", message, QMessageBox.StandardButton.Ok, self)
+        box.setWindowModality(Qt.WindowModality.NonModal)
+        box.show()
+        self._error_box = box
+
+    def show_about(self) -> None:
+        from .about import show_about
+
+        show_about(self, getattr(self.manager, "device", None))
+
+    def _toggle_theme(self, light: bool) -> None:
+        from .app import apply_theme
+
+        self.settings.theme = "light" if light else "dark"
+        apply_theme("light" if light else "dark")
+
+    def restore_settings(self) -> None:
+        geom, state = self.settings.window_state()
+        if geom is not None:
+            self.restoreGeometry(geom)
+        else:
+            self.resize(1500, 950)
+        if state is not None:
+            self.restoreState(state)
+        s = self.session
+        for k, v in self.settings.view_settings().items():
+            try:
+                setattr(s, k, v)
+            except ValueError:
+                pass
+        self.light_action.setChecked(self.settings.theme == "light")
+        self.outline_action.setChecked(s.show_lung_outline)
+
+    def save_settings(self) -> None:
+        s = self.session
+        self.settings.set_window_state(self.saveGeometry(), self.saveState())
+        self.settings.set_view_settings({"threshold": s.threshold, "opacity": s.opacity, "colormap": s.colormap,
+                                         "method": s.method, "scale": s.scale,
+                                         "ranking": s.ranking if s.ranking != "region" else "max"})
+        self.settings.sync()
+
+    def closeEvent(self, e: Any) -> None:  # noqa: N802 - Qt API
+        if not self._closed:
+            self._closed = True
+            self.save_settings()
+            t0 = time.perf_counter()
+            self.bridge.shutdown()
+            log.info("worker stopped in %.2f s", time.perf_counter() - t0)
+            if self._error_box is not None:
+                self._error_box.close()
+        super().closeEvent(e)
