@@ -1,0 +1,143 @@
+"""What a view shows, computed in the worker: the one implementation used by the GUI, the batch
+exporter and the tests.
+
+``compute_forward(loaded, preprocessed)`` runs the model once recording every layer;
+``compute_heatmap(...)`` turns a layer/channel (or Grad-CAM) choice into a 0..1 map on the model
+input and on the original radiograph, with the channel ranking the channel grid shows.
+Pure functions: they never touch a `Session` (the GUI stores the results there).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from .activations import ForwardResult, Region, forward_with_activations, rank_channels
+from .saliency import channel_map, grad_cam, to_original
+
+METHODS: tuple[str, ...] = ("activation", "gradcam", "gradcam++")
+STRONGEST = "strongest"
+
+
+class ViewError(ValueError):
+    """A view that cannot be computed (unknown method, non-spatial layer, missing input)."""
+
+
+@dataclass
+class HeatmapResult:
+    """One heatmap: on the model input grid, on the original radiograph, and how it was chosen."""
+
+    map_input: np.ndarray  # (h, w) float32 0..1 covering the model input (activation grid or N x N)
+    map_original: np.ndarray  # (H, W) float32 0..1 on the original radiograph (0 outside the crop)
+    channel: int | None  # the channel shown (None for Grad-CAM)
+    ranking: list[tuple[int, float]] = field(default_factory=list)  # strongest first
+    layer: str = ""
+    method: str = "activation"
+    class_index: int | None = None  # the class explained (Grad-CAM) / predicted
+    scale: str = "channel"
+    ranking_method: str = "max"
+
+    def settings(self) -> dict[str, Any]:
+        """The plain values describing this heatmap (for export sidecars)."""
+        return {
+            "layer": self.layer, "channel": self.channel, "method": self.method,
+            "class_index": self.class_index, "scale": self.scale, "ranking": self.ranking_method,
+        }
+
+
+def _loaded_model(loaded: Any) -> Any:
+    model = getattr(loaded, "model", loaded)
+    if not hasattr(model, "forward"):
+        raise ViewError(f"Expected a loaded checkpoint or a torch model, got {type(loaded).__name__}.")
+    return model
+
+
+def compute_forward(loaded: Any, preprocessed: Any, names: Sequence[str] | None = None) -> ForwardResult:
+    """One forward pass of the preprocessed image recording ``names`` (default: every layer)."""
+    if preprocessed is None:
+        raise ViewError("There is no preprocessed image to run the model on.")
+    return forward_with_activations(_loaded_model(loaded), preprocessed.model_input, names)
+
+
+def layer_maps(act: np.ndarray, scale: str = "channel") -> np.ndarray:
+    """Every channel of a (C, h, w) activation as 0..1 maps (C, h, w) (the channel grid's thumbnails)."""
+    a = np.asarray(act, dtype=np.float32)
+    if a.ndim != 3:
+        raise ViewError(f"Layer maps need a spatial (C, h, w) activation, got shape {a.shape}.")
+    return np.stack([channel_map(a, c, scale) for c in range(a.shape[0])]) if a.shape[0] else a
+
+
+def rank(
+    act: np.ndarray, ranking: str, preprocessed: Any, region: Region | None = None
+) -> list[tuple[int, float]]:
+    """Channel ranking of one layer with the preprocessing's geometry and lung mask."""
+    return rank_channels(
+        act,
+        ranking,
+        geometry=getattr(preprocessed, "geometry", None),
+        lung_mask=getattr(preprocessed, "lung_mask", None),
+        region=region,
+    )
+
+
+def compute_heatmap(
+    loaded: Any,
+    preprocessed: Any,
+    forward: ForwardResult | None,
+    layer: str,
+    channel: int | str = STRONGEST,
+    method: str = "activation",
+    class_index: int | None = None,
+    scale: str = "channel",
+    ranking: str = "max",
+    region: Region | None = None,
+) -> HeatmapResult:
+    """The heatmap of one view.
+
+    ``method="activation"``: channel ``channel`` of ``layer`` (``"strongest"`` = first of the
+    ranking), scaled per channel or per layer, as the paper did. ``"gradcam"`` / ``"gradcam++"``:
+    the class-discriminative map at ``layer`` for ``class_index`` (None = the predicted class).
+    ``forward`` (from `compute_forward`) is reused when it holds ``layer``; else the layer is run.
+    The ranking is returned for spatial layers (for Grad-CAM it is best-effort: [] when the
+    ranking method lacks its mask or region).
+    """
+    if method not in METHODS:
+        raise ViewError(f"Unknown heatmap method {method!r}; choose one of {', '.join(METHODS)}.")
+    if preprocessed is None:
+        raise ViewError("There is no preprocessed image to compute a heatmap for.")
+    model = _loaded_model(loaded)
+    if forward is None or layer not in forward.activations:
+        forward = compute_forward(model, preprocessed, [layer])
+    act = np.asarray(forward.activations[layer])
+    spatial = act.ndim == 3
+    predicted = int(np.argmax(forward.probabilities)) if len(forward.probabilities) else None
+
+    if method == "activation":
+        if not spatial:
+            raise ViewError(
+                f"Layer {layer!r} is fully connected (output {act.shape}); pick a conv, ReLU or pool layer."
+            )
+        order = rank(act, ranking, preprocessed, region)
+        ch = order[0][0] if channel == STRONGEST else channel
+        if isinstance(ch, str) or isinstance(ch, bool):
+            raise ViewError(f"channel must be a number or 'strongest', got {channel!r}.")
+        m = channel_map(act, int(ch), scale)
+        return HeatmapResult(
+            map_input=m, map_original=to_original(m, preprocessed.geometry), channel=int(ch),
+            ranking=order, layer=layer, method=method, class_index=predicted, scale=scale,
+            ranking_method=ranking,
+        )
+
+    order: list[tuple[int, float]] = []
+    if spatial:
+        try:
+            order = rank(act, ranking, preprocessed, region)
+        except ValueError:
+            order = []
+    k = predicted if class_index is None else int(class_index)
+    m = grad_cam(model, preprocessed.model_input, layer, k, plus=(method == "gradcam++"))
+    return HeatmapResult(
+        map_input=m, map_original=to_original(m, preprocessed.geometry), channel=None, ranking=order,
+        layer=layer, method=method, class_index=k, scale=scale, ranking_method=ranking,
+    )
