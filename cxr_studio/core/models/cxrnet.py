@@ -15,7 +15,8 @@ VGG16, contradicting it). LRN is AlexNet's: ``LocalResponseNorm(5, alpha=1e-4, b
 Options: ``width`` multiplies the conv channel counts (0.25 for the small demo model), ``fc_width``
 sets the two hidden fc sizes, ``input_size`` the square input side (fc6's inputs follow from it),
 ``init`` is ``"paper"`` (N(0, 0.01) weights, zero biases: literal, but it tends to stay at chance) or
-``"kaiming"`` (He init: the trainer's tuned variant).
+``"kaiming"`` (He init: the trainer's tuned variant); ``"empty"`` leaves the memory uninitialised
+(fast), for loading a state dict right after (checkpoint loading uses it).
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ import torch.nn as nn
 from ..pipeline import PreprocessSpec
 from .registry import DEFAULT_CLASS_NAMES, register
 
-INITS = ("paper", "kaiming")
+INITS = ("paper", "kaiming", "empty")
 BASE_CHANNELS = (96, 128, 256, 256, 256)
 
 
@@ -73,6 +74,8 @@ class CXRNet(nn.Module):
 
 
 def _init_weights(model: CXRNet, init: str) -> None:
+    if init == "empty":
+        return
     last = model.classifier.fc8
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
@@ -87,7 +90,7 @@ def _lrn() -> nn.LocalResponseNorm:
     return nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)
 
 
-@register("cxrnet", family="cxrnet")
+@register("cxrnet", family="cxrnet", rebuild_overrides={"init": "empty"})
 def cxrnet(
     *,
     width: float = 1.0,
@@ -113,6 +116,26 @@ def cxrnet(
     if min(sizes.values()) < 1:
         raise ValueError(f"cxrnet input_size {input_size} is too small; the smallest is {_min_input_size()}")
     c1, c2, c3, c4, c5 = (max(1, int(round(c * float(width)))) for c in BASE_CHANNELS)
+    # build on the meta device (no allocation, no default init), allocate, then apply our own init
+    with torch.device("meta"):
+        model = _layers(in_channels, (c1, c2, c3, c4, c5), sizes["pool5"], int(fc_width), int(num_classes), dropout)
+    model = model.to_empty(device="cpu")
+    _init_weights(model, init)
+    names = OrderedDict((n, f"features.{n}") for n, _ in model.features.named_children())
+    names.update((n, f"classifier.{n}") for n, _ in model.classifier.named_children())
+    model.layer_names = dict(names)
+    model.new_layers = []  # trained from scratch: every layer is new, none is transferred
+    model.default_preprocess = PreprocessSpec.preset("paper").replace(
+        input_size=int(input_size), channels=int(in_channels)
+    ).to_dict()
+    model.class_names = list(DEFAULT_CLASS_NAMES) if num_classes == 2 else [str(i) for i in range(num_classes)]
+    return model
+
+
+def _layers(
+    in_channels: int, channels: tuple[int, ...], pool5: int, fc_width: int, num_classes: int, dropout: float
+) -> CXRNet:
+    c1, c2, c3, c4, c5 = channels
     features = nn.Sequential(
         OrderedDict(
             conv1=nn.Conv2d(in_channels, c1, 7, stride=2),
@@ -132,32 +155,22 @@ def cxrnet(
             pool5=nn.MaxPool2d(3, 2),
         )
     )
-    flat = c5 * sizes["pool5"] ** 2
+    flat = c5 * pool5**2
     classifier = nn.Sequential(
         OrderedDict(
-            fc6=nn.Linear(flat, int(fc_width)),
+            fc6=nn.Linear(flat, fc_width),
             relu6=nn.ReLU(inplace=True),
             drop6=nn.Dropout(float(dropout)),
-            fc7=nn.Linear(int(fc_width), int(fc_width)),
+            fc7=nn.Linear(fc_width, fc_width),
             relu7=nn.ReLU(inplace=True),
             drop7=nn.Dropout(float(dropout)),
-            fc8=nn.Linear(int(fc_width), int(num_classes)),
+            fc8=nn.Linear(fc_width, num_classes),
         )
     )
-    model = CXRNet(features, classifier)
-    _init_weights(model, init)
-    names = OrderedDict((n, f"features.{n}") for n, _ in features.named_children())
-    names.update((n, f"classifier.{n}") for n, _ in classifier.named_children())
-    model.layer_names = dict(names)
-    model.new_layers = []  # trained from scratch: every layer is new, none is transferred
-    model.default_preprocess = PreprocessSpec.preset("paper").replace(
-        input_size=int(input_size), channels=int(in_channels)
-    ).to_dict()
-    model.class_names = list(DEFAULT_CLASS_NAMES) if num_classes == 2 else [str(i) for i in range(num_classes)]
-    return model
+    return CXRNet(features, classifier)
 
 
-@register("cxrnet_narrow", family="cxrnet")
+@register("cxrnet_narrow", family="cxrnet", rebuild_overrides={"init": "empty"})
 def cxrnet_narrow(
     *,
     width: float = 0.25,

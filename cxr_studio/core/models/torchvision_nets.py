@@ -10,7 +10,9 @@ torchvision state dict loads directly (all but the 1000-class head).
   torchvision's cache (``$TORCH_HOME/hub/checkpoints``) or downloaded as torchvision would;
   offline without the file -> :class:`WeightsUnavailableError` saying where to put it;
 - a path to a local ``.pth`` state dict (loaded with ``weights_only=True``; the head is dropped);
-- ``"none"``: random init, only when asked for.
+- ``"none"``: random init, only when asked for;
+- ``"empty"``: uninitialised backbone tensors (fast), for loading a full state dict right after;
+  checkpoint loading uses it.
 """
 from __future__ import annotations
 
@@ -161,18 +163,28 @@ def _imagenet_state_dict(name: str) -> dict[str, torch.Tensor]:
 def _build(name: str, weights: str | os.PathLike, num_classes: int) -> nn.Module:
     if int(num_classes) < 1:
         raise ValueError(f"num_classes must be positive, got {num_classes}")
+    if not isinstance(weights, (str, os.PathLike)):
+        raise ValueError(f"weights must be 'imagenet', 'none', 'empty' or a file path, got {weights!r}")
     ctor = _TV[name][0]
-    model = ctor(weights=None)
+    key = str(weights).lower()
     notes: list[str] = []
-    if isinstance(weights, (str, os.PathLike)) and str(weights).lower() == "imagenet":
-        notes = load_backbone(model, _imagenet_state_dict(name), f"torchvision's ImageNet {name} weights")
-    elif isinstance(weights, (str, os.PathLike)) and str(weights).lower() == "none":
-        pass
-    elif isinstance(weights, (str, os.PathLike)):
-        path = Path(weights).expanduser()
-        notes = load_backbone(model, _read_state_dict(path), str(path))
+    if key == "none":
+        model = ctor(weights=None)
     else:
-        raise ValueError(f"weights must be 'imagenet', 'none' or a file path, got {weights!r}")
+        # every backbone tensor is overwritten below, so skip torchvision's (slow) random init
+        with torch.device("meta"):
+            model = ctor(weights=None)
+        model = model.to_empty(device="cpu")
+        source = ""
+        if key == "imagenet":
+            source = f"torchvision's ImageNet {name} weights"
+            notes = load_backbone(model, _imagenet_state_dict(name), source)
+        elif key != "empty":
+            path = Path(weights).expanduser()
+            source = str(path)
+            notes = load_backbone(model, _read_state_dict(path), source)
+        if source:
+            notes.append(f"backbone loaded from {source}; its classification head was replaced by a new fc8")
     in_features = model.classifier[6].in_features
     model.classifier[6] = nn.Linear(in_features, int(num_classes))
     nn.init.normal_(model.classifier[6].weight, 0.0, 0.01)
@@ -185,7 +197,7 @@ def _build(name: str, weights: str | os.PathLike, num_classes: int) -> nn.Module
     return model
 
 
-_REBUILD = {"weights": "none"}  # a checkpoint's state dict replaces the weights anyway
+_REBUILD = {"weights": "empty"}  # a checkpoint's state dict replaces the weights anyway
 
 
 @register("alexnet", family="torchvision", rebuild_overrides=_REBUILD)

@@ -1,0 +1,427 @@
+"""Checkpoints: plain types only, written atomically, read with ``torch.load(weights_only=True)``.
+
+On-disk format (a dict saved with ``torch.save``)::
+
+    {"format": "cxr-studio-checkpoint", "format_version": 1,
+     "arch": "cxrnet", "arch_kwargs": {...}, "class_names": ["normal", "abnormal"],
+     "preprocess": PreprocessSpec dict, "state_dict": {name: tensor},
+     "provenance": {"recipe", "seed", "data_manifest_hash", "metrics", "versions", "created", ...},
+     "training_state": {...}  # optional: optimizer / scheduler / epoch; export_release strips it}
+
+Every value is a str, int, float, bool, None, list/tuple, dict or tensor, so the safe loader reads
+it and nothing in a checkpoint can run code. A bare torchvision state dict (``torch.save(
+model.state_dict())``) also loads when the caller names the architecture.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import os
+import pickle
+import platform
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .models import architectures, build_model, model_meta
+from .pipeline import PreprocessSpec
+
+FORMAT = "cxr-studio-checkpoint"
+FORMAT_VERSION = 1
+PROVENANCE_KEYS = ("recipe", "seed", "data_manifest_hash", "metrics", "versions", "created")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be written or read; the message names the file and says why."""
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A model rebuilt from a checkpoint, with everything stored next to its weights."""
+
+    model: nn.Module
+    arch: str
+    arch_kwargs: dict[str, Any]
+    class_names: list[str]
+    spec: PreprocessSpec
+    provenance: dict[str, Any]
+    sha256: str
+    path: Path
+    training_state: dict[str, Any] | None = None
+    format_version: int = FORMAT_VERSION
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def device(self) -> torch.device:
+        p = next(self.model.parameters(), None)
+        return p.device if p is not None else torch.device("cpu")
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+
+# -- writing ----------------------------------------------------------------------------------------
+
+
+def versions() -> dict[str, str]:
+    """Versions recorded in every checkpoint's provenance."""
+    import torchvision
+
+    from .. import __version__
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "cxr_studio": __version__,
+    }
+
+
+def _plain(value: Any, where: str) -> Any:
+    """``value`` as plain types (Path -> str, numpy scalars -> Python); error on anything else."""
+    if value is None or isinstance(value, torch.Tensor):
+        return value
+    for t in (bool, int, float, str):  # subclasses (TorchVersion, IntEnum...) need globals to load
+        if isinstance(value, t):
+            return t(value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if isinstance(value, (list, tuple)):
+        items = [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return items if isinstance(value, list) else tuple(items)
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, (str, int)):
+                raise CheckpointError(f"{where} has a key {k!r} of type {type(k).__name__}; keys must be str or int.")
+            out[k] = _plain(v, f"{where}[{k!r}]")
+        return out
+    raise CheckpointError(
+        f"{where} holds a {type(value).__name__}, which a checkpoint cannot store "
+        "(only str, int, float, bool, None, lists, dicts and tensors)."
+    )
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    *,
+    arch: str | None = None,
+    arch_kwargs: dict[str, Any] | None = None,
+    class_names: list[str] | None = None,
+    preprocess: PreprocessSpec | dict | None = None,
+    provenance: dict[str, Any] | None = None,
+    training_state: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model`` and its metadata to ``path`` atomically (the old file survives a failure).
+
+    ``arch`` / ``arch_kwargs`` / ``class_names`` / ``preprocess`` default to what ``build_model``
+    attached to the model. ``provenance`` gets ``versions`` and ``created`` filled in when absent.
+    Returns the path written.
+    """
+    path = Path(path)
+    arch = arch or getattr(model, "arch", None)
+    if not arch:
+        raise CheckpointError(f"Cannot save {path}: name the architecture (arch=...) of the model.")
+    try:
+        model_meta(arch)
+    except ValueError as exc:
+        raise CheckpointError(f"Cannot save {path}: {exc}") from None
+    if arch_kwargs is None:
+        arch_kwargs = getattr(model, "arch_kwargs", {})
+    class_names = list(class_names if class_names is not None else getattr(model, "class_names", []))
+    if preprocess is None:
+        preprocess = getattr(model, "default_preprocess", None) or PreprocessSpec().to_dict()
+    spec = preprocess if isinstance(preprocess, PreprocessSpec) else PreprocessSpec.from_dict(dict(preprocess))
+    prov = {k: None for k in PROVENANCE_KEYS}
+    prov.update(provenance or {})
+    prov["versions"] = prov.get("versions") or versions()
+    prov["created"] = prov.get("created") or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    payload: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "arch": str(arch),
+        "arch_kwargs": _plain(dict(arch_kwargs), "arch_kwargs"),
+        "class_names": [str(c) for c in class_names],
+        "preprocess": spec.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "provenance": _plain(prov, "provenance"),
+    }
+    if training_state is not None:
+        payload["training_state"] = _plain(dict(training_state), "training_state")
+    _atomic_torch_save(payload, path)
+    return path
+
+
+# -- reading ----------------------------------------------------------------------------------------
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+_MAGIC = {
+    b"\x89PNG": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"II*\x00": "a TIFF image",
+    b"MM\x00*": "a TIFF image",
+    b"GIF8": "a GIF image",
+    b"%PDF": "a PDF document",
+}
+
+
+def _sniff(path: Path) -> str | None:
+    """What the file looks like when it is clearly not a PyTorch file, else None."""
+    with open(path, "rb") as f:
+        head = f.read(132)
+    if not head:
+        return "an empty file"
+    if head.startswith(b"PK") or head[:1] == b"\x80":  # torch zip format / legacy pickle format
+        return None
+    for magic, what in _MAGIC.items():
+        if head.startswith(magic):
+            return what
+    if head[128:132] == b"DICM":
+        return "a DICOM image"
+    return "not a PyTorch file"
+
+
+def read_raw(path: str | os.PathLike) -> dict[str, Any]:
+    """The stored dict, read with ``torch.load(weights_only=True)`` only; ``CheckpointError`` otherwise."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"Checkpoint file not found: {path}")
+    if not path.is_file():
+        raise CheckpointError(f"{path} is not a file, so it cannot be a checkpoint.")
+    what = _sniff(path)
+    if what is not None:
+        raise CheckpointError(f"{path} is not a checkpoint: it is {what}.")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "GLOBAL" in str(exc) or "global" in str(exc):
+            raise CheckpointError(
+                f"Refused to load {path}: it asks to run Python code or import modules "
+                "(a safe load never does that; the file may be malicious)."
+            ) from None
+        raise CheckpointError(
+            f"Refused to load {path}: it holds Python objects other than tensors and plain values, "
+            "which a safe load does not run."
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"{path} is truncated or corrupt and cannot be read ({type(exc).__name__}: {str(exc)[:120]})."
+        ) from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} is not a checkpoint: it holds a {type(obj).__name__}, not a dict.")
+    return obj
+
+
+def _bare_state_dict(obj: dict[str, Any]) -> dict[str, torch.Tensor] | None:
+    """The state dict when ``obj`` is a bare one (or ``{"state_dict": ...}``), else None."""
+    if isinstance(obj.get("state_dict"), dict) and "format" not in obj:
+        obj = obj["state_dict"]
+    if obj and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+        return {k.removeprefix("module."): v for k, v in obj.items()}
+    return None
+
+
+def _fit_report(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str], list[str]]:
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} in file vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    return missing, unexpected, shapes
+
+
+def _describe_misfit(missing: list[str], unexpected: list[str], shapes: list[str]) -> str:
+    parts = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
+        if items:
+            more = f" and {len(items) - 3} more" if len(items) > 3 else ""
+            parts.append(f"{label}: {', '.join(items[:3])}{more}")
+    return "; ".join(parts)
+
+
+def _new_layer_prefixes(model: nn.Module) -> tuple[str, ...]:
+    names = getattr(model, "layer_names", {})
+    return tuple(f"{names.get(n, n)}." for n in getattr(model, "new_layers", []))
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    arch: str | None = None,
+    arch_kwargs: dict[str, Any] | None = None,
+) -> LoadedCheckpoint:
+    """Rebuild the model stored in ``path`` (eval mode, on ``device``).
+
+    ``arch`` / ``arch_kwargs`` are needed for a bare state dict (e.g. a torchvision one: what fits is
+    loaded, a head that does not fit keeps its random init and is reported in ``.warnings``); for a
+    CXR Studio checkpoint ``arch_kwargs`` override the stored ones and ``arch`` must match.
+    """
+    path = Path(path)
+    obj = read_raw(path)
+    bare = _bare_state_dict(obj) if obj.get("format") != FORMAT else None
+    warnings: list[str] = []
+    if obj.get("format") == FORMAT:
+        version = obj.get("format_version")
+        if not isinstance(version, int) or version < 1:
+            raise CheckpointError(f"{path} has an invalid format version {version!r}.")
+        if version > FORMAT_VERSION:
+            raise CheckpointError(
+                f"{path} uses checkpoint format version {version}, newer than this CXR Studio reads "
+                f"(up to {FORMAT_VERSION}); update CXR Studio to load it."
+            )
+        missing_keys = [k for k in ("arch", "state_dict") if k not in obj]
+        if missing_keys:
+            raise CheckpointError(f"{path} is damaged: it lacks {', '.join(missing_keys)}.")
+        stored_arch = str(obj["arch"])
+        if arch is not None and arch != stored_arch:
+            raise CheckpointError(f"{path} holds a {stored_arch} model, not {arch}.")
+        arch = stored_arch
+        kwargs = dict(obj.get("arch_kwargs") or {})
+        kwargs.update(arch_kwargs or {})
+        state = obj["state_dict"]
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{path} is damaged: its state_dict is not a dict of tensors.")
+        version_read = version
+    elif bare is not None:
+        if arch is None:
+            raise CheckpointError(
+                f"{path} is a bare state dict (weights without an architecture); "
+                "name the architecture (arch=...) to load it."
+            )
+        kwargs = dict(arch_kwargs or {})
+        state = bare
+        version_read = 0
+    else:
+        raise CheckpointError(f"{path} is not a CXR Studio checkpoint or a state dict of tensors.")
+
+    try:
+        info = model_meta(arch)
+    except ValueError:
+        raise CheckpointError(
+            f"{path} uses the architecture {arch!r}, which this CXR Studio does not know "
+            f"(known: {', '.join(architectures())})."
+        ) from None
+    build_kwargs = {**kwargs, **{k: v for k, v in info.rebuild_overrides.items() if k in info.parameters}}
+    try:
+        model = build_model(arch, **build_kwargs)
+    except ValueError as exc:
+        raise CheckpointError(f"Cannot rebuild the {arch} model of {path}: {exc}") from None
+    model.arch_kwargs = kwargs
+
+    missing, unexpected, shapes = _fit_report(model, state)
+    if bare is not None:
+        new = _new_layer_prefixes(model)
+        head_shapes = [s for s in shapes if s.startswith(new)] if new else []
+        head_missing = [k for k in missing if new and k.startswith(new)]
+        others = (
+            [k for k in missing if k not in head_missing],
+            unexpected,
+            [s for s in shapes if s not in head_shapes],
+        )
+        if any(others):
+            raise CheckpointError(
+                f"The state dict in {path} does not fit {arch}: {_describe_misfit(*others)}."
+            )
+        skip = {s.split(" ")[0] for s in head_shapes}
+        model.load_state_dict({k: v for k, v in state.items() if k not in skip}, strict=False)
+        warnings += [f"not loaded, keeps its random init: {s}" for s in head_shapes]
+        warnings += [f"not in the file, keeps its random init: {k}" for k in head_missing]
+    else:
+        if missing or unexpected or shapes:
+            raise CheckpointError(
+                f"The weights in {path} do not fit {arch}({_kwargs_text(kwargs)}): "
+                f"{_describe_misfit(missing, unexpected, shapes)}."
+            )
+        model.load_state_dict(state, strict=True)
+
+    class_names = list(obj.get("class_names") or getattr(model, "class_names", []))
+    try:
+        spec_dict = obj.get("preprocess") or model.default_preprocess
+        spec = PreprocessSpec.from_dict(dict(spec_dict))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path} has an invalid preprocessing spec: {exc}") from None
+    model.class_names = class_names
+    model.eval()
+    model.to(torch.device(device))
+    return LoadedCheckpoint(
+        model=model,
+        arch=arch,
+        arch_kwargs=kwargs,
+        class_names=class_names,
+        spec=spec,
+        provenance=dict(obj.get("provenance") or {}),
+        sha256=file_sha256(path),
+        path=path,
+        training_state=obj.get("training_state"),
+        format_version=version_read,
+        warnings=warnings,
+    )
+
+
+def _kwargs_text(kwargs: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+
+
+def peek_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Everything a checkpoint stores except the tensors (for listing files without building models)."""
+    obj = read_raw(path)
+    if obj.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a CXR Studio checkpoint.")
+    out = {k: v for k, v in obj.items() if k not in ("state_dict", "training_state")}
+    out["has_training_state"] = "training_state" in obj
+    out["sha256"] = file_sha256(path)
+    return out
+
+
+def export_release(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Copy checkpoint ``src`` to ``dst`` without its training state (after checking it loads)."""
+    src, dst = Path(src), Path(dst)
+    loaded = load_checkpoint(src)  # validates: the release must load
+    del loaded
+    obj = read_raw(src)
+    obj.pop("training_state", None)
+    prov = dict(obj.get("provenance") or {})
+    prov["released_from_sha256"] = file_sha256(src)
+    obj["provenance"] = prov
+    _atomic_torch_save(obj, dst)
+    return dst
