@@ -147,3 +147,115 @@ def test_heuristic_on_real_nlm_images(nlm_root: Path, dataset: str) -> None:
     scores = [dice(segment_heuristic(img), m) for img, m in pairs]
     assert np.mean(scores) >= 0.80, scores
     assert min(scores) >= 0.4, scores
+
+
+# ---------------------------------------------------------------- atlas
+
+
+@pytest.fixture(scope="module")
+def phantom_atlas_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    phantom = pytest.importorskip("cxr_studio.core.phantom")
+    out = tmp_path_factory.mktemp("atlas")
+    phantom.write_phantom_dataset(out, 12, seed=100, size=256)
+    return out
+
+
+def test_atlas_from_phantom_folder_segments_other_phantoms(phantom_atlas_dir: Path) -> None:
+    from cxr_studio.core.lungs_atlas import load_atlas, segment_atlas
+
+    atlas = load_atlas(phantom_atlas_dir)
+    assert len(atlas) == 12
+    assert load_atlas(str(phantom_atlas_dir)) is atlas  # cached on the resolved path
+    for seed in (0, 1, 2):  # not in the atlas (seeds 100..)
+        p = _phantom(seed)
+        mask = segment_atlas(p.image, phantom_atlas_dir)
+        assert mask.dtype == bool and mask.shape == p.image.shape
+        assert dice(mask, p.lung_mask) >= 0.85
+
+
+def test_atlas_from_pairs_and_dispatch(phantom_atlas_dir: Path) -> None:
+    from cxr_studio.core.lungs_atlas import Atlas, segment_atlas
+
+    ps = [_phantom(s) for s in range(20, 26)]
+    atlas = Atlas.from_pairs([p.image for p in ps], [p.lung_mask for p in ps])
+    p = _phantom(3)
+    assert dice(segment_atlas(p.image, atlas), p.lung_mask) >= 0.85
+    res = segment_lungs_detailed(p.image, method="atlas", atlas=str(phantom_atlas_dir))
+    assert res.method == "atlas" and dice(res.mask, p.lung_mask) >= 0.85
+
+
+@pytest.mark.parametrize("shape", [(300, 217), (217, 300)])
+def test_atlas_any_size(phantom_atlas_dir: Path, shape: tuple[int, int]) -> None:
+    import cv2
+
+    from cxr_studio.core.lungs_atlas import segment_atlas
+
+    p = _phantom(4)
+    img = cv2.resize(p.image, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
+    truth = cv2.resize(p.lung_mask.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST) > 0
+    mask = segment_atlas(img, phantom_atlas_dir)
+    assert mask.shape == shape and mask.dtype == bool
+    assert dice(mask, truth) >= 0.8
+
+
+def test_atlas_reads_montgomery_layout(tmp_path: Path) -> None:
+    import cv2
+
+    from cxr_studio.core.lungs_atlas import load_atlas
+
+    for sub in ("CXR_png", "ManualMask/leftMask", "ManualMask/rightMask"):
+        (tmp_path / sub).mkdir(parents=True)
+    for s in range(3):
+        p = _phantom(40 + s)
+        name = f"MCUCXR_{s:04d}_0.png"
+        half = p.lung_mask.shape[1] // 2
+        left, right = p.lung_mask.copy(), p.lung_mask.copy()
+        left[:, :half] = False
+        right[:, half:] = False
+        cv2.imwrite(str(tmp_path / "CXR_png" / name), np.round(p.image * 65535).astype(np.uint16))
+        cv2.imwrite(str(tmp_path / "ManualMask/leftMask" / name), left.astype(np.uint8) * 255)
+        cv2.imwrite(str(tmp_path / "ManualMask/rightMask" / name), right.astype(np.uint8) * 255)
+    (tmp_path / "CXR_png" / "MCUCXR_0099_0.png").write_bytes(b"")  # no masks: skipped
+    atlas = load_atlas(tmp_path)
+    assert len(atlas) == 3
+    # both halves merged: the atlas masks hold both lungs
+    assert atlas.masks[0][:, :128].any() and atlas.masks[0][:, 128:].any()
+
+
+def test_atlas_bad_input(tmp_path: Path) -> None:
+    from cxr_studio.core.lungs_atlas import Atlas, segment_atlas
+
+    img = _phantom(0).image
+    with pytest.raises(ValueError, match="needs an atlas"):
+        segment_atlas(img, None)
+    with pytest.raises(ValueError, match="needs an atlas"):
+        segment_lungs(img, method="atlas")
+    with pytest.raises(ValueError, match="does not exist"):
+        segment_atlas(img, tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="CXR_png"):
+        segment_atlas(img, tmp_path / "empty")
+    (tmp_path / "nomask" / "CXR_png").mkdir(parents=True)
+    (tmp_path / "nomask" / "mask").mkdir()
+    with pytest.raises(ValueError, match="no image with a matching lung mask"):
+        segment_atlas(img, tmp_path / "nomask")
+    with pytest.raises(ValueError, match="pair up"):
+        Atlas.from_pairs([img], [])
+    with pytest.raises(ValueError, match="shape"):
+        Atlas.from_pairs([img], [np.zeros((10, 10), bool)])
+
+
+@pytest.mark.parametrize("dataset", ["montgomery", "shenzhen"])
+def test_atlas_on_real_nlm_images(nlm_root: Path, dataset: str) -> None:
+    """Atlas of 20 real images (even indices) segmenting 10 others (odd indices) of the same set.
+    The issue's target (mean Dice >= 0.94, none below 0.5) is for a full-size atlas over a whole
+    set; with a 20-image atlas and a 10-image sample we ask mean >= 0.90 and none below 0.5."""
+    from cxr_studio.core.lungs_atlas import Atlas, segment_atlas
+
+    step = 4 if dataset == "montgomery" else 20
+    train = _nlm_pairs(nlm_root, dataset, 20, 0, step)
+    test = _nlm_pairs(nlm_root, dataset, 10, 1, 10 if dataset == "montgomery" else 42)
+    atlas = Atlas.from_pairs([i for i, _ in train], [m for _, m in train])
+    scores = [dice(segment_atlas(img, atlas), m) for img, m in test]
+    assert np.mean(scores) >= 0.90, scores
+    assert min(scores) >= 0.5, scores
