@@ -107,24 +107,28 @@ def _polys(canvas: np.ndarray, frame: _Frame, lines: list[np.ndarray], value: in
 
 
 # ----------------------------------------------------------------------------- anatomy
-def _lung_field(u: np.ndarray, v: np.ndarray, p: dict[str, float], mirror: bool) -> np.ndarray:
+def _lung_field(u: np.ndarray, v: np.ndarray, p: dict[str, float],
+                mirror: bool) -> tuple[np.ndarray, np.ndarray]:
     """Signed inside-ness (model units, > 0 inside) of one lung field: between a rounded
     apex / lateral wall and the diaphragm dome. Parameters describe the image-left lung;
-    ``mirror`` flips it to the image's right."""
+    ``mirror`` flips it to the image's right. Also returns where the diaphragm lies below it."""
     x = 1.0 - u if mirror else u
     xa, xl, xm = p["apex_x"], p["lat_x"], p["med_x"]
     va, vw, vcp, vdome, vmed = p["apex_v"], p["wall_v"], p["cp_v"], p["dome_v"], p["med_v"]
     xd = p["dome_x"]
     # top: quarter ellipse from the apex down to the lateral wall; nearly flat medially
     t = np.clip((xa - x) / (xa - xl), 0.0, 1.0)
-    top_lat = va + (vw - va) * (1.0 - np.sqrt(np.clip(1.0 - t * t, 0.0, 1.0)))
+    top_lat = va + (vw - va) * (1.0 - np.sqrt(np.clip(1.0 - t ** 1.3, 0.0, 1.0)))
     tm = np.clip((x - xa) / (xm - xa), 0.0, 1.0)
     top = np.where(x < xa, top_lat, va + p["apex_med"] * tm * tm)
     # bottom: dome peaking at dome_x, deep costophrenic angle laterally
     tl = np.clip((xd - x) / (xd - xl), 0.0, 1.0)
     tr = np.clip((x - xd) / (xm - xd), 0.0, 1.0)
     bot = np.where(x < xd, vdome + (vcp - vdome) * tl ** 2.2, vdome + (vmed - vdome) * tr ** 1.6)
-    return np.minimum(np.minimum(x - xl, xm - x), np.minimum(v - top, bot - v))
+    bulge = p["bulge"] * ((v - 0.5 * (vw + vcp)) / 0.25) ** 2  # convex lateral wall
+    f = np.minimum(np.minimum(x - xl - bulge, xm - x), np.minimum(v - top, bot - v))
+    under = (v > bot) & (x > xl - 0.03) & (x < xm + 0.03)
+    return f, under
 
 
 def _draw_bones(rng: np.random.Generator, frame: _Frame, a: dict[str, float]) -> np.ndarray:
@@ -189,20 +193,20 @@ def _draw_vessels(rng: np.random.Generator, frame: _Frame) -> np.ndarray:
 def _anatomy_params(rng: np.random.Generator) -> dict[str, float]:
     U = rng.uniform
     return {
-        "body_hw": U(0.40, 0.47), "body_top": U(0.08, 0.14), "neck_hw": U(0.09, 0.12),
-        "apex_v": U(0.11, 0.16), "wall_v": U(0.38, 0.48), "cp_v": U(0.73, 0.8),
-        "dome_v": U(0.60, 0.66), "dome_drop": U(0.02, 0.05), "apex_med": U(0.02, 0.06),
-        "lat_x": U(0.12, 0.16), "apex_x": U(0.29, 0.32), "med_x": U(0.445, 0.46),
-        "dome_x": U(0.25, 0.31), "lat_x2": U(0.13, 0.17),
-        "heart_cx": U(0.54, 0.57), "heart_cy": U(0.6, 0.64), "heart_rx": U(0.14, 0.18),
+        "body_hw": U(0.42, 0.5), "body_top": U(0.03, 0.1), "neck_hw": U(0.09, 0.12),
+        "apex_v": U(0.12, 0.17), "wall_v": U(0.44, 0.55), "cp_v": U(0.73, 0.8),
+        "dome_v": U(0.60, 0.66), "dome_drop": U(0.02, 0.05), "apex_med": U(0.04, 0.1),
+        "lat_x": U(0.13, 0.17), "apex_x": U(0.32, 0.36), "med_x": U(0.445, 0.46),
+        "dome_x": U(0.26, 0.32), "lat_x2": U(0.14, 0.18), "bulge": U(0.0, 0.02),
+        "heart_cx": U(0.54, 0.57), "heart_cy": U(0.45, 0.75), "heart_rx": U(0.14, 0.18),
         "heart_ry": U(0.10, 0.13), "heart_rot": U(-0.5, -0.25),
         "med_w": U(0.045, 0.06), "knob": U(0.015, 0.035), "spine_w": U(0.028, 0.036),
         "rib_v0": U(0.09, 0.12), "rib_dv": U(0.052, 0.062), "rib_reach": U(0.9, 1.05),
         "rib_curv": U(0.85, 1.15), "rib_w": U(0.018, 0.024),
         "clav_v": U(0.17, 0.21), "clav_s": U(0.5, 1.3),
-        "soft": U(0.72, 0.84), "lung_dark": U(0.42, 0.55), "bone": U(0.12, 0.2),
+        "soft": U(0.68, 0.8), "lung_dark": U(0.42, 0.55), "bone": U(0.1, 0.17),
         "gamma": U(0.8, 1.25), "breast": U(0.0, 0.12), "noise": U(0.008, 0.022),
-        "blur": U(0.5, 1.1), "bg": U(0.0, 0.08),
+        "blur": U(0.5, 1.1), "bg": U(0.0, 0.08), "trachea": U(0.06, 0.12),
     }
 
 
@@ -212,25 +216,28 @@ def _render_normal(seed: int, size: int) -> tuple[np.ndarray, np.ndarray, np.nda
     raster and upsampled; edges that matter (lung borders, bones) are sharp at full size."""
     rng = np.random.default_rng([seed, 0])
     a = _anatomy_params(rng)
+    # the heart sits on the left dome
+    a["heart_cy"] = a["dome_v"] + a["dome_drop"] + 0.05 - a["heart_ry"] * a["heart_cy"]
     frame = _Frame(size, float(rng.uniform(0.93, 1.04)), float(rng.uniform(-0.06, 0.06)),
                    (float(rng.uniform(-0.03, 0.03)), float(rng.uniform(-0.03, 0.03))))
     lo = max(32, size // 4)
     u, v = frame.grids(lo)
     px = 1.0 / (lo * frame.scale)  # one coarse pixel in model units
 
-    # body: elliptical cross-section, neck and sloping shoulders at the top
-    full = a["body_hw"] + 0.05
-    sh = np.clip((v - a["body_top"] + 0.08) / 0.16, 0.0, 1.0)
-    hw = a["neck_hw"] + (full - a["neck_hw"]) * sh * sh * (3 - 2 * sh)
-    hw = hw - 0.05 * np.clip((v - a["body_top"] - 0.1) / 0.4, 0.0, 1.0)
-    xb = (u - 0.5) / hw
-    body = np.sqrt(np.clip(1.0 - xb * xb, 0.0, 1.0))
-    inside = np.clip((1.0 - np.abs(xb)) * hw / (1.5 * px), 0.0, 1.0)
-    dens = (a["soft"] - 0.25 + 0.25 * body ** 0.6) * inside
+    # body: thickness grows with the distance from the skin; neck and sloping shoulders
+    w = np.abs(u - 0.5)
+    hw = a["body_hw"] + 0.05 - 0.05 * np.clip((v - a["body_top"] - 0.1) / 0.4, 0.0, 1.0)
+    v_sh = a["body_top"] - 0.04 + 0.6 * np.maximum(w - a["neck_hw"] - 0.02, 0.0) ** 1.6
+    k = 0.02  # smooth minimum rounds the shoulder tips
+    f_body = -k * np.logaddexp(-(hw - w) / k, -(v - v_sh) / k)
+    f_body = np.maximum(f_body, a["neck_hw"] - w)
+    inside = np.clip(f_body / px + 0.5, 0.0, 1.0)
+    body = np.sqrt(np.clip(f_body / 0.14, 0.0, 1.0))
+    dens = (a["soft"] - 0.25 + 0.25 * body) * inside
 
     # lung fields, cut by the mediastinum and the heart
     keys = ("apex_v", "wall_v", "cp_v", "dome_v", "apex_med", "lat_x", "apex_x", "med_x",
-            "dome_x")
+            "dome_x", "bulge")
     p_r = {k: a[k] for k in keys}
     p_r["med_v"] = a["dome_v"] + 0.05
     p_l = dict(p_r, lat_x=a["lat_x2"], dome_v=a["dome_v"] + a["dome_drop"],
@@ -242,17 +249,29 @@ def _render_normal(seed: int, size: int) -> tuple[np.ndarray, np.ndarray, np.nda
     heart_r = np.sqrt(hx * hx + hy * hy)
     medw = a["med_w"] + a["knob"] * np.exp(-(((v - 0.3) / 0.05) ** 2)) * (u > 0.5)
     cut = np.minimum((heart_r - 1.0) * min(a["heart_rx"], a["heart_ry"]), np.abs(u - 0.5) - medw)
-    f_r = np.minimum(_lung_field(u, v, p_r, mirror=False), cut)
-    f_l = np.minimum(_lung_field(u, v, p_l, mirror=True), cut)
+    f_r, under_r = _lung_field(u, v, p_r, mirror=False)
+    f_l, under_l = _lung_field(u, v, p_l, mirror=True)
+    f_r, f_l = np.minimum(f_r, cut), np.minimum(f_l, cut)
     lung_lo = ((f_r > 0) | (f_l > 0)).astype(np.float32)
-    depth_lo = cv2.GaussianBlur(lung_lo, (0, 0), 0.035 * lo * frame.scale)
+    depth_lo = cv2.GaussianBlur(lung_lo, (0, 0), 0.05 * lo * frame.scale)
+    # lung air seen beside the borders, but not through the diaphragm or the heart
+    block = (under_r | under_l) | (heart_r < 1) | (np.abs(u - 0.5) < medw)
+    leak_lo = 1.0 - cv2.GaussianBlur(block.astype(np.float32), (0, 0), 0.6)
 
-    # mediastinum, heart, spine (vertebral bodies), breasts, stomach gas
+    # mediastinum, heart, trachea, hila, spine (vertebral bodies), breasts, stomach gas
     med_soft = np.clip((medw + 0.02 - np.abs(u - 0.5)) / 0.03, 0.0, 1.0) * (v > 0.04)
-    dens += (0.14 * med_soft + 0.07 * np.clip(1.0 - heart_r, 0.0, 0.25) / 0.25) * inside
+    heart_soft = np.clip((1.0 - heart_r) / 0.12, 0.0, 1.0)
+    abd = np.clip((v - a["dome_v"] - 0.01 - 0.6 * np.maximum(np.abs(u - 0.5) - 0.2, 0.0) ** 2)
+                  / 0.07, 0.0, 1.0)
+    dens += (0.12 * med_soft + 0.03 * heart_soft + 0.1 * abd) * inside
+    tr = np.clip((0.017 - np.abs(u - 0.5 - 0.01 * (v - 0.1))) / 0.006, 0.0, 1.0)
+    dens -= a["trachea"] * tr * np.clip((0.36 - v) / 0.04, 0.0, 1.0)
+    for hu in (0.42, 0.585):
+        hx, hy = (u - hu) / 0.035, (v - 0.42) / 0.06
+        dens += 0.08 * np.clip(1.0 - hx * hx - hy * hy, 0.0, 1.0)
     vert = 0.5 + 0.5 * np.cos(2 * np.pi * (v - a["rib_v0"]) / (a["rib_dv"] * 1.05))
     spine = np.clip((a["spine_w"] - np.abs(u - 0.5)) / 0.008, 0.0, 1.0)
-    dens += a["bone"] * spine * (0.5 + 0.5 * vert ** 2)
+    dens += 0.35 * a["bone"] * spine * (0.4 + 0.6 * vert ** 2)
     for bu in (0.27, 0.73):
         bx, by = (u - bu) / 0.2, (v - 0.74) / 0.15
         dens += a["breast"] * np.sqrt(np.clip(1 - bx * bx - by * by, 0, 1)) * (v > 0.6)
@@ -266,14 +285,17 @@ def _render_normal(seed: int, size: int) -> tuple[np.ndarray, np.ndarray, np.nda
     right, left = fr > 0, fl > 0
     lung = right | left
     sides = np.where(right, 1, np.where(left, 2, 0)).astype(np.int8)
-    depth = np.maximum(_up(depth_lo, size), lung * np.float32(0.55))
-    texture = _smooth_noise(rng, size, 20) * 0.05 + _smooth_noise(rng, size, 56) * 0.03
+    blur = np.clip(_up(depth_lo, size) * 1.3, 0.0, 1.0)
+    depth = np.where(lung, 0.25 + 0.75 * blur, 0.6 * blur * _up(leak_lo, size))
+    texture = _smooth_noise(rng, size, 12) * 0.06 + _smooth_noise(rng, size, 48) * 0.04
     img = _up(dens, size)
     img -= a["lung_dark"] * depth * (1.0 + texture)
-    img += 0.1 * _draw_vessels(rng, frame) * depth
+    img += 0.16 * _draw_vessels(rng, frame) * depth
     inside_f = _up(inside, size)
-    img += a["bone"] * _draw_bones(rng, frame, a) * inside_f * (0.45 + 0.55 * depth)
-    img = np.clip(img, 0.0, 1.0) ** a["gamma"]
+    img += a["bone"] * _draw_bones(rng, frame, a) * inside_f * (0.3 + 0.7 * depth)
+    img = np.maximum(img, 0.0)
+    img = img / (1.0 + (img * (1.0 / 0.97)) ** 8) ** 0.125  # soft knee: no clipped whites
+    img = img ** a["gamma"]
     img = a["bg"] + (1.0 - a["bg"]) * img
     return img.astype(np.float32), lung, sides, a
 

@@ -158,7 +158,7 @@ def effusion(img: np.ndarray, info: LungInfo, rng: np.random.Generator,
     top, bottom, left, right = ys.min(), ys.max(), xs.min(), xs.max()
     height = bottom - top
     level = bottom - float(rng.uniform(0.14, 0.32)) * height  # at the medial side
-    rise = float(rng.uniform(0.08, 0.16)) * height  # meniscus climbs laterally
+    rise = float(rng.uniform(0.12, 0.25)) * height  # meniscus climbs laterally
     y0 = max(0, int(level - rise) - 4)
     win = (slice(y0, bottom + 1), slice(left, right + 1))
     lung = info.sides[win] == side
@@ -166,11 +166,12 @@ def effusion(img: np.ndarray, info: LungInfo, rng: np.random.Generator,
     y = np.arange(y0, bottom + 1, dtype=np.float32)[:, None]
     span = max(1, right - left)
     lateral = (right - x) / span if side == 1 else (x - left) / span
-    menisc = level - rise * np.clip(lateral, 0.0, 1.0) ** 2.5
+    menisc = level - rise * np.clip(lateral, 0.0, 1.0) ** 2
     soft = max(2.0, 0.012 * s)
-    a = float(rng.uniform(0.35, 0.65))
-    prof = np.clip((y - menisc) / soft, 0.0, 1.0) * lung
-    prof = cv2.GaussianBlur(prof.astype(np.float32), (0, 0), 0.6 * soft) * lung
+    a = float(rng.uniform(0.45, 0.9))
+    prof = np.clip((y - menisc) / soft, 0.0, 1.0).astype(np.float32)
+    prof = cv2.GaussianBlur(prof, (0, 0), 0.6 * soft) * lung  # denser towards the base
+    prof *= 0.75 + 0.25 * np.clip((y - menisc) / (0.5 * (bottom - level) + 1), 0.0, 1.0)
     sub = img[win]
     before = float(sub[prof > 0.3].mean()) if (prof > 0.3).any() else float(sub[lung].mean())
     sub += a * prof * np.clip(info.soft_level - sub, 0.0, None)
