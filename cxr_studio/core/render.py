@@ -139,13 +139,25 @@ def threshold_lut(lut: np.ndarray, threshold: float) -> np.ndarray:
 
 def lut_index(heat: np.ndarray) -> np.ndarray:
     """Quantise a 0..1 map to LUT indices: ``floor(clip(map, 0, 1) * 255 + 0.5)`` as uint8 (round
-    half up, as pyqtgraph does with :data:`FLOAT_LEVELS`; NaN -> 0)."""
+    half up, as pyqtgraph does with :data:`FLOAT_LEVELS`; NaN -> 0, +inf -> 255).
+
+    Works in cache-sized chunks (a 20-megapixel map takes a fraction of a second).
+    """
     a = np.asarray(heat, dtype=np.float32)
-    out = np.nan_to_num(a, nan=0.0, posinf=1.0, neginf=0.0)
-    out = np.clip(out, 0.0, 1.0)
-    out *= np.float32(255.0)
-    out += np.float32(0.5)
-    return np.floor(out, out=out).astype(np.uint8)
+    out = np.empty(a.shape, dtype=np.uint8)
+    flat_in = a.reshape(-1)
+    flat_out = out.reshape(-1)
+    step = 1 << 18
+    buf = np.empty(min(step, max(flat_in.size, 1)), dtype=np.float32)
+    for s in range(0, flat_in.size, step):
+        n = min(step, flat_in.size - s)
+        b = buf[:n]
+        np.multiply(flat_in[s: s + n], np.float32(255.0), out=b)
+        b += np.float32(0.5)
+        np.fmax(b, np.float32(0.0), out=b)  # fmax also turns NaN into 0
+        np.minimum(b, np.float32(255.5), out=b)
+        flat_out[s: s + n] = b  # truncation == floor for values >= 0
+    return out
 
 
 def apply_lut(heat: np.ndarray, lut: np.ndarray) -> np.ndarray:

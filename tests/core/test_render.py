@@ -83,6 +83,10 @@ def test_apply_lut_rounds_to_nearest_index() -> None:
     assert rgba.shape == (2, 4, 4) and rgba.dtype == np.uint8
     assert rgba[0, :, 0].tolist() == [0, 0, 1, 255]
     assert rgba[1, :, 0].tolist() == [0, 0, 255, 128]  # 127.5 rounds half up
+    assert render.lut_index(np.array([np.inf, -np.inf])).tolist() == [255, 0]
+    assert render.lut_index(np.zeros((0, 5))).shape == (0, 5)
+    big = np.linspace(0, 1, 600_000, dtype=np.float32).reshape(600, 1000)[:, ::3]  # chunks, strided
+    assert (render.lut_index(big) == np.floor(big * np.float32(255) + np.float32(0.5))).all()
 
 
 def test_overlay_known_pixels() -> None:
