@@ -101,7 +101,10 @@ def _polys(canvas: np.ndarray, frame: _Frame, lines: list[np.ndarray], value: in
     """Draw polylines given in model coordinates on a uint8 canvas (anti-aliased)."""
     if not lines:
         return
-    px = [np.round(frame.to_px(p) * 16).astype(np.int32) for p in lines]  # 4 fraction bits
+    if len({len(p) for p in lines}) == 1:  # one transform for all lines of equal length
+        px = list(np.round(frame.to_px(np.stack(lines)) * 16).astype(np.int32))
+    else:
+        px = [np.round(frame.to_px(p) * 16).astype(np.int32) for p in lines]  # 4 fraction bits
     w = max(1, int(round(width * frame.size * frame.scale)))
     cv2.polylines(canvas, px, False, int(value), w, cv2.LINE_AA, shift=4)
 
@@ -290,11 +293,18 @@ def _render_normal(seed: int, size: int) -> tuple[np.ndarray, np.ndarray, np.nda
     texture = _smooth_noise(rng, size, 12) * 0.06 + _smooth_noise(rng, size, 48) * 0.04
     img = _up(dens, size)
     img -= a["lung_dark"] * depth * (1.0 + texture)
-    img += 0.16 * _draw_vessels(rng, frame) * depth
+    # bones and vessels are drawn at half size (they are soft-edged anyway) and upsampled
+    dframe = _Frame(max(min(size, 256), size // 2), frame.scale, frame.angle, frame.shift)
+    img += 0.16 * _up(_draw_vessels(rng, dframe), size) * depth
     inside_f = _up(inside, size)
-    img += a["bone"] * _draw_bones(rng, frame, a) * inside_f * (0.3 + 0.7 * depth)
+    img += a["bone"] * _up(_draw_bones(rng, dframe, a), size) * inside_f * (0.3 + 0.7 * depth)
     img = np.maximum(img, 0.0)
-    img = img / (1.0 + (img * (1.0 / 0.97)) ** 8) ** 0.125  # soft knee: no clipped whites
+    k8 = img * np.float32(1.0 / 0.97)
+    k8 *= k8
+    k8 *= k8
+    k8 *= k8
+    k8 += 1.0
+    img /= np.sqrt(np.sqrt(np.sqrt(k8)))  # soft knee x / (1 + (x/0.97)^8)^(1/8): no clipped whites
     img = img ** a["gamma"]
     img = a["bg"] + (1.0 - a["bg"]) * img
     return img.astype(np.float32), lung, sides, a
@@ -339,7 +349,7 @@ def make_phantom(
     """
     seed, size = _check_args(seed, size)
     if lesion_types is not None and not isinstance(lesion_types, str):
-        lesion_types = list(lesion_types)
+        lesion_types = list(lesion_types) or None  # an empty list means "any"
     if abnormal is None:
         abnormal = bool(lesion_types) or bool(np.random.default_rng([seed, 3]).random() < 0.5)
     elif not abnormal and lesion_types:
@@ -353,7 +363,8 @@ def make_phantom(
         types = _choose_types(rng_l, lesion_types)
         if types:
             dist = cv2.distanceTransform(lung.astype(np.uint8), cv2.DIST_L2, 5)
-            soft = float(np.percentile(img[(sides == 0) & (img > a["bg"] + 0.05)], 90))
+            sub = img[::4, ::4][(sides[::4, ::4] == 0) & (img[::4, ::4] > a["bg"] + 0.05)]
+            soft = float(np.percentile(sub, 90))
             info = LungInfo(lung, sides, dist, soft)
             lesion_mask, lesions = add_lesions(img, info, rng_l, types)
     # acquisition: blur then quantum (Poisson-like) noise, same draws whatever the label

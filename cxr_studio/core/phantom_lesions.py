@@ -195,8 +195,10 @@ def add_lesions(
 ) -> tuple[np.ndarray, list[dict]]:
     """Draw the lesions in ``types`` into ``img`` (in place); return (lesion mask, lesion dicts).
 
-    Each dict has ``type``, ``centre`` (x, y) pixels, ``size`` (radius or height, pixels),
-    ``side`` (the patient's side: "right" is the image's left) and ``contrast``.
+    Each dict has ``type``, ``centre`` (x, y) pixels, ``size`` (radius, or height for an
+    effusion, pixels), ``radius`` (for an effusion that of a disc of its area), ``side`` (the
+    patient's side: "right" is the image's left), ``contrast`` (peak change drawn) and ``area``
+    (pixels of its mask).
     """
     lesion_mask = np.zeros(img.shape, bool)
     lesions: list[dict] = []
@@ -218,5 +220,6 @@ def add_lesions(
         d["size"] = round(float(d["size"]), 2)
         d["contrast"] = round(float(d["contrast"]), 4)
         d["area"] = int(m.sum())
+        d["radius"] = d["size"] if t != "effusion" else round(float(np.sqrt(d["area"] / np.pi)), 2)
         lesions.append(d)
     return lesion_mask, lesions
