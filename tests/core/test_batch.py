@@ -1,0 +1,132 @@
+"""`cxr-studio export` batch CLI on phantoms with a tiny checkpoint, plus views.compute_* on it."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cxr_studio.batch import main
+from cxr_studio.cli import main as cli_main
+from cxr_studio.core import export as ex
+from cxr_studio.core.checkpoint import load_checkpoint, save_checkpoint
+from cxr_studio.core.io import read_image, write_png
+from cxr_studio.core.models import build_model
+from cxr_studio.core.phantom import make_phantom
+from cxr_studio.core.pipeline import PreprocessSpec, preprocess
+from cxr_studio.core.views import ViewError, compute_forward, compute_heatmap
+
+INPUT = 91
+SPEC = PreprocessSpec.preset("fast").replace(input_size=INPUT, intermediate_size=128)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    kwargs = {"width": 0.1, "fc_width": 16, "input_size": INPUT}
+    model = build_model("cxrnet_narrow", **kwargs)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    return save_checkpoint(path, model, arch="cxrnet_narrow", arch_kwargs=kwargs, preprocess=SPEC)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("imgs")
+    for seed in range(3):
+        write_png(d / f"phantom_{seed}.png", make_phantom(seed, size=160).image)
+    (d / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)  # truncated
+    (d / "notes.txt").write_text("not an image")  # unsupported suffix: not picked up from folders
+    return d
+
+
+def read_summary(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_batch_exports_folder_and_reports_bad_file(ckpt: Path, images: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    code = main(["--checkpoint", str(ckpt), "--out", str(out), "--threshold", "0.2", "--no-progress", str(images)])
+    assert code == 1
+    err = capsys.readouterr().err
+    bad_lines = [ln for ln in err.splitlines() if "corrupt.png" in ln]
+    assert len(bad_lines) == 1  # one line for the bad image, no traceback
+    assert "Traceback" not in err
+    for seed in range(3):
+        for suf in (".png", ".npy", ".json"):
+            assert (out / f"phantom_{seed}{suf}").is_file()
+    assert not (out / "corrupt.png").exists()
+    rows = read_summary(out / "summary.csv")
+    assert [r["status"] for r in rows] == ["failed", "ok", "ok", "ok"]  # natural order: corrupt first
+    ok = rows[1]
+    assert ok["channel"].isdigit() and ok["layer"] == "relu5"  # deepest conv's ReLU
+    assert abs(float(ok["p_normal"]) + float(ok["p_abnormal"]) - 1) < 1e-5
+    assert rows[0]["error"]
+    # the sidecar re-renders the PNG byte for byte from the original image
+    side = json.loads((out / "phantom_0.json").read_text())
+    assert side["threshold"] == 0.2 and side["method"] == "activation" and side["spec"]["input_size"] == INPUT
+    assert side["checkpoint_sha256"] == ex.sha256_file(ckpt)
+    assert ex.encode_png(ex.rerender(out / "phantom_0.json")) == (out / "phantom_0.png").read_bytes()
+
+
+def test_batch_gradcam_all_ok_and_no_overwrite(ckpt: Path, images: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    args = ["export", "--checkpoint", str(ckpt), "--out", str(out), "--method", "gradcam++",
+            "--colormap", "inferno", "--layer", "conv4", "--no-progress", str(images / "phantom_1.png")]
+    assert cli_main(args) == 0
+    assert cli_main(args) == 0  # second run picks a free name instead of overwriting
+    assert (out / "phantom_1.png").is_file() and (out / "phantom_1_1.png").is_file()
+    assert (out / "summary.csv").is_file() and (out / "summary_1.csv").is_file()
+    side = json.loads((out / "phantom_1.json").read_text())
+    assert side["method"] == "gradcam++" and side["layer"] == "conv4" and side["channel"] is None
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--threshold", "2"], "between 0 and 1"),
+        (["--layer", "conv99"], "conv99"),
+        (["--channel", "x"], "strongest"),
+        (["--colormap", "hot"], "invalid choice"),
+    ],
+)
+def test_batch_usage_errors_exit_2(ckpt: Path, images: Path, tmp_path: Path, capsys, extra, message) -> None:
+    code = main(["--checkpoint", str(ckpt), "--out", str(tmp_path / "u"), *extra, str(images)])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "u").exists()
+
+
+def test_batch_bad_checkpoint_is_one_line(images: Path, tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"this is not a checkpoint")
+    assert main(["--checkpoint", str(bad), "--out", str(tmp_path / "o"), str(images)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad.pt" in err[0]
+    assert main(["--checkpoint", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "o"), str(images)]) == 2
+    assert main(["--help"]) == 0
+    assert "--checkpoint" in capsys.readouterr().out
+
+
+def test_views_activation_and_gradcam(ckpt: Path, images: Path) -> None:
+    loaded = load_checkpoint(ckpt)
+    pre = preprocess(read_image(images / "phantom_2.png"), loaded.spec)
+    fwd = compute_forward(loaded, pre)
+    assert "relu5" in fwd.activations and fwd.probabilities.shape == (2,)
+    hm = compute_heatmap(loaded, pre, fwd, "relu5", "strongest", ranking="mean")
+    act = fwd.activations["relu5"]
+    means = act.reshape(act.shape[0], -1).mean(axis=1)
+    assert hm.channel == int(np.argmax(means)) == hm.ranking[0][0]
+    assert hm.map_input.shape == act.shape[1:] and hm.map_original.shape == pre.original.shape
+    assert 0.0 <= hm.map_original.min() and hm.map_original.max() <= 1.0
+    fixed = compute_heatmap(loaded, pre, None, "relu5", 0, scale="layer")  # runs the layer itself
+    assert fixed.channel == 0 and fixed.map_input.max() <= 1.0
+    cam = compute_heatmap(loaded, pre, fwd, "conv5", method="gradcam", class_index=0)
+    assert cam.map_input.shape == (INPUT, INPUT) and cam.channel is None and cam.class_index == 0
+    with pytest.raises(ViewError, match="fully connected"):
+        compute_heatmap(loaded, pre, fwd, "fc8", 0)
+    with pytest.raises(ViewError, match="Unknown heatmap method"):
+        compute_heatmap(loaded, pre, fwd, "relu5", 0, method="lime")
