@@ -184,9 +184,10 @@ def check_dimensions(height: int, width: int, name: str) -> None:
 def check_usable(pixels: np.ndarray, name: str) -> None:
     """Refuse pixel arrays later stages cannot use: too small, non-finite or constant."""
     check_dimensions(pixels.shape[0], pixels.shape[1], name)
-    if not np.isfinite(pixels).all():
+    lo, hi = float(pixels.min()), float(pixels.max())
+    if not (np.isfinite(lo) and np.isfinite(hi)):  # min/max propagate NaN
         raise ImageReadError(f"{name} contains invalid pixel values (NaN or infinity).")
-    if float(pixels.max()) <= float(pixels.min()):
+    if hi <= lo:
         raise ImageReadError(
             f"{name} has the same value in every pixel (a blank image); there is nothing to "
             "segment or display.")
@@ -288,19 +289,21 @@ def _luminance(rgb: np.ndarray) -> np.ndarray:
 def _scale01(a: np.ndarray, name: str) -> np.ndarray:
     if a.dtype == np.bool_:
         return a.astype(np.float32)
-    if a.dtype == np.uint8:
-        return a.astype(np.float32) * np.float32(1.0 / 255.0)
-    if a.dtype == np.uint16:
-        return a.astype(np.float32) * np.float32(1.0 / 65535.0)
+    if a.dtype in (np.uint8, np.uint16):
+        f = a.astype(np.float32)
+        f *= np.float32(1.0 / (255.0 if a.dtype == np.uint8 else 65535.0))
+        return f
     f = a.astype(np.float32)
-    if not np.isfinite(f).all():
-        raise ImageReadError(f"{name} contains invalid pixel values (NaN or infinity).")
     lo, hi = float(f.min()), float(f.max())
+    if not (np.isfinite(lo) and np.isfinite(hi)):  # min/max propagate NaN
+        raise ImageReadError(f"{name} contains invalid pixel values (NaN or infinity).")
     if np.issubdtype(a.dtype, np.floating) and lo >= 0.0 and hi <= 1.0:
         return f
     if hi <= lo:
         return np.zeros_like(f)  # constant; refused by check_usable with a clear message
-    return ((f - lo) / (hi - lo)).astype(np.float32)
+    f -= np.float32(lo)
+    f *= np.float32(1.0 / (hi - lo))
+    return np.clip(f, 0.0, 1.0, out=f)
 
 
 def _spacing_from_dpi(dpi: Any) -> tuple[float, float] | None:

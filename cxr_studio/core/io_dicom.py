@@ -84,7 +84,7 @@ def read_dicom_pixels(p: Path, name: str, has_preamble: bool = True) -> tuple[np
     if stored.ndim == 3 and samples in (3, 4):
         from .io import _luminance
 
-        values = _luminance(np.asarray(stored)[:, :, :3]).astype(np.float64)
+        values = _luminance(np.asarray(stored)[:, :, :3])
         window = None
     elif stored.ndim == 2:
         values, window = _apply_luts(stored, ds, apply_modality_lut, apply_voi_lut)
@@ -94,7 +94,7 @@ def read_dicom_pixels(p: Path, name: str, has_preamble: bool = True) -> tuple[np
     pixels, window = _normalise(values, stored, ds, window, apply_modality_lut)
     inverted = photometric == "MONOCHROME1"
     if inverted:
-        pixels = 1.0 - pixels
+        np.subtract(np.float32(1.0), pixels, out=pixels)
     meta = {
         "format": "DICOM",
         "bit_depth": int(ds.get("BitsStored", ds.get("BitsAllocated", 0)) or 0),
@@ -110,20 +110,50 @@ def read_dicom_pixels(p: Path, name: str, has_preamble: bool = True) -> tuple[np
     return pixels.astype(np.float32), meta
 
 
+def _modality(stored: np.ndarray, ds: Any, modality_lut: Any) -> np.ndarray:
+    """Modality LUT or rescale slope/intercept (float32 fast path for the linear rescale)."""
+    if "ModalityLUTSequence" in ds:
+        return np.asarray(modality_lut(stored, ds), dtype=np.float32)
+    values = stored.astype(np.float32)
+    slope = float(ds.get("RescaleSlope", 1) or 1)
+    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    if slope != 1.0:
+        values *= np.float32(slope)
+    if intercept != 0.0:
+        values += np.float32(intercept)
+    return values
+
+
 def _apply_luts(stored: np.ndarray, ds: Any, modality_lut: Any, voi_lut: Any) -> tuple[np.ndarray, Any]:
-    """Modality LUT / rescale, then the first VOI LUT or window; returns (values, window used)."""
-    values = np.asarray(modality_lut(stored, ds), dtype=np.float64)
-    window: Any = None
+    """Modality LUT / rescale, then the first VOI LUT or window; returns (values, window used).
+
+    LINEAR and LINEAR_EXACT windows are computed here in float32 onto 0..1 (the min/max step
+    that follows makes the output range irrelevant); VOI LUTs and SIGMOID go through pydicom.
+    """
+    values = _modality(stored, ds, modality_lut)
     if ds.get("VOILUTSequence"):
-        window = "VOI LUT"
         # The LUT is indexed by integers; rescaled values are whole numbers in practice.
         indices = np.rint(values).astype(np.int64)
-        return np.asarray(voi_lut(indices, ds, index=0), dtype=np.float64), window
-    if ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
-        centre, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
-        if width is not None and width > 0:
-            window = {"center": centre, "width": width}
-            return np.asarray(voi_lut(values, ds, index=0), dtype=np.float64), window
+        return np.asarray(voi_lut(indices, ds, index=0), dtype=np.float32), "VOI LUT"
+    if ds.get("WindowCenter") is None or ds.get("WindowWidth") is None:
+        return values, None
+    centre, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
+    if centre is None or width is None or width <= 0:
+        return values, None
+    function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
+    window = {"center": centre, "width": width, "function": function}
+    if function == "LINEAR" and width > 1:
+        values -= np.float32(centre - 0.5)
+        values *= np.float32(1.0 / (width - 1))
+    elif function == "LINEAR_EXACT":
+        values -= np.float32(centre)
+        values *= np.float32(1.0 / width)
+    else:
+        with np.errstate(over="ignore"):  # SIGMOID's exp overflows harmlessly to 0 / 1
+            out = voi_lut(values.astype(np.float64), ds, index=0)
+        return np.asarray(out, dtype=np.float32), window
+    values += np.float32(0.5)
+    np.clip(values, 0.0, 1.0, out=values)
     return values, window
 
 
@@ -136,17 +166,21 @@ def _first(v: Any) -> float | None:
 
 def _normalise(values: np.ndarray, stored: np.ndarray, ds: Any, window: Any,
                modality_lut: Any) -> tuple[np.ndarray, Any]:
-    """Min/max to 0..1; if a window blanked the image, fall back to the unwindowed values."""
-    if not np.isfinite(values).all():
-        raise ImageReadError("the DICOM image contains invalid pixel values (NaN or infinity).")
+    """Min/max to 0..1 in place; if a window blanked the image, fall back to unwindowed values."""
     lo, hi = float(values.min()), float(values.max())
+    if not (np.isfinite(lo) and np.isfinite(hi)):  # min/max propagate NaN
+        raise ImageReadError("the DICOM image contains invalid pixel values (NaN or infinity).")
     if hi <= lo and window is not None and stored.ndim == 2:
-        values = np.asarray(modality_lut(stored, ds), dtype=np.float64)
+        values = _modality(stored, ds, modality_lut)
         lo, hi = float(values.min()), float(values.max())
         window = {"skipped": window, "reason": "the window left every pixel at one value"}
+    values = values.astype(np.float32, copy=False)
     if hi <= lo:
         return np.zeros(values.shape, np.float32), window  # refused later as a blank image
-    return ((values - lo) / (hi - lo)).astype(np.float32), window
+    values -= np.float32(lo)
+    values *= np.float32(1.0 / (hi - lo))
+    np.clip(values, 0.0, 1.0, out=values)
+    return values, window
 
 
 def _spacing(ds: Any) -> tuple[float, float] | None:

@@ -73,7 +73,7 @@ def test_slope_intercept_then_window(tmp_path: Path) -> None:
     np.testing.assert_allclose(r.pixels, expected, atol=1e-5)
     wrong = minmax(linear_window(a.astype(np.float64), 3000, 2000))
     assert np.abs(r.pixels - wrong).max() > 0.2
-    assert r.meta["window"] == {"center": 3000.0, "width": 2000.0}
+    assert r.meta["window"] == {"center": 3000.0, "width": 2000.0, "function": "LINEAR"}
     assert r.meta["rescale"] == (2.0, -1000.0)
 
 
@@ -234,3 +234,25 @@ def test_damaged_dicom_only_ever_raises_image_read_error(tmp_path: Path, compres
         except ImageReadError:
             continue
         assert r.pixels.dtype == np.float32 and 0.0 <= r.pixels.min() <= r.pixels.max() <= 1.0
+
+
+@pytest.mark.parametrize("function", ["LINEAR", "LINEAR_EXACT", "SIGMOID"])
+@pytest.mark.parametrize("slope,intercept,centre,width", [
+    (1.0, 0.0, 1500.0, 1000.0), (2.0, -1024.0, 400.0, 1500.0), (0.5, 10.0, 900.5, 2.0)])
+def test_luts_agree_with_pydicom(tmp_path: Path, function: str, slope: float, intercept: float,
+                                 centre: float, width: float) -> None:
+    """The float32 fast path gives what pydicom's reference LUT functions give."""
+    from pydicom import dcmread
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    a = gradient(64, 64, top=4095)
+    p = make_dicom(tmp_path / "x.dcm", a, bits_stored=12, slope=slope, intercept=intercept,
+                   window=(centre, width))
+    ds = dcmread(p)
+    ds.VOILUTFunction = function
+    ds.save_as(p)
+    with np.errstate(over="ignore"):
+        ref = apply_voi_lut(apply_modality_lut(ds.pixel_array, ds), ds)
+    r = read_image(p)
+    np.testing.assert_allclose(r.pixels, minmax(ref), atol=2e-5)
+    assert r.meta["window"]["function"] == function
