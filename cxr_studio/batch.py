@@ -19,7 +19,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from .core.render import COLORMAPS
 
@@ -217,8 +217,18 @@ def _one_line(e: BaseException) -> str:
     return msg if isinstance(e, ValueError) else f"{type(e).__name__}: {msg}"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the batch exporter; returns the exit code (0 ok, 1 some failed, 2 usage error)."""
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    cancel: Any = None,
+    progress: Callable[[float, str], None] | None = None,
+) -> int:
+    """Run the batch exporter; returns the exit code (0 ok, 1 some failed or cancelled, 2 usage error).
+
+    ``cancel`` (a ``threading.Event``) is checked between images: the rest are marked "cancelled" in
+    the summary. ``progress(fraction, message)`` is called after each image. Both match the engine
+    Worker's ``cancellable=True`` keyword arguments, so the GUI can run this in its worker.
+    """
     parser = build_parser()
     try:
         args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
@@ -243,7 +253,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     failed = 0
     bar = tqdm(images, desc="Exporting", unit="image", file=sys.stderr, disable=args.no_progress)
-    for path in bar:
+    for i, path in enumerate(bar):
+        if cancel is not None and cancel.is_set():
+            rows.extend({"file": str(p), "status": "cancelled", "error": "cancelled"} for p in images[i:])
+            failed += len(images) - i
+            break
+        if progress is not None:
+            progress(i / len(images), f"Exporting {path.name} ({i + 1}/{len(images)})")
         try:
             rows.append(export_one(path, loaded, spec, layer, args))
         except Exception as e:  # noqa: BLE001 - one bad image must not stop the batch
@@ -252,6 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             tqdm.write(f"{path}: {msg}", file=sys.stderr)
             rows.append({"file": str(path), "status": "failed", "error": msg})
     bar.close()
+    if progress is not None:
+        progress(1.0, "Export finished")
     summary = write_summary(Path(args.out), rows, loaded.class_names)
     ok = len(images) - failed
     print(f"Exported {ok} of {len(images)} image(s) to {args.out}; {failed} failed. Summary: {summary}")

@@ -130,3 +130,23 @@ def test_views_activation_and_gradcam(ckpt: Path, images: Path) -> None:
         compute_heatmap(loaded, pre, fwd, "fc8", 0)
     with pytest.raises(ViewError, match="Unknown heatmap method"):
         compute_heatmap(loaded, pre, fwd, "relu5", 0, method="lime")
+
+
+def test_batch_progress_and_cancel(ckpt: Path, images: Path, tmp_path: Path) -> None:
+    import threading
+
+    stop = threading.Event()
+    seen: list[float] = []
+
+    def progress(fraction: float, message: str) -> None:
+        seen.append(fraction)
+        if len(seen) == 2:  # the second image has started: stop after it
+            stop.set()
+
+    out = tmp_path / "c"
+    code = main(["--checkpoint", str(ckpt), "--out", str(out), "--no-progress", str(images)],
+                cancel=stop, progress=progress)
+    assert code == 1
+    rows = read_summary(out / "summary.csv")
+    assert [r["status"] for r in rows] == ["failed", "ok", "cancelled", "cancelled"]
+    assert seen == [0.0, 0.25, 1.0]
