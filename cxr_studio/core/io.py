@@ -24,12 +24,13 @@ Choices (documented here because later stages rely on them):
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import cv2
 import numpy as np
@@ -197,21 +198,16 @@ def check_usable(pixels: np.ndarray, name: str) -> None:
 
 def _read_raster(p: Path, name: str, kind: str) -> tuple[np.ndarray, dict[str, Any]]:
     """Header check with Pillow (lazy: no pixel decoded), then decode with OpenCV (fast)."""
-    with warnings.catch_warnings():
-        # Our MAX_PIXELS check is the guard; Pillow's own bomb warning is noise here.
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            with Image.open(p) as im:
-                width, height = im.size
-                mode = im.mode
-                n_frames = getattr(im, "n_frames", 1)
-                dpi = im.info.get("dpi")
-        except Image.DecompressionBombError as e:
-            raise ImageReadError(
-                f"{name} declares too many pixels (more than the limit of {MAX_PIXELS / 1e6:.0f} "
-                "megapixels); it is refused to protect memory (possibly a decompression bomb).") from e
-        except (OSError, SyntaxError, ValueError, EOFError) as e:
-            raise ImageReadError(_damaged(name, kind, e)) from e
+    try:
+        with _pil_open(p) as im:
+            width, height = im.size
+            mode = im.mode
+            n_frames = getattr(im, "n_frames", 1)
+            dpi = im.info.get("dpi")
+    except Image.DecompressionBombError as e:
+        raise ImageReadError(_bomb_message(name, e)) from e
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageReadError(_damaged(name, kind, e)) from e
     if n_frames > 1:
         raise ImageReadError(
             f"{name} holds {n_frames} images (pages or animation frames); only single-image "
@@ -235,6 +231,26 @@ _PHOTOMETRIC = {"P": "PALETTE", "PA": "PALETTE", "RGB": "RGB", "RGBA": "RGBA", "
                 "CMYK": "CMYK", "YCbCr": "YBR", "LA": "MONOCHROME2", "La": "MONOCHROME2"}
 
 
+@contextlib.contextmanager
+def _pil_open(p: Path) -> Iterator[Image.Image]:
+    """`Image.open` without Pillow's DecompressionBombWarning: `MAX_PIXELS` is our guard.
+
+    Pillow still raises DecompressionBombError above twice its own limit (about 179 MP, above
+    `MAX_PIXELS`); callers turn that into `ImageReadError`.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(p) as im:
+            yield im
+
+
+def _bomb_message(name: str, e: BaseException) -> str:
+    found = re.search(r"\((\d+) pixels\)", str(e))
+    size = f"{int(found.group(1)) / 1e6:,.0f} megapixels" if found else "too many pixels"
+    return (f"{name} declares {size}, more than the limit of {MAX_PIXELS / 1e6:.0f} megapixels; "
+            "it is refused to protect memory (possibly a decompression bomb or a damaged header).")
+
+
 def _damaged(name: str, kind: str, e: BaseException) -> str:
     return f"{name} looks like a {kind} file but could not be decoded (truncated or damaged: {e})."
 
@@ -250,11 +266,13 @@ def _decode(p: Path, name: str, kind: str) -> np.ndarray:
             return array[:, :, [2, 1, 0, 3]]  # BGRA -> RGBA
         return array
     try:
-        with Image.open(p) as im:
+        with _pil_open(p) as im:
             im.load()
             if im.mode not in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F", "RGB", "RGBA"):
                 im = im.convert("RGB")
             return np.array(im)
+    except Image.DecompressionBombError as e:
+        raise ImageReadError(_bomb_message(name, e)) from e
     except Exception as e:
         raise ImageReadError(_damaged(name, kind, e)) from e
 

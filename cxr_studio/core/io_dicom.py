@@ -81,6 +81,10 @@ def read_dicom_pixels(p: Path, name: str, has_preamble: bool = True) -> tuple[np
             f"unsupported encoding: {e}).") from e
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    if photometric == "PALETTE COLOR" and stored.ndim == 2:
+        from pydicom.pixels import apply_color_lut
+
+        stored, samples = apply_color_lut(stored, ds), 3
     if stored.ndim == 3 and samples in (3, 4):
         from .io import _luminance
 

@@ -52,6 +52,7 @@ def make_dicom(
     intercept: float | None = None,
     window: tuple[float, float] | None = None,
     voi_lut: np.ndarray | None = None,
+    palette: np.ndarray | None = None,
     pixel_spacing: tuple[float, float] | None = None,
     imager_spacing: tuple[float, float] | None = None,
     compress: str | None = None,
@@ -86,6 +87,12 @@ def make_dicom(
         item.LUTData = np.asarray(voi_lut, dtype="<u2").tobytes()
         item["LUTData"].VR = "OW"
         ds.VOILUTSequence = [item]
+    if palette is not None:  # (entries, 3) uint16 colours for PALETTE COLOR
+        ds.PhotometricInterpretation = "PALETTE COLOR"
+        for i, colour in enumerate(("Red", "Green", "Blue")):
+            setattr(ds, f"{colour}PaletteColorLookupTableDescriptor", [len(palette), 0, 16])
+            setattr(ds, f"{colour}PaletteColorLookupTableData",
+                    np.asarray(palette[:, i], dtype="<u2").tobytes())
     if pixel_spacing is not None:
         ds.PixelSpacing = list(pixel_spacing)
     if imager_spacing is not None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import struct
+import warnings
 import zlib
 from pathlib import Path
 
@@ -264,6 +265,17 @@ def test_own_pixel_limit_fires_below_pillows(tmp_path: Path) -> None:
     assert 10_000 * 11_000 > io.MAX_PIXELS
     assert 10_000 * 11_000 < 2 * Image.MAX_IMAGE_PIXELS
     assert_refused(crafted_png(tmp_path / "big.png", 11_000, 10_000), "11000 x 10000", "limit")
+
+
+def test_no_pillow_bomb_warning_escapes_below_our_limit(tmp_path: Path) -> None:
+    # 90.25 MP: Pillow warns above ~89.5 MP, but MAX_PIXELS (100 MP) allows it; the crafted
+    # body is missing, so the read ends as "truncated", and no Pillow warning leaks out.
+    assert Image.MAX_IMAGE_PIXELS < 9500 * 9500 <= io.MAX_PIXELS
+    p = crafted_png(tmp_path / "large.png", 9500, 9500)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert_refused(p, "truncated")
+    assert not [w for w in seen if issubclass(w.category, Image.DecompressionBombWarning)]
 
 
 def test_pixel_limit_is_a_module_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

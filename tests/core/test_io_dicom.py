@@ -256,3 +256,13 @@ def test_luts_agree_with_pydicom(tmp_path: Path, function: str, slope: float, in
     r = read_image(p)
     np.testing.assert_allclose(r.pixels, minmax(ref), atol=2e-5)
     assert r.meta["window"]["function"] == function
+
+
+def test_palette_colour_dicom_goes_through_its_palette(tmp_path: Path) -> None:
+    idx = gradient(64, 64, top=255, dtype=np.uint8)
+    palette = np.random.default_rng(3).integers(0, 65536, size=(256, 3)).astype(np.uint16)
+    r = read_image(make_dicom(tmp_path / "pal.dcm", idx, palette=palette))
+    rgb = palette[idx].astype(np.float64)
+    y = 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+    np.testing.assert_allclose(r.pixels, minmax(y), atol=1e-5)
+    assert r.meta["photometric"] == "PALETTE COLOR"
