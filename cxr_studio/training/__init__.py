@@ -1,0 +1,2 @@
+"""The trainer behind ``cxr-studio-train``: datasets and splits (data), recipes, fit/resume/DDP
+(engine), evaluation, randomized search. Imports ``cxr_studio.core``, never the GUI."""

@@ -1,0 +1,336 @@
+"""Datasets for training: find labelled images in the supported layouts, split them, and cache
+their preprocessed pixels.
+
+Layouts (auto-detected per root; a root holding several of them, like ``nlm-tb/``, is scanned one
+level deep):
+- NLM Montgomery: ``CXR_png/*_<0|1>.png``, ``ManualMask/leftMask|rightMask/<same name>``,
+  ``ClinicalReadings/<stem>.txt`` when present.
+- NLM Shenzhen and our phantoms: ``CXR_png/*_<0|1>.png``, optional ``mask/<stem>_mask.png``,
+  phantoms add ``lesion_mask/<stem>_lesion.png``.
+- A folder per class: ``normal/`` + ``abnormal/`` (or ``0/`` + ``1/``, ``negative/`` + ``positive/``).
+- A CSV file with a header ``path,label`` (paths relative to the CSV's folder).
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".bmp")
+CLASS_DIRS = {"normal": 0, "abnormal": 1, "0": 0, "1": 1, "negative": 0, "positive": 1, "tb": 1}
+_LABEL_RE = re.compile(r"_([01])$")
+
+
+class DatasetError(ValueError):
+    """A data root, split file or image that cannot be used for training."""
+
+
+@dataclass
+class Sample:
+    """One labelled image and what the dataset knows about it."""
+
+    id: str  # stable identifier used in split files: "<root name>/<relative path>"
+    path: Path
+    label: int
+    mask_paths: list[Path] = field(default_factory=list)  # lung masks (OR-ed together)
+    lesion_path: Path | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def label_from_name(path: Path) -> int | None:
+    """Label from a file-name suffix ``_0`` / ``_1`` (NLM convention), else None."""
+    m = _LABEL_RE.search(path.stem)
+    return int(m.group(1)) if m else None
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _scan_cxr_png(root: Path) -> list[Sample]:
+    """Montgomery, Shenzhen and phantom layouts (all keep images in CXR_png/)."""
+    out: list[Sample] = []
+    left, right = root / "ManualMask" / "leftMask", root / "ManualMask" / "rightMask"
+    readings = root / "ClinicalReadings"
+    for img in _images(root / "CXR_png"):
+        label = label_from_name(img)
+        if label is None:
+            continue
+        masks: list[Path] = []
+        if left.is_dir() and (left / img.name).exists() and (right / img.name).exists():
+            masks = [left / img.name, right / img.name]
+        elif (root / "mask" / f"{img.stem}_mask{img.suffix}").exists():
+            masks = [root / "mask" / f"{img.stem}_mask{img.suffix}"]
+        lesion = root / "lesion_mask" / f"{img.stem}_lesion{img.suffix}"
+        meta: dict[str, Any] = {}
+        reading = readings / f"{img.stem}.txt"
+        if reading.exists():
+            meta["clinical_reading"] = reading.read_text(errors="replace").strip()
+        out.append(
+            Sample(
+                id=f"{root.name}/CXR_png/{img.name}",
+                path=img,
+                label=label,
+                mask_paths=masks,
+                lesion_path=lesion if lesion.exists() else None,
+                meta=meta,
+            )
+        )
+    return out
+
+
+def _scan_class_dirs(root: Path) -> list[Sample]:
+    out: list[Sample] = []
+    for sub in sorted(p for p in root.iterdir() if p.is_dir() and p.name.lower() in CLASS_DIRS):
+        label = CLASS_DIRS[sub.name.lower()]
+        for img in _images(sub):
+            out.append(Sample(id=f"{root.name}/{sub.name}/{img.name}", path=img, label=label))
+    return out
+
+
+def _scan_csv(csv_path: Path) -> list[Sample]:
+    out: list[Sample] = []
+    with open(csv_path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None or not {"path", "label"} <= set(reader.fieldnames):
+            raise DatasetError(f"{csv_path}: a CSV dataset needs a header with the columns path,label")
+        for i, row in enumerate(reader, start=2):
+            try:
+                label = int(row["label"])
+            except (TypeError, ValueError):
+                raise DatasetError(f"{csv_path} line {i}: label must be 0 or 1, got {row['label']!r}") from None
+            if label not in (0, 1):
+                raise DatasetError(f"{csv_path} line {i}: label must be 0 or 1, got {label}")
+            p = (csv_path.parent / row["path"]).resolve()
+            if not p.exists():
+                raise DatasetError(f"{csv_path} line {i}: image not found: {row['path']}")
+            out.append(Sample(id=f"{csv_path.stem}/{row['path']}", path=p, label=label))
+    return out
+
+
+def scan_root(root: str | Path) -> list[Sample]:
+    """All labelled samples under one root (layout auto-detected)."""
+    root = Path(root)
+    if root.is_file() and root.suffix.lower() == ".csv":
+        return _scan_csv(root)
+    if not root.is_dir():
+        raise DatasetError(f"data root not found: {root}")
+    if (root / "CXR_png").is_dir():
+        return _scan_cxr_png(root)
+    if any(p.is_dir() and p.name.lower() in CLASS_DIRS for p in root.iterdir()):
+        return _scan_class_dirs(root)
+    found: list[Sample] = []
+    for sub in sorted(p for p in root.iterdir() if p.is_dir()):  # e.g. nlm-tb/{MontgomerySet,ChinaSet_AllFiles}
+        if (sub / "CXR_png").is_dir():
+            found += _scan_cxr_png(sub)
+    if not found:
+        raise DatasetError(
+            f"no labelled images found under {root}: expected CXR_png/*_0|1.png (NLM or phantom layout), "
+            "class folders (normal/, abnormal/ or 0/, 1/), or a CSV file with path,label"
+        )
+    return found
+
+
+def scan_roots(roots: list[str | Path]) -> list[Sample]:
+    """Samples of several roots combined; ids must be unique."""
+    samples: list[Sample] = []
+    for r in roots:
+        samples += scan_root(r)
+    ids = [s.id for s in samples]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise DatasetError(f"the same image id appears twice ({dup}); give each root only once")
+    if not samples:
+        raise DatasetError("no labelled images in the given data roots")
+    return samples
+
+
+# -- splits -------------------------------------------------------------------------------------
+def stratified_split(samples: list[Sample], fractions: list[float], seed: int) -> dict[str, list[str]]:
+    """Train/val/test ids, stratified by (dataset, label), deterministic for a seed."""
+    groups: dict[tuple[str, int], list[str]] = {}
+    for s in samples:
+        groups.setdefault((s.id.split("/", 1)[0], s.label), []).append(s.id)
+    rng = np.random.default_rng(seed)
+    out: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    for key in sorted(groups):
+        ids = sorted(groups[key])
+        rng.shuffle(ids)
+        n = len(ids)
+        n_val = int(round(n * fractions[1]))
+        n_test = int(round(n * fractions[2]))
+        n_train = max(0, n - n_val - n_test)
+        out["train"] += ids[:n_train]
+        out["val"] += ids[n_train : n_train + n_val]
+        out["test"] += ids[n_train + n_val :]
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_split(path: Path, split: dict[str, list[str]], seed: int, fractions: list[float]) -> None:
+    write_json_atomic(path, {"seed": seed, "fractions": list(fractions), **split})
+
+
+def read_split(path: str | Path, samples: list[Sample]) -> dict[str, list[str]]:
+    """Read a split file and check that every id in it exists in ``samples``."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DatasetError(f"split file not found: {path}") from None
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{path} is not a valid split file (JSON): {exc}") from None
+    if not all(isinstance(data.get(k), list) for k in ("train", "val", "test")):
+        raise DatasetError(f"{path} is not a split file: it needs train, val and test lists")
+    known = {s.id for s in samples}
+    missing = [i for k in ("train", "val", "test") for i in data[k] if i not in known]
+    if missing:
+        raise DatasetError(
+            f"{path} names {len(missing)} image(s) not found in the data roots (first: {missing[0]}); "
+            "pass the same --data roots the split was made from"
+        )
+    return {k: list(data[k]) for k in ("train", "val", "test")}
+
+
+def select(samples: list[Sample], ids: list[str]) -> list[Sample]:
+    by_id = {s.id: s for s in samples}
+    return [by_id[i] for i in ids]
+
+
+def manifest_hash(samples: list[Sample]) -> str:
+    """A short hash of the ids and labels (goes into checkpoint provenance)."""
+    h = hashlib.sha256()
+    for s in sorted(samples, key=lambda s: s.id):
+        h.update(f"{s.id}\t{s.label}\n".encode())
+    return h.hexdigest()[:16]
+
+
+# -- preprocessing cache ------------------------------------------------------------------------
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_radiograph(path: Path) -> Any:
+    """``core.io.read_image`` (every supported format)."""
+    from ..core.io import read_image
+
+    return read_image(path)
+
+
+def read_mask(paths: list[Path]) -> np.ndarray | None:
+    """OR of the mask images (nonzero = lung), or None without masks."""
+    if not paths:
+        return None
+    import cv2
+
+    mask = None
+    for p in paths:
+        m = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
+        if m is None:
+            raise DatasetError(f"cannot read mask {p}")
+        mask = m > 0 if mask is None else (mask | (m > 0))
+    return mask
+
+
+def default_preprocess_fn(sample: Sample, spec: Any, use_masks: bool) -> np.ndarray:
+    """The pipeline's CLAHE image (intermediate size) for one sample, float32 0..1."""
+    from ..core.pipeline import preprocess
+
+    rad = read_radiograph(sample.path)
+    mask = read_mask(sample.mask_paths) if use_masks else None
+    if mask is not None and mask.shape != rad.shape:
+        import cv2
+
+        mask = cv2.resize(mask.astype(np.uint8), (rad.shape[1], rad.shape[0]), interpolation=cv2.INTER_NEAREST) > 0
+    return preprocess(rad, spec, lung_mask=mask).enhanced
+
+
+class PreprocessCache:
+    """Preprocessed images as uint8 (size, size) arrays on disk, keyed by spec + file hashes.
+
+    ``preprocess_fn(sample, spec, use_masks) -> float32 (S, S) 0..1`` is replaceable (tests count calls).
+    """
+
+    def __init__(
+        self,
+        folder: str | Path,
+        spec: Any,
+        size: int,
+        use_masks: bool = True,
+        preprocess_fn: Callable[..., np.ndarray] | None = None,
+    ) -> None:
+        self.folder = Path(folder)
+        self.spec = spec
+        self.size = int(size)
+        self.use_masks = use_masks
+        self.preprocess_fn = preprocess_fn or default_preprocess_fn
+        spec_text = json.dumps({"spec": spec.to_dict(), "size": self.size, "masks": use_masks}, sort_keys=True)
+        self.spec_key = hashlib.sha256(spec_text.encode()).hexdigest()[:16]
+        self.hits = 0
+        self.misses = 0
+
+    def key(self, sample: Sample) -> str:
+        parts = [file_sha256(sample.path)]
+        if self.use_masks:
+            parts += [file_sha256(p) for p in sample.mask_paths]
+        return hashlib.sha256(("|".join(parts) + self.spec_key).encode()).hexdigest()[:32]
+
+    def get(self, sample: Sample) -> np.ndarray:
+        import cv2
+
+        path = self.folder / self.spec_key / f"{self.key(sample)}.npy"
+        if path.exists():
+            try:
+                arr = np.load(path)
+                if arr.shape == (self.size, self.size) and arr.dtype == np.uint8:
+                    self.hits += 1
+                    return arr
+            except (OSError, ValueError):
+                pass  # a damaged cache entry is recomputed
+        self.misses += 1
+        try:
+            img = self.preprocess_fn(sample, self.spec, self.use_masks)
+        except DatasetError:
+            raise
+        except ValueError as exc:
+            raise DatasetError(f"cannot preprocess {sample.path}: {exc}") from None
+        img = np.asarray(img, dtype=np.float32)
+        if img.shape != (self.size, self.size):
+            interp = cv2.INTER_AREA if img.shape[0] > self.size else cv2.INTER_LINEAR
+            img = cv2.resize(img, (self.size, self.size), interpolation=interp)
+        arr = np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
+        np.save(tmp, arr)
+        os.replace(tmp, path)
+        return arr
+
+    def load_all(self, samples: list[Sample], progress: bool = False) -> np.ndarray:
+        """(N, S, S) uint8 for the samples, computing what is not cached yet."""
+        it: Any = samples
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(samples, desc="preprocess (cached)", unit="img", leave=False)
+        out = np.empty((len(samples), self.size, self.size), dtype=np.uint8)
+        for i, s in enumerate(it):
+            out[i] = self.get(s)
+        return out

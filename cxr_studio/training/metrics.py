@@ -1,0 +1,56 @@
+"""Classification metrics for two classes (abnormal = positive): accuracy, AUC, sensitivity,
+specificity, confusion matrix, ROC curve. Plain numpy, no scikit-learn."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fpr, tpr, thresholds) with ties handled as one step; starts at (0, 0), ends at (1, 1)."""
+    y = np.asarray(labels).astype(int)
+    s = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    distinct = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1] if len(s) else np.array([], int)
+    tps = np.cumsum(y)[distinct]
+    fps = (distinct + 1) - tps
+    p, n = max(int(y.sum()), 0), max(int(len(y) - y.sum()), 0)
+    tpr = np.r_[0.0, tps / p] if p else np.r_[0.0, np.zeros(len(tps))]
+    fpr = np.r_[0.0, fps / n] if n else np.r_[0.0, np.zeros(len(fps))]
+    thr = np.r_[np.inf, s[distinct]] if len(s) else np.array([np.inf])
+    return fpr, tpr, thr
+
+
+def auc_score(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney, ties count 1/2); NaN with only one class."""
+    y = np.asarray(labels).astype(int)
+    s = np.asarray(scores, dtype=np.float64)
+    pos, neg = s[y == 1], s[y == 0]
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    from scipy.stats import rankdata
+
+    ranks = rankdata(np.r_[pos, neg])
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def classification_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float = 0.5) -> dict:
+    """``probs`` = probability of class 1 (abnormal). Returns plain types (JSON-ready)."""
+    y = np.asarray(labels).astype(int)
+    p = np.asarray(probs, dtype=np.float64)
+    pred = (p >= threshold).astype(int)
+    tp = int(((pred == 1) & (y == 1)).sum())
+    tn = int(((pred == 0) & (y == 0)).sum())
+    fp = int(((pred == 1) & (y == 0)).sum())
+    fn = int(((pred == 0) & (y == 1)).sum())
+    n = len(y)
+    return {
+        "n": n,
+        "accuracy": (tp + tn) / n if n else float("nan"),
+        "auc": auc_score(y, p),
+        "sensitivity": tp / (tp + fn) if tp + fn else float("nan"),
+        "specificity": tn / (tn + fp) if tn + fp else float("nan"),
+        # rows = true class (normal, abnormal), columns = predicted class
+        "confusion_matrix": [[tn, fp], [fn, tp]],
+        "threshold": threshold,
+    }

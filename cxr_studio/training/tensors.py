@@ -1,0 +1,77 @@
+"""Cached images -> model tensors, with the paper's augmentation (rotations and translations)
+and random crops. Randomness is a pure function of (seed, epoch, index): runs are reproducible
+and a resumed run sees exactly the batches an uninterrupted one would."""
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..core.pipeline import NORMALIZATIONS
+
+
+class CachedImages(Dataset):
+    """(N, S, S) uint8 images + labels -> ((C, n, n) float32 normalised, label)."""
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: list[int] | np.ndarray,
+        spec: Any,
+        train: bool = False,
+        rotation_deg: float = 0.0,
+        translate_px: float = 0.0,
+        hflip: bool = False,
+        seed: int = 0,
+    ) -> None:
+        if images.ndim != 3 or images.dtype != np.uint8:
+            raise ValueError(f"expected (N, S, S) uint8 images, got {images.shape} {images.dtype}")
+        self.images = images
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.n = int(spec.input_size)
+        self.channels = int(spec.channels)
+        mean, std = NORMALIZATIONS[spec.normalization]
+        c = self.channels
+        self.mean = np.broadcast_to(np.asarray(mean, np.float32).reshape(-1, 1, 1)[:c], (c, 1, 1)).copy()
+        self.std = np.broadcast_to(np.asarray(std, np.float32).reshape(-1, 1, 1)[:c], (c, 1, 1)).copy()
+        self.train = train
+        self.rotation_deg = float(rotation_deg)
+        self.translate_px = float(translate_px)
+        self.hflip = hflip
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def pixels(self, index: int) -> np.ndarray:
+        """(n, n) float32 0..1 for one image (augmented when training)."""
+        img = self.images[index]
+        s = img.shape[0]
+        if self.train:
+            rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+            angle = rng.uniform(-self.rotation_deg, self.rotation_deg) if self.rotation_deg else 0.0
+            tx, ty = (rng.uniform(-self.translate_px, self.translate_px, 2) if self.translate_px else (0.0, 0.0))
+            if angle or tx or ty:
+                m = cv2.getRotationMatrix2D(((s - 1) / 2.0, (s - 1) / 2.0), float(angle), 1.0)
+                m[:, 2] += (tx, ty)
+                img = cv2.warpAffine(img, m, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+            if s > self.n:
+                y, x = rng.integers(0, s - self.n + 1, 2)
+                img = img[y : y + self.n, x : x + self.n]
+            if self.hflip and rng.random() < 0.5:
+                img = img[:, ::-1]
+        elif s != self.n:  # evaluation sees the whole image, as the app does
+            img = cv2.resize(img, (self.n, self.n), interpolation=cv2.INTER_AREA)
+        return np.ascontiguousarray(img, dtype=np.float32) * (1.0 / 255.0)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        px = self.pixels(index)
+        x = (np.repeat(px[None], self.channels, axis=0) - self.mean) / self.std
+        return torch.from_numpy(x.astype(np.float32, copy=False)), int(self.labels[index])
