@@ -62,6 +62,26 @@ def bench(size: int, reps: int = 20) -> None:
           f"ratio {ph / base:.1f}x")
 
 
+def contrast_stats(size: int = 512, n: int = 30) -> None:
+    """Per lesion type: change inside the lesion mask against the same seed's normal image
+    (|delta|) and the lesion against a ring of lung around it (local contrast)."""
+    for kind in LESION_TYPES:
+        delta, local, area = [], [], []
+        for seed in range(500, 500 + n):
+            ab = make_phantom(seed, size, lesion_types=[kind])
+            no = make_phantom(seed, size, abnormal=False)
+            m = ab.lesion_mask
+            r = max(3, int(0.02 * size))
+            ring = cv2.dilate(m.astype(np.uint8), np.ones((2 * r + 1, 2 * r + 1), np.uint8)) > 0
+            ring &= ~m & ab.lung_mask
+            delta.append(abs(float(ab.image[m].mean() - no.image[m].mean())))
+            local.append(abs(float(ab.image[m].mean() - ab.image[ring].mean())) if ring.any() else 0)
+            area.append(100.0 * m.sum() / m.size)
+        q = lambda v: " / ".join(f"{x:.3f}" for x in np.percentile(v, [0, 50, 100]))  # noqa: E731
+        print(f"{kind:14s} |delta| min/med/max {q(delta)}   local {q(local)}   "
+              f"area% {q(area)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path)
@@ -71,11 +91,14 @@ def main() -> None:
     ap.add_argument("--cols", type=int, default=4)
     ap.add_argument("--no-outline", action="store_true")
     ap.add_argument("--no-bench", action="store_true")
+    ap.add_argument("--contrast", action="store_true", help="print lesion contrast statistics")
     args = ap.parse_args()
     img = sheet(args.seed, args.size, args.tile, args.cols, not args.no_outline)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(args.out), img)
     print(f"wrote {args.out} ({img.shape[1]}x{img.shape[0]})")
+    if args.contrast:
+        contrast_stats(args.size)
     if not args.no_bench:
         bench(512)
         bench(1024, reps=5)

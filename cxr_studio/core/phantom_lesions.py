@@ -47,7 +47,7 @@ def _pick_centre(
     upper: bool = False,
 ) -> tuple[float, float, int]:
     """A random lung pixel at least ~radius from the lung border (upper half when asked)."""
-    need = max(1.0, 0.8 * radius_px)
+    need = max(1.0, radius_px + 1.0)
     ok = info.dist >= need
     if side is not None:
         ok &= info.sides == side
@@ -118,15 +118,15 @@ def cavity(img: np.ndarray, info: LungInfo, rng: np.random.Generator, side: int 
     s = img.shape[0]
     r = float(rng.uniform(0.025, 0.05)) * s
     cx, cy, side = _pick_centre(rng, info, r, side, upper=rng.random() < 0.6)
-    c = float(rng.uniform(0.12, 0.25))
-    wall = float(rng.uniform(0.3, 0.45))
+    c = float(rng.uniform(0.15, 0.28))
+    wall = float(rng.uniform(0.3, 0.5))
     win, x, y = _window(s, cx, cy, 1.2 * r + 2)
     irr = 1.0 + 0.1 * np.sin(2 * np.arctan2(y, x) + rng.uniform(0, 6.3)) * rng.random()
     d = np.sqrt(x * x + y * y) / (r * irr)
     inner = 1.0 - wall
     ring = np.sqrt(np.clip(1.0 - np.abs(d - (1.0 - wall / 2)) / (wall / 2), 0.0, 1.0))
     hole = np.clip((inner - d) / (0.25 * inner), 0.0, 1.0)
-    img[win] += c * ring - 0.5 * c * hole
+    img[win] += c * ring - 0.3 * c * hole
     return {"type": "cavity", "centre": (cx, cy), "size": r, "side": _side_name(side),
             "contrast": c, "mask": _full_mask(img.shape, win, d < 1.0)}
 
@@ -168,7 +168,7 @@ def effusion(img: np.ndarray, info: LungInfo, rng: np.random.Generator,
     lateral = (right - x) / span if side == 1 else (x - left) / span
     menisc = level - rise * np.clip(lateral, 0.0, 1.0) ** 2
     soft = max(2.0, 0.012 * s)
-    a = float(rng.uniform(0.45, 0.9))
+    a = float(rng.uniform(0.3, 0.7))
     prof = np.clip((y - menisc) / soft, 0.0, 1.0).astype(np.float32)
     prof = cv2.GaussianBlur(prof, (0, 0), 0.6 * soft) * lung  # denser towards the base
     prof *= 0.75 + 0.25 * np.clip((y - menisc) / (0.5 * (bottom - level) + 1), 0.0, 1.0)
