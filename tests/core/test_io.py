@@ -163,6 +163,20 @@ def test_float_tiff_in_range_kept_out_of_range_stretched(tmp_path: Path) -> None
     np.testing.assert_allclose(read_image(tmp_path / "g.tif").pixels, (g - g.min()) / np.ptp(g), atol=1e-6)
 
 
+def test_white_is_zero_tiff_is_shown_as_displayed(tmp_path: Path) -> None:
+    """A MINISWHITE TIFF (the raster cousin of MONOCHROME1): stored 0 reads as white."""
+    a = ramp()
+    h, w = a.shape
+    data = a.tobytes()
+    tags = [(256, w), (257, h), (258, 8), (259, 1), (262, 0), (273, 0), (277, 1), (278, h), (279, len(data))]
+    data_off = 8 + 2 + len(tags) * 12 + 4
+    ifd = struct.pack("<H", len(tags)) + b"".join(
+        struct.pack("<HHII", t, 4, 1, data_off if t == 273 else v) for t, v in tags) + struct.pack("<I", 0)
+    p = tmp_path / "wiz.tif"
+    p.write_bytes(b"II*\x00" + struct.pack("<I", 8) + ifd + data)
+    np.testing.assert_allclose(read_image(p).pixels, 1.0 - a / 255.0, atol=1e-6)
+
+
 def test_bmp_gray_and_rgb(tmp_path: Path) -> None:
     a, c = ramp(), rgb_image(seed=6)
     Image.fromarray(a).save(tmp_path / "a.bmp")
