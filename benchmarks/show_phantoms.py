@@ -95,7 +95,12 @@ def main() -> None:
     args = ap.parse_args()
     img = sheet(args.seed, args.size, args.tile, args.cols, not args.no_outline)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(args.out), img)
+    ok, buf = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    if not ok:
+        raise SystemExit(f"could not encode {args.out}")
+    tmp = args.out.with_name(args.out.name + ".tmp")
+    tmp.write_bytes(buf.tobytes())
+    tmp.replace(args.out)
     print(f"wrote {args.out} ({img.shape[1]}x{img.shape[0]})")
     if args.contrast:
         contrast_stats(args.size)
