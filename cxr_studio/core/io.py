@@ -110,7 +110,10 @@ def read_image(path: str | os.PathLike) -> Radiograph:
 
     Raises `ImageReadError` for every kind of bad input; no other exception escapes.
     """
-    p = Path(path)
+    try:
+        p = Path(path).expanduser()
+    except (TypeError, RuntimeError) as e:
+        raise ImageReadError(f"{path!r} is not a file path.") from e
     name = p.name or str(p)
     try:
         return _read(p, name)

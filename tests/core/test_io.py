@@ -213,6 +213,11 @@ def test_missing_file(tmp_path: Path) -> None:
     assert_refused(tmp_path / "nope.png", "does not exist")
 
 
+def test_not_a_path() -> None:
+    with pytest.raises(ImageReadError, match="not a file path"):
+        read_image(None)  # type: ignore[arg-type]
+
+
 def test_directory(tmp_path: Path) -> None:
     d = tmp_path / "folder.png"
     d.mkdir()

@@ -266,3 +266,17 @@ def test_palette_colour_dicom_goes_through_its_palette(tmp_path: Path) -> None:
     y = 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
     np.testing.assert_allclose(r.pixels, minmax(y), atol=1e-5)
     assert r.meta["photometric"] == "PALETTE COLOR"
+
+
+def test_transfer_syntax_without_any_decoder(tmp_path: Path) -> None:
+    from pydicom import dcmread
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import MPEG2MPML
+
+    p = make_dicom(tmp_path / "video.dcm", gradient(64, 64, top=255, dtype=np.uint8))
+    ds = dcmread(p)
+    ds.PixelData = encapsulate([b"\x00\x00\x01\xb3" + b"\x00" * 60])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = MPEG2MPML
+    ds.save_as(p)
+    refused(p, MPEG2MPML.name, "no installed DICOM decoder")
