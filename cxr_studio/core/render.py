@@ -190,21 +190,38 @@ def overlay(
         )
     op = _check_unit(opacity, "opacity")
     lut = threshold_lut(colormap_lut(colormap), threshold)
-    # per-entry blending weight and premultiplied colour (float32 tables, 256 entries)
+    table = blend_table(lut, op)
+    idx = lut_index(h)
+    g8 = to_uint8(g)
+    out = np.empty(g.shape + (3,), dtype=np.uint8)
+    flat_i, flat_g, flat_o = idx.reshape(-1), g8.reshape(-1), out.reshape(-1, 3)
+    step = 1 << 18
+    key = np.empty(min(step, max(flat_i.size, 1)), dtype=np.uint16)
+    for s in range(0, flat_i.size, step):
+        n = min(step, flat_i.size - s)
+        k = key[:n]
+        np.left_shift(flat_i[s: s + n], 8, out=k, dtype=np.uint16)
+        k |= flat_g[s: s + n]
+        np.take(table, k, axis=0, out=flat_o[s: s + n])
+    return out
+
+
+def blend_table(lut: np.ndarray, opacity: float) -> np.ndarray:
+    """(65536, 3) uint8: the composite for every (LUT index, gray level) pair, row ``index * 256 + gray``.
+
+    ``round(colour * a + gray * (1 - a))`` with ``a = alpha / 255 * opacity`` computed in float32;
+    compositing a whole image is then one table lookup per pixel.
+    """
+    lut = _check_lut(lut)
+    op = _check_unit(opacity, "opacity")
     a_tab = (lut[:, 3].astype(np.float32) / np.float32(255.0)) * np.float32(op)
     c_tab = lut[:, :3].astype(np.float32) * a_tab[:, None]
-    idx = lut_index(h)
-    a = a_tab[idx]  # (H, W)
-    g8 = to_uint8(g).astype(np.float32)
-    base = g8 * (np.float32(1.0) - a)
-    out = np.empty(g.shape + (3,), dtype=np.uint8)
-    for c in range(3):
-        ch = c_tab[idx, c]
-        ch += base
-        np.rint(ch, out=ch)
-        np.clip(ch, 0, 255, out=ch)
-        out[..., c] = ch
-    return out
+    gray = np.arange(256, dtype=np.float32)
+    base = gray[None, :] * (np.float32(1.0) - a_tab[:, None])  # (index, gray)
+    t = c_tab[:, None, :] + base[:, :, None]  # (index, gray, rgb)
+    np.rint(t, out=t)
+    np.clip(t, 0, 255, out=t)
+    return t.astype(np.uint8).reshape(65536, 3)
 
 
 def tile_maps(

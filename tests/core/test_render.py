@@ -156,3 +156,17 @@ def test_pyqtgraph_shows_the_same_colours(qapp) -> None:
     heat_f[0, :3] = [0.0, 1.0, 0.5]
     got = shown(heat_f, render.FLOAT_LEVELS)
     assert (got == render.apply_lut(heat_f, lut)).all()
+
+
+def test_overlay_matches_per_pixel_formula_on_random_images() -> None:
+    rng = np.random.default_rng(3)
+    gray = rng.random((300, 1100)).astype(np.float32)  # > one chunk of pixels
+    heat = rng.random((300, 1100)).astype(np.float32)
+    for cmap, t, op in [("jet", 0.3, 0.7), ("viridis", 0.0, 1.0), ("gray", 0.9, 0.25)]:
+        lut = render.threshold_lut(render.colormap_lut(cmap), t)
+        idx = render.lut_index(heat)
+        a = lut[idx, 3].astype(np.float64) / 255 * op
+        g8 = render.to_uint8(gray).astype(np.float64)
+        ref = lut[idx, :3].astype(np.float64) * a[..., None] + (g8 * (1 - a))[..., None]
+        got = render.overlay(gray, heat, cmap, t, op).astype(np.float64)
+        assert np.abs(got - ref).max() <= 0.5 + 1e-3  # correctly rounded (float32 ties aside)
