@@ -95,7 +95,7 @@ def read_dicom_pixels(p: Path, name: str, has_preamble: bool = True) -> tuple[np
     else:
         raise ImageReadError(f"{name} has an unexpected DICOM pixel layout {stored.shape}.")
 
-    pixels, window = _normalise(values, stored, ds, window, apply_modality_lut)
+    pixels, window = _normalise(values, stored, ds, window, apply_modality_lut, name)
     inverted = photometric == "MONOCHROME1"
     if inverted:
         np.subtract(np.float32(1.0), pixels, out=pixels)
@@ -169,11 +169,11 @@ def _first(v: Any) -> float | None:
 
 
 def _normalise(values: np.ndarray, stored: np.ndarray, ds: Any, window: Any,
-               modality_lut: Any) -> tuple[np.ndarray, Any]:
+               modality_lut: Any, name: str) -> tuple[np.ndarray, Any]:
     """Min/max to 0..1 in place; if a window blanked the image, fall back to unwindowed values."""
     lo, hi = float(values.min()), float(values.max())
     if not (np.isfinite(lo) and np.isfinite(hi)):  # min/max propagate NaN
-        raise ImageReadError("the DICOM image contains invalid pixel values (NaN or infinity).")
+        raise ImageReadError(f"{name} contains invalid pixel values (NaN or infinity).")
     if hi <= lo and window is not None and stored.ndim == 2:
         values = _modality(stored, ds, modality_lut)
         lo, hi = float(values.min()), float(values.max())

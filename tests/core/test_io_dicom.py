@@ -280,3 +280,17 @@ def test_transfer_syntax_without_any_decoder(tmp_path: Path) -> None:
     ds.file_meta.TransferSyntaxUID = MPEG2MPML
     ds.save_as(p)
     refused(p, MPEG2MPML.name, "no installed DICOM decoder")
+
+
+def test_float_pixel_data_and_nan(tmp_path: Path) -> None:
+    f = gradient(64, 64, top=1000).astype(np.float32) / 7.0
+    ds = base_dataset(64, 64)
+    ds.BitsAllocated, ds.SamplesPerPixel, ds.PhotometricInterpretation = 32, 1, "MONOCHROME2"
+    ds.FloatPixelData = f.tobytes()
+    p = tmp_path / "float.dcm"
+    ds.save_as(p, enforce_file_format=True)
+    np.testing.assert_allclose(read_image(p).pixels, minmax(f), atol=1e-6)
+    f[3, 3] = np.nan
+    ds.FloatPixelData = f.tobytes()
+    ds.save_as(p, enforce_file_format=True)
+    refused(p, "NaN")
