@@ -19,7 +19,7 @@ import hashlib
 import os
 import pickle
 import platform
-import tempfile
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +84,17 @@ def versions() -> dict[str, str]:
     }
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain model inside a DataParallel / DistributedDataParallel / torch.compile wrapper."""
+    while True:
+        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
 def _plain(value: Any, where: str) -> Any:
     """``value`` as plain types (Path -> str, numpy scalars -> Python); error on anything else."""
     if value is None or isinstance(value, torch.Tensor):
@@ -114,10 +125,12 @@ def _plain(value: Any, where: str) -> Any:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temp file in the same folder, then ``os.replace`` (the old file survives
+    any failure; the new one gets the usual umask permissions, unlike ``mkstemp``'s 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "xb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
@@ -148,6 +161,7 @@ def save_checkpoint(
     Returns the path written.
     """
     path = Path(path)
+    model = unwrap(model)
     arch = arch or getattr(model, "arch", None)
     if not arch:
         raise CheckpointError(f"Cannot save {path}: name the architecture (arch=...) of the model.")
@@ -158,6 +172,11 @@ def save_checkpoint(
     if arch_kwargs is None:
         arch_kwargs = getattr(model, "arch_kwargs", {})
     class_names = list(class_names if class_names is not None else getattr(model, "class_names", []))
+    outputs = _output_count(model)
+    if outputs is not None and class_names and len(class_names) != outputs:
+        raise CheckpointError(
+            f"Cannot save {path}: {len(class_names)} class names given for a model with {outputs} outputs."
+        )
     if preprocess is None:
         preprocess = getattr(model, "default_preprocess", None) or PreprocessSpec().to_dict()
     spec = preprocess if isinstance(preprocess, PreprocessSpec) else PreprocessSpec.from_dict(dict(preprocess))
@@ -312,6 +331,9 @@ def load_checkpoint(
         missing_keys = [k for k in ("arch", "state_dict") if k not in obj]
         if missing_keys:
             raise CheckpointError(f"{path} is damaged: it lacks {', '.join(missing_keys)}.")
+        for key, typ in (("arch_kwargs", dict), ("class_names", list), ("provenance", dict)):
+            if obj.get(key) is not None and not isinstance(obj[key], typ):
+                raise CheckpointError(f"{path} is damaged: its {key} is a {type(obj[key]).__name__}, not a {typ.__name__}.")
         stored_arch = str(obj["arch"])
         if arch is not None and arch != stored_arch:
             raise CheckpointError(f"{path} holds a {stored_arch} model, not {arch}.")
@@ -319,7 +341,7 @@ def load_checkpoint(
         kwargs = dict(obj.get("arch_kwargs") or {})
         kwargs.update(arch_kwargs or {})
         state = obj["state_dict"]
-        if not isinstance(state, dict):
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise CheckpointError(f"{path} is damaged: its state_dict is not a dict of tensors.")
         version_read = version
     elif bare is not None:
@@ -380,9 +402,20 @@ def load_checkpoint(
         spec = PreprocessSpec.from_dict(dict(spec_dict))
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path} has an invalid preprocessing spec: {exc}") from None
+    outputs = _output_count(model)
+    if outputs is not None and class_names and len(class_names) != outputs:
+        raise CheckpointError(
+            f"{path} names {len(class_names)} classes ({', '.join(map(str, class_names))}) "
+            f"but its model has {outputs} outputs."
+        )
     model.class_names = class_names
     model.eval()
-    model.to(torch.device(device))
+    try:
+        model.to(torch.device(device))
+    except Exception as exc:  # noqa: BLE001 - out of memory is re-raised for the caller to explain
+        if "out of memory" in str(exc).lower():
+            raise
+        raise CheckpointError(f"Cannot put the model of {path} on device {device!r}: {exc}") from None
     return LoadedCheckpoint(
         model=model,
         arch=arch,
@@ -396,6 +429,15 @@ def load_checkpoint(
         format_version=version_read,
         warnings=warnings,
     )
+
+
+def _output_count(model: nn.Module) -> int | None:
+    """Outputs of the model's last layer when it is a fully connected one, else None."""
+    names = getattr(model, "layer_names", None)
+    if not names:
+        return None
+    last = model.get_submodule(list(names.values())[-1])
+    return int(last.out_features) if isinstance(last, nn.Linear) else None
 
 
 def _kwargs_text(kwargs: dict[str, Any]) -> str:

@@ -213,3 +213,30 @@ def test_export_release_strips_training_state(tmp_path, tiny_model):
     assert rel.provenance["released_from_sha256"] == ck.file_sha256(src)
     assert rel.provenance["seed"] == 7
     assert load_checkpoint(src).training_state == {"epoch": 9}
+
+
+def test_class_names_must_match_the_outputs(tmp_path, tiny_model):
+    with pytest.raises(CheckpointError, match="3 class names given for a model with 2 outputs"):
+        _save(tmp_path / "c.pt", tiny_model, class_names=["a", "b", "c"])
+    path = _save(tmp_path / "m.pt", tiny_model)
+    bad = _rewrite(path, tmp_path / "names.pt", class_names=["only one"])
+    with pytest.raises(CheckpointError, match="names.pt names 1 classes .* 2 outputs"):
+        load_checkpoint(bad)
+    damaged = _rewrite(path, tmp_path / "damaged.pt", arch_kwargs=["width", 0.125])
+    with pytest.raises(CheckpointError, match="damaged.pt is damaged: its arch_kwargs is a list"):
+        load_checkpoint(damaged)
+
+
+def test_wrapped_model_is_saved_without_the_wrapper(tmp_path, tiny_model):
+    path = save_checkpoint(tmp_path / "dp.pt", torch.nn.DataParallel(tiny_model))
+    raw = torch.load(path, weights_only=True)
+    assert raw["arch"] == "cxrnet"
+    assert all(not k.startswith("module.") for k in raw["state_dict"])
+    assert load_checkpoint(path).arch_kwargs == dict(init="kaiming", **TINY)
+
+
+def test_saved_file_gets_normal_permissions(tmp_path, tiny_model):
+    umask = os.umask(0o022)
+    os.umask(umask)
+    path = _save(tmp_path / "perm.pt", tiny_model)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
