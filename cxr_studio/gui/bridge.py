@@ -53,7 +53,7 @@ class WorkerBridge(QObject):
     _progressed = Signal(int, float, str)  # internal, queued to GUI thread
     busy_changed = Signal(str)  # "" when idle, else what is running
     step_finished = Signal(str, float)  # label, seconds
-    failed = Signal(str, str)  # label, message
+    failed = Signal(str, str)  # label, message (failures of jobs submitted without on_error)
     progress = Signal(str, float, str)  # label, fraction, message
 
     def __init__(self, worker: Any, parent: QObject | None = None) -> None:
@@ -181,7 +181,8 @@ class WorkerBridge(QObject):
                 job.on_error(msg)
             except Exception:  # noqa: BLE001
                 log.exception("error handler failed")
-        self.failed.emit(job.label, msg)
+        else:  # nobody asked to handle it: the window shows it
+            self.failed.emit(job.label, msg)
 
     def _update_busy(self) -> None:
         labels = sorted({j.label for j in self._jobs.values()})

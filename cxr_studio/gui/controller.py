@@ -63,6 +63,8 @@ class Controller(QObject):
         self.untrained: set[str] = set()
         self.auto_strongest = True  # the first heatmap of an image/model shows the strongest channel
         self._pending: set[str] = set()
+        self._forward_waiters: dict[tuple[str, str], list[Any]] = {}
+        self._rank_waiters: dict[tuple, list[Any]] = {}
         session.events.changed.connect(self._on_session_changed)
 
     # -- helpers -----------------------------------------------------------------------------
@@ -109,6 +111,8 @@ class Controller(QObject):
         self.forward_cache.clear()
         self.rankings.clear()
         self.thumbs.clear()
+        self._forward_waiters.clear()
+        self._rank_waiters.clear()
         spec = self.spec_for()
         self.bridge.submit("opening image", jobs.run_pipeline, source, spec, lung_mask, key="pipeline",
                            on_result=self._image_opened, on_error=self.error.emit)
@@ -172,7 +176,8 @@ class Controller(QObject):
 
     # -- forward, layers, ranking, thumbnails ----------------------------------------------------
     def ensure_forward(self, model_id: str, then: Any = None) -> None:
-        """Run (or reuse) the forward pass of ``model_id`` on the current image."""
+        """Run (or reuse) the forward pass of ``model_id`` on the current image; ``then(fwd)``
+        runs when it is there (callbacks of concurrent requests are all kept)."""
         spec = self.spec_for(model_id)
         key = (model_id, self.spec_key(spec))
         if key in self.forward_cache:
@@ -182,6 +187,12 @@ class Controller(QObject):
         rad = self.session.radiograph
         if rad is None:
             return
+        waiting = self._forward_waiters.get(key)
+        if waiting is not None:  # already running: just wait for it too
+            if then:
+                waiting.append(then)
+            return
+        self._forward_waiters[key] = [then] if then else []
         cached = self.prep_cache.get(key[1])
 
         def run(loaded: Any, rad: Any, spec: Any, cached: Any, masks: dict) -> tuple[Any, Any]:
@@ -192,15 +203,21 @@ class Controller(QObject):
 
         def done(out: tuple[Any, Any]) -> None:
             res, fwd = out
-            self.prep_cache[self.spec_key(res.preprocessed.spec)] = res
+            callbacks = self._forward_waiters.pop(key, [])
+            if rad is not self.session.radiograph or model_id not in self.session.models:
+                return  # stale: the image or the model changed meanwhile
+            self.prep_cache.setdefault(self.spec_key(res.preprocessed.spec), res)
             self.forward_cache[key] = fwd
             self.forward_ready.emit(model_id)
-            if then:
-                then(fwd)
+            for cb in callbacks:
+                cb(fwd)
+
+        def failed(msg: str) -> None:
+            self._forward_waiters.pop(key, None)
+            self.error.emit(msg)
 
         self.bridge.submit(f"forward pass ({model_id})", run, self.loaded(model_id), rad, spec, cached,
-                           dict(self.given_masks), key=f"forward:{model_id}", on_result=done,
-                           on_error=self.error.emit)
+                           dict(self.given_masks), on_result=done, on_error=failed)
 
     def refresh_forward(self) -> None:
         mid = self.session.current_model_id
@@ -278,20 +295,33 @@ class Controller(QObject):
             method = "max"
         key = self._layer_key() + (method, repr(s.region) if method == "region" else "")
         layer = s.layer
+        if key in self.rankings:
+            self._ranking_done(key, layer, self.rankings[key], [then] if then else [])
+            return
+        if key in self._rank_waiters:  # the same ranking is being computed: wait for it
+            if then:
+                self._rank_waiters[key].append(then)
+            return
+        self._rank_waiters[key] = [then] if then else []
 
         def done(r: list[tuple[int, float]]) -> None:
             self.rankings[key] = r
-            if layer == self.session.layer:
-                self.ranking_ready.emit(layer, r)
-                if then:
-                    then(r)
+            self._ranking_done(key, layer, r, self._rank_waiters.pop(key, []))
 
-        if key in self.rankings:
-            done(self.rankings[key])
-            return
+        def failed(msg: str) -> None:
+            self._rank_waiters.pop(key, None)
+            self.error.emit(msg)
+
         p = s.preprocessed
         self.bridge.submit("ranking channels", jobs.rank, act, method, p.geometry, p.lung_mask, s.region,
-                           key="ranking", on_result=done, on_error=self.error.emit)
+                           on_result=done, on_error=failed)
+
+    def _ranking_done(self, key: tuple, layer: str, r: list[tuple[int, float]], callbacks: list[Any]) -> None:
+        if layer != self.session.layer or key[:3] != self._layer_key():
+            return  # stale
+        self.ranking_ready.emit(layer, r)
+        for cb in callbacks:
+            cb(r)
 
     def strongest(self) -> None:
         """Select the top channel under the current ranking method."""

@@ -87,8 +87,6 @@ class MainWindow(QMainWindow):
         self.addDockWidget(B, self.compare_dock)
         self.tabifyDockWidget(self.mosaic_dock, self.compare_dock)
         self.mosaic_dock.raise_()
-        self.resizeDocks([self.pipeline_dock, self.models_dock], [260, 330], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.mosaic_dock], [230], Qt.Orientation.Vertical)
         self.docks = [self.pipeline_dock, self.models_dock, self.layers_dock, self.channels_dock,
                       self.heatmap_dock, self.mosaic_dock, self.compare_dock]
 
@@ -159,6 +157,7 @@ class MainWindow(QMainWindow):
         c.error.connect(self.show_error)
         c.message.connect(lambda m: self.statusBar().showMessage(m, 8000))
         c.pipeline_ready.connect(self._pipeline_ready)
+        b.failed.connect(lambda label, msg: self.show_error(f"{label} failed: {msg}"))
         b.busy_changed.connect(lambda t: self.busy_label.setText(f"running: {t}" if t else "ready"))
         b.step_finished.connect(lambda label, sec: self.step_label.setText(f"last: {label} {sec * 1000:.0f} ms"))
         s.events.threshold.connect(lambda _v: self._apply_lut())
@@ -248,6 +247,8 @@ class MainWindow(QMainWindow):
         from cxr_studio.core.resources import DEMO_MODEL, find_resource
 
         ph = make_phantom(seed, size=size, abnormal=True)
+        if "threshold" not in self.settings.view_settings() and self.session.threshold == 0.0:
+            self.session.threshold = 0.3  # the paper's look: weak activations transparent
         self.open_radiograph(ph.radiograph(), ph.lung_mask, f"demo phantom (seed {seed})")
         if self.session.models:
             return
@@ -423,6 +424,18 @@ class MainWindow(QMainWindow):
                                          "method": s.method, "scale": s.scale,
                                          "ranking": s.ranking if s.ranking != "region" else "max"})
         self.settings.sync()
+
+    _sized = False
+
+    def showEvent(self, e: Any) -> None:  # noqa: N802 - Qt API
+        super().showEvent(e)
+        if not self._sized and self.settings.window_state()[1] is None:  # first run: sensible sizes
+            self._sized = True
+            self.resizeDocks([self.pipeline_dock, self.models_dock], [250, 340], Qt.Orientation.Horizontal)
+            self.resizeDocks([self.mosaic_dock], [200], Qt.Orientation.Vertical)
+            self.resizeDocks([self.models_dock, self.heatmap_dock, self.channels_dock], [200, 260, 420],
+                             Qt.Orientation.Vertical)
+            self.resizeDocks([self.pipeline_dock, self.layers_dock], [380, 300], Qt.Orientation.Vertical)
 
     def closeEvent(self, e: Any) -> None:  # noqa: N802 - Qt API
         if not self._closed:

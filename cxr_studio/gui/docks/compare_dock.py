@@ -68,10 +68,14 @@ class CompareDock(QDockWidget):
 
     def _mark_stale(self) -> None:
         self._stale = True
-        if self.isVisible() and self.session.preprocessed is not None:
+        if self.shown() and self.session.preprocessed is not None:
             from PySide6.QtCore import QTimer
 
             QTimer.singleShot(0, self.refresh)
+
+    def shown(self) -> bool:
+        """Visible on screen (not hidden behind another tab)."""
+        return self.isVisible() and not self.visibleRegion().isEmpty()
 
     def refresh(self) -> None:
         """Compute one row per loaded model (forward passes and Grad-CAM in the worker)."""

@@ -1,0 +1,118 @@
+"""Every dock builds from a Session and mirrors it; display controls never call the worker."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+
+
+class _NoWorker:
+    """A worker that must not be used (dock construction does no torch work)."""
+
+    calls = 0
+
+    def submit(self, *a: Any, **k: Any) -> Any:
+        _NoWorker.calls += 1
+        raise RuntimeError("no worker in this test")
+
+    def shutdown(self, wait: bool = True) -> None:
+        pass
+
+
+def _controller(qtbot: Any) -> Any:
+    from cxr_studio.core.session import Session
+    from cxr_studio.gui.bridge import WorkerBridge
+    from cxr_studio.gui.controller import Controller
+
+    bridge = WorkerBridge(_NoWorker())
+    return Controller(Session(), bridge, manager=None)
+
+
+@pytest.mark.parametrize("name", ["pipeline", "models", "layers", "channels", "heatmap", "mosaic", "compare"])
+def test_every_dock_builds_from_a_session(qtbot: Any, name: str) -> None:
+    import importlib
+
+    c = _controller(qtbot)
+    mod = importlib.import_module(f"cxr_studio.gui.docks.{name}_dock")
+    cls = next(getattr(mod, n) for n in dir(mod) if n.endswith("Dock") and n != "QDockWidget")
+    dock = cls(c.session, c)
+    qtbot.addWidget(dock)
+    dock.show()
+    assert dock.widget() is not None
+    assert dock.objectName().endswith("Dock")
+    assert c.bridge.submitted == 0  # nothing loaded: no work sent
+
+
+def test_heatmap_dock_mirrors_the_session_both_ways(qtbot: Any) -> None:
+    from cxr_studio.gui.docks.heatmap_dock import SLIDER_STEPS, HeatmapDock
+
+    c = _controller(qtbot)
+    s = c.session
+    dock = HeatmapDock(s, c)
+    qtbot.addWidget(dock)
+    s.threshold = 0.42
+    assert dock.threshold_slider.value() == round(0.42 * SLIDER_STEPS)
+    assert dock.threshold_spin.value() == pytest.approx(0.42)
+    dock.threshold_slider.setValue(700)
+    assert s.threshold == pytest.approx(0.7)
+    assert dock.threshold_spin.value() == pytest.approx(0.7)  # the spin box follows the slider
+    dock.opacity_slider.setValue(250)
+    assert s.opacity == pytest.approx(0.25)
+    dock.colormap.setCurrentText("viridis")
+    assert s.colormap == "viridis"
+    dock.source.setCurrentIndex(dock.source.findData("gradcam"))
+    assert s.method == "gradcam"
+    dock.scale.setCurrentIndex(dock.scale.findData("layer"))
+    assert s.scale == "layer"
+    dock.outline.setChecked(False)
+    assert s.show_lung_outline is False
+
+
+def test_sliders_change_the_overlay_lut_without_a_worker_call(qtbot: Any, loaded_window: Any) -> None:
+    w = loaded_window
+    calls = []
+    real_submit = w.bridge.worker.submit
+    w.bridge.worker.submit = lambda *a, **k: calls.append(a) or real_submit(*a, **k)
+    dock = w.heatmap_dock
+    heat = w.view.heat
+    dock.threshold_slider.setValue(600)
+    assert w.session.threshold == pytest.approx(0.6)
+    lut = np.asarray(heat.lut)
+    assert lut.shape == (256, 4)
+    assert (lut[:153, 3] == 0).all() and (lut[154:, 3] == 255).all()  # index/255 < 0.6 transparent
+    dock.opacity_slider.setValue(300)
+    assert heat.opacity() == pytest.approx(0.3)
+    before = np.asarray(heat.lut)[200, :3].copy()
+    dock.colormap.setCurrentText("gray")
+    assert not np.array_equal(np.asarray(heat.lut)[200, :3], before)
+    assert calls == []  # no worker round trip for display settings
+    assert w.view.heat_map is not None
+
+
+def test_channel_grid_click_arrows_and_page_keys(qtbot: Any, loaded_window: Any) -> None:
+    from PySide6.QtCore import Qt
+
+    w = loaded_window
+    grid = w.channels_dock
+    qtbot.waitUntil(lambda: grid.model.rowCount() > 0, timeout=30000)
+    n = grid.model.rowCount()
+    assert n == w.controller.activation().shape[0]
+    # the grid is sorted by the ranking: the first cell is the strongest channel
+    act = w.controller.activation()
+    assert grid.model.channel_at(0) == int(np.argmax(act.reshape(n, -1).max(axis=1)))
+    row = 3
+    idx = grid.model.index(row)
+    grid.view.setCurrentIndex(idx)
+    ch = grid.model.channel_at(row)
+    assert w.session.channel == ch
+    old_map = w.view.heat_map.copy()
+    qtbot.keyClick(grid.view, Qt.Key.Key_Right)
+    assert w.session.channel == grid.model.channel_at(row + 1)
+    assert not np.array_equal(old_map, w.view.heat_map)  # the view follows the channel
+    layer = w.session.layer
+    qtbot.keyClick(grid.view, Qt.Key.Key_PageUp)
+    assert w.session.layer != layer
+    assert w.session.layer in w.session.browsable_layers()
+    qtbot.waitUntil(lambda: grid.info.text().startswith(w.session.layer), timeout=30000)  # grid follows
