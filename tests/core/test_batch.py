@@ -150,3 +150,24 @@ def test_batch_progress_and_cancel(ckpt: Path, images: Path, tmp_path: Path) -> 
     rows = read_summary(out / "summary.csv")
     assert [r["status"] for r in rows] == ["failed", "ok", "cancelled", "cancelled"]
     assert seen == [0.0, 0.25, 1.0]
+
+
+@pytest.mark.realdata
+def test_batch_on_real_radiographs(ckpt: Path, nlm_root: Path, tmp_path: Path) -> None:
+    """Real NLM images (read in place, never copied): heuristic lung crop, full-size overlays."""
+    files = [nlm_root / "MontgomerySet" / "CXR_png" / "MCUCXR_0001_0.png",
+             nlm_root / "ChinaSet_AllFiles" / "CXR_png" / "CHNCXR_0007_0.png"]  # 1018 x 1024
+    files = [f for f in files if f.is_file()]
+    if not files:
+        pytest.skip("the chosen NLM files are not present")
+    out = tmp_path / "real"
+    code = main(["--checkpoint", str(ckpt), "--out", str(out), "--segmentation", "heuristic",
+                 "--ranking", "lungs", "--no-progress", *map(str, files)])
+    assert code == 0
+    for f in files:
+        png = out / f"{f.stem}.png"
+        assert read_image(png).shape == read_image(f).shape  # the radiograph's full resolution
+        side = json.loads((out / f"{f.stem}.json").read_text())
+        assert side["spec"]["segmentation"] == "heuristic" and side["ranking"] == "lungs"
+        assert side["segmentation_used"] == "heuristic"
+        assert ex.encode_png(ex.rerender(out / f"{f.stem}.json")) == png.read_bytes()
