@@ -21,6 +21,9 @@ Choices (documented here because later stages rely on them):
   decompression bomb or a wrong file.
 - `MIN_SIDE` (32 pixels) and constant images are refused: lung segmentation, CLAHE and
   min/max normalisation have nothing to work with on them.
+- Rasters are decoded by OpenCV (fast, keeps 16 bits) after Pillow has read the header; Pillow
+  decodes what OpenCV refuses. EXIF orientation is not applied (neither library does by
+  default, and radiograph exporters do not rely on it). The DICOM half lives in `io_dicom.py`.
 """
 from __future__ import annotations
 

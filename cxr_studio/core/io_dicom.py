@@ -111,7 +111,7 @@ def read_dicom_pixels(p: Path, name: str, has_preamble: bool = True) -> tuple[np
         "rescale": (float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)),
         "transfer_syntax": str(tsyntax.name) if tsyntax is not None else None,
     }
-    return pixels.astype(np.float32), meta
+    return pixels.astype(np.float32, copy=False), meta
 
 
 def _modality(stored: np.ndarray, ds: Any, modality_lut: Any) -> np.ndarray:
