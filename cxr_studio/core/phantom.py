@@ -109,6 +109,14 @@ def _polys(canvas: np.ndarray, frame: _Frame, lines: list[np.ndarray], value: in
     cv2.polylines(canvas, px, False, int(value), w, cv2.LINE_AA, shift=4)
 
 
+def _largest(mask: np.ndarray) -> np.ndarray:
+    """The largest 8-connected component of a bool mask (slivers cut off by the heart go)."""
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if n <= 2:
+        return mask
+    return lab == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+
+
 # ----------------------------------------------------------------------------- anatomy
 def _lung_field(u: np.ndarray, v: np.ndarray, p: dict[str, float],
                 mirror: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -221,7 +229,7 @@ def _render_normal(seed: int, size: int) -> tuple[np.ndarray, np.ndarray, np.nda
     a = _anatomy_params(rng)
     # the heart sits on the left dome
     a["heart_cy"] = a["dome_v"] + a["dome_drop"] + 0.05 - a["heart_ry"] * a["heart_cy"]
-    frame = _Frame(size, float(rng.uniform(0.93, 1.04)), float(rng.uniform(-0.06, 0.06)),
+    frame = _Frame(size, float(rng.uniform(0.9, 1.07)), float(rng.uniform(-0.06, 0.06)),
                    (float(rng.uniform(-0.03, 0.03)), float(rng.uniform(-0.03, 0.03))))
     lo = max(32, size // 4)
     u, v = frame.grids(lo)
@@ -285,7 +293,8 @@ def _render_normal(seed: int, size: int) -> tuple[np.ndarray, np.ndarray, np.nda
 
     # full resolution: sharp lung borders, lung air, texture, vessels, bones
     fr, fl = _up(f_r, size), _up(f_l, size)
-    right, left = fr > 0, fl > 0
+    right = _largest(fr > 0)
+    left = _largest((fl > 0) & ~right)
     lung = right | left
     sides = np.where(right, 1, np.where(left, 2, 0)).astype(np.int8)
     blur = np.clip(_up(depth_lo, size) * 1.3, 0.0, 1.0)

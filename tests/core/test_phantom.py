@@ -41,14 +41,16 @@ def test_types_shapes_and_range() -> None:
     assert ph.seed == 3 and ph.label in (0, 1)
 
 
-def test_two_lungs_of_plausible_area(normals: list[Phantom]) -> None:
-    for ph in normals:
+def test_two_lungs_of_plausible_area() -> None:
+    """Each lung covers 6-25% of the image (real Shenzhen masks: 5th-95th percentile 7-17%)."""
+    for seed in range(24):
+        ph = make_phantom(seed, 128)
         n, lab, stats, _ = cv2.connectedComponentsWithStats(ph.lung_mask.astype(np.uint8))
         areas = sorted(stats[1:, cv2.CC_STAT_AREA] / ph.lung_mask.size, reverse=True)
-        assert len(areas) == 2, f"seed {ph.seed}: {len(areas)} lung components"
-        assert all(0.08 <= a <= 0.25 for a in areas), (ph.seed, areas)
+        assert len(areas) == 2, f"seed {seed}: {len(areas)} lung components"
+        assert all(0.06 <= a <= 0.25 for a in areas), (seed, areas)
         cx = [stats[i, cv2.CC_STAT_LEFT] + stats[i, cv2.CC_STAT_WIDTH] / 2 for i in (1, 2)]
-        assert min(cx) < SIZE / 2 < max(cx)  # one lung each side of the midline
+        assert min(cx) < 64 < max(cx)  # one lung each side of the midline
 
 
 def test_lungs_darker_than_body_and_outside_air_darkest(normals: list[Phantom]) -> None:
@@ -121,6 +123,8 @@ def test_several_lesions_and_bad_arguments() -> None:
         make_phantom(-1, SIZE)
     with pytest.raises(ValueError):
         make_phantom(1, 10)
+    one = make_phantom(2, SIZE, lesion_types="cavity")  # a single name is accepted
+    assert [d["type"] for d in one.lesions] == ["cavity"]
 
 
 def test_radiograph_meta() -> None:
@@ -149,3 +153,6 @@ def test_write_dataset_layout(tmp_path) -> None:
     assert not list(out.rglob(".*"))  # no temporary files left behind
     with pytest.raises(ValueError):
         write_phantom_dataset(tmp_path / "bad", 0)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ValueError):
+        write_phantom_dataset(tmp_path / "afile", 2)
