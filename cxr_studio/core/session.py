@@ -472,7 +472,8 @@ class Session:
             "arch": getattr(loaded, "arch", None),
             "class_names": list(getattr(loaded, "class_names", []) or []),
             "layer": self.layer,
-            "channel": int(getattr(hm, "channel", None) if getattr(hm, "channel", None) is not None else self.channel),
+            # the heatmap's own channel when one is shown ("strongest" resolved; None for Grad-CAM)
+            "channel": getattr(hm, "channel", None) if hm is not None else self.channel,
             "method": self.method,
             "class_index": self.class_index,
             "threshold": self.threshold,

@@ -249,3 +249,31 @@ def test_effective_spec_and_render_settings() -> None:
     assert (d["threshold"], d["opacity"], d["colormap"], d["method"]) == (0.3, 0.8, "inferno", "gradcam")
     assert d["region"] == {"kind": "rect", "points": [[1.0, 2.0], [5.0, 6.0]]}
     assert d["spec"]["input_size"] == 64 and d["layer"] in ("conv2", "relu2")
+
+
+def test_model_switch_keeps_or_resets_layer_and_forward_cache() -> None:
+    s = Session()
+    a, b = FakeLoaded(), FakeLoaded()
+    b.model.layer_names = {"conv1": "0", "relu1": "1", "fc": "6"}  # no conv2 in model b
+    s.add_model("a", a)
+    s.add_model("b", b)
+    s.select_layer("conv2")
+    fwd_a = SimpleNamespace(activations={})
+    s.set_forward("a", fwd_a)
+    s.current_model_id = "b"
+    assert s.layer in ("conv1", "relu1") and s.forward is None  # b has no conv2: its deepest conv
+    s.select_layer("conv1")
+    s.current_model_id = "a"
+    assert s.layer == "conv1" and s.forward is fwd_a  # a has conv1 too: kept; its cache restored
+
+
+def test_render_settings_use_the_shown_heatmap() -> None:
+    s = Session()
+    s.add_model("m", FakeLoaded())
+    s.channel = 3
+    assert s.render_settings()["channel"] == 3
+    got: list = []
+    s.events.heatmap.connect(got.append)
+    hm = SimpleNamespace(channel=None, map_original=np.zeros((4, 4), np.float32))
+    s.set_heatmap(hm)
+    assert got == [hm] and s.render_settings()["channel"] is None  # Grad-CAM: no channel
