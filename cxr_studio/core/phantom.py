@@ -142,8 +142,10 @@ def _lung_field(u: np.ndarray, v: np.ndarray, p: dict[str, float],
     return f, under
 
 
-def _draw_bones(rng: np.random.Generator, frame: _Frame, a: dict[str, float]) -> np.ndarray:
-    """Posterior ribs (curving down laterally), fainter anterior ribs, clavicles; float."""
+def _draw_bones(rng: np.random.Generator, frame: _Frame,
+                a: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    """(ribs, clavicles) as float images: posterior ribs curving down laterally with fainter
+    anterior ribs sloping down medially; S-shaped clavicles."""
     s = frame.size
     post = np.zeros((s, s), np.uint8)
     ant = np.zeros((s, s), np.uint8)
@@ -165,7 +167,7 @@ def _draw_bones(rng: np.random.Generator, frame: _Frame, a: dict[str, float]) ->
                 av = vv[-1] - 0.02 + 0.12 * ta + 0.04 * ta * ta
                 alines.append(np.stack([au, av], 1))
         _polys(post, frame, lines, 255, width)
-        _polys(post, frame, lines, 165, width * 0.5)  # medulla darker than the cortex
+        _polys(post, frame, lines, 120, width * 0.55)  # medulla darker than the cortex
         _polys(ant, frame, alines, 255, width * 0.85)
     clav = np.zeros((s, s), np.uint8)
     tc = np.linspace(0.0, 1.0, 24)
@@ -176,8 +178,8 @@ def _draw_bones(rng: np.random.Generator, frame: _Frame, a: dict[str, float]) ->
         lines.append(np.stack([cu, cv], 1))
     _polys(clav, frame, lines, 255, 0.032)
     _polys(clav, frame, lines, 175, 0.014)
-    out = post.astype(np.float32) + 0.3 * ant.astype(np.float32) + 1.2 * clav.astype(np.float32)
-    return out * (1.0 / 255.0)
+    ribs = (post.astype(np.float32) + 0.35 * ant.astype(np.float32)) * (1.0 / 255.0)
+    return ribs, clav.astype(np.float32) * (1.0 / 255.0)
 
 
 def _draw_vessels(rng: np.random.Generator, frame: _Frame) -> np.ndarray:
@@ -204,13 +206,13 @@ def _draw_vessels(rng: np.random.Generator, frame: _Frame) -> np.ndarray:
 def _anatomy_params(rng: np.random.Generator) -> dict[str, float]:
     U = rng.uniform
     return {
-        "body_hw": U(0.42, 0.5), "body_top": U(0.03, 0.1), "neck_hw": U(0.09, 0.12),
+        "body_hw": U(0.42, 0.5), "body_top": U(0.0, 0.07), "neck_hw": U(0.09, 0.12),
         "apex_v": U(0.12, 0.17), "wall_v": U(0.44, 0.55), "cp_v": U(0.73, 0.8),
         "dome_v": U(0.60, 0.66), "dome_drop": U(0.02, 0.05), "apex_med": U(0.04, 0.1),
-        "lat_x": U(0.13, 0.17), "apex_x": U(0.32, 0.36), "med_x": U(0.445, 0.46),
-        "dome_x": U(0.26, 0.32), "lat_x2": U(0.14, 0.18), "bulge": U(0.0, 0.02),
-        "heart_cx": U(0.54, 0.57), "heart_cy": U(0.45, 0.75), "heart_rx": U(0.14, 0.18),
-        "heart_ry": U(0.10, 0.13), "heart_rot": U(-0.5, -0.25),
+        "lat_x": U(0.11, 0.16), "apex_x": U(0.32, 0.36), "med_x": U(0.445, 0.46),
+        "dome_x": U(0.26, 0.32), "lat_x2": U(0.12, 0.17), "bulge": U(0.0, 0.02),
+        "heart_cx": U(0.54, 0.57), "heart_cy": U(0.45, 0.75), "heart_rx": U(0.15, 0.19),
+        "heart_ry": U(0.11, 0.14), "heart_rot": U(-0.5, -0.25),
         "med_w": U(0.045, 0.06), "knob": U(0.015, 0.035), "spine_w": U(0.028, 0.036),
         "rib_v0": U(0.09, 0.12), "rib_dv": U(0.052, 0.062), "rib_reach": U(0.9, 1.05),
         "rib_curv": U(0.85, 1.15), "rib_w": U(0.018, 0.024),
@@ -258,7 +260,11 @@ def _render_normal(seed: int, size: int) -> tuple[np.ndarray, np.ndarray, np.nda
     c, s = math.cos(a["heart_rot"]), math.sin(a["heart_rot"])
     hx, hy = (c * du + s * dv) / a["heart_rx"], (-s * du + c * dv) / a["heart_ry"]
     heart_r = np.sqrt(hx * hx + hy * hy)
-    medw = a["med_w"] + a["knob"] * np.exp(-(((v - 0.3) / 0.05) ** 2)) * (u > 0.5)
+    # mediastinum half-width: aortic knob, then widening into the heart (image right) and the
+    # right atrium (image left)
+    medw = a["med_w"] + np.where(
+        u > 0.5, a["knob"] * np.exp(-(((v - 0.3) / 0.05) ** 2))
+        + 0.05 * np.clip((v - 0.36) / 0.2, 0.0, 1.0), 0.015 * np.clip((v - 0.45) / 0.15, 0.0, 1.0))
     cut = np.minimum((heart_r - 1.0) * min(a["heart_rx"], a["heart_ry"]), np.abs(u - 0.5) - medw)
     f_r, under_r = _lung_field(u, v, p_r, mirror=False)
     f_l, under_l = _lung_field(u, v, p_l, mirror=True)
@@ -306,7 +312,8 @@ def _render_normal(seed: int, size: int) -> tuple[np.ndarray, np.ndarray, np.nda
     dframe = _Frame(max(min(size, 256), size // 2), frame.scale, frame.angle, frame.shift)
     img += 0.16 * _up(_draw_vessels(rng, dframe), size) * depth
     inside_f = _up(inside, size)
-    img += a["bone"] * _up(_draw_bones(rng, dframe, a), size) * inside_f * (0.3 + 0.7 * depth)
+    ribs, clav = _draw_bones(rng, dframe, a)
+    img += a["bone"] * inside_f * (_up(ribs, size) * (0.3 + 0.7 * depth) + 0.55 * _up(clav, size))
     img = np.maximum(img, 0.0)
     k8 = img * np.float32(1.0 / 0.97)
     k8 *= k8
