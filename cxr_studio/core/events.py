@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any, Callable, Iterable, Iterator
 
 log = logging.getLogger(__name__)
 
@@ -74,3 +74,33 @@ class Signal:
 
     def __repr__(self) -> str:
         return f"Signal({self.name!r}, {len(self._callbacks)} callbacks)"
+
+
+class SignalGroup:
+    """Named signals as attributes (``group.threshold``), plus ``changed(name, value)`` that an owner
+    emits for every field; ``blocked()`` silences all of them at once."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self.names: tuple[str, ...] = tuple(names)
+        self.changed = Signal("changed")
+        for name in self.names:
+            if name == "changed" or not name.isidentifier() or hasattr(type(self), name):
+                raise ValueError(f"{name!r} cannot be the name of a signal in a group.")
+            setattr(self, name, Signal(name))
+
+    def signal(self, name: str) -> Signal:
+        """The signal called ``name`` (``"changed"`` included)."""
+        if name != "changed" and name not in self.names:
+            raise ValueError(f"There is no signal called {name!r}; known: {', '.join(self.names)}.")
+        return getattr(self, name)
+
+    def all(self) -> list[Signal]:
+        return [self.changed] + [getattr(self, n) for n in self.names]
+
+    @contextmanager
+    def blocked(self) -> Iterator["SignalGroup"]:
+        """Block every signal of the group inside the ``with`` block (nests)."""
+        with ExitStack() as stack:
+            for sig in self.all():
+                stack.enter_context(sig.blocked())
+            yield self

@@ -19,10 +19,9 @@ Policies (kept simple on purpose):
 from __future__ import annotations
 
 from collections import OrderedDict
-from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable
 
-from .events import Signal
+from .events import SignalGroup
 from .pipeline import PreprocessSpec
 from .render import COLORMAPS
 
@@ -42,30 +41,7 @@ class SessionError(ValueError):
     """An invalid value for a session field."""
 
 
-class SessionEvents:
-    """One `Signal` per field of `FIELDS`, plus ``changed(name, value)``."""
-
-    def __init__(self) -> None:
-        self.changed = Signal("changed")
-        for name in FIELDS:
-            setattr(self, name, Signal(name))
-
-    def signal(self, name: str) -> Signal:
-        if name not in FIELDS and name != "changed":
-            raise SessionError(f"There is no session field called {name!r}.")
-        return getattr(self, name)
-
-    @contextmanager
-    def blocked(self) -> Iterator["SessionEvents"]:
-        """Block every signal of the session inside the ``with`` block."""
-        sigs = [self.changed] + [getattr(self, n) for n in FIELDS]
-        for s in sigs:
-            s._blocked += 1
-        try:
-            yield self
-        finally:
-            for s in sigs:
-                s._blocked -= 1
+SessionEvents = SignalGroup  # a Session's ``events``: one Signal per field of FIELDS, plus ``changed``
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -94,11 +70,23 @@ def _choice(value: Any, options: tuple[str, ...], what: str) -> str:
     return str(value)
 
 
+def _field(name: str, validate: Callable[[Any], Any], doc: str) -> Any:
+    """A property reading ``self._v[name]`` whose setter validates, then emits on change."""
+
+    def fget(self: "Session") -> Any:
+        return self._v[name]
+
+    def fset(self: "Session", value: Any) -> None:
+        self._set(name, validate(value))
+
+    return property(fget, fset, doc=doc)
+
+
 class Session:
     """Everything the workstation shows, with validation and change signals."""
 
     def __init__(self) -> None:
-        self.events = SessionEvents()
+        self.events = SignalGroup(FIELDS)
         self._v: dict[str, Any] = {
             "radiograph": None,
             "preprocessed": None,
@@ -258,7 +246,9 @@ class Session:
             return
         names = self.layer_names(loaded)
         if self.layer is None or (names and self.layer not in names):
-            self._set("layer", _deepest_conv(loaded.model, names))
+            from .views import default_layer
+
+            self._set("layer", default_layer(loaded.model))
             self._set("channel", 0)
         n_cls = self.class_count(loaded)
         if n_cls is not None and not (0 <= self.class_index < n_cls):
@@ -279,7 +269,9 @@ class Session:
         loaded = self.current_model
         if loaded is None:
             return []
-        return _conv_layers(loaded.model, self.layer_names(loaded))
+        from .views import conv_layer_names
+
+        return conv_layer_names(loaded.model)
 
     # -- layer / channel ----------------------------------------------------------------------
     @property
@@ -311,7 +303,9 @@ class Session:
             return int(acts[layer].shape[0])
         loaded = self.current_model
         if loaded is not None:
-            return _module_channels(loaded.model, layer)
+            from .views import module_channels
+
+            return module_channels(loaded.model, layer)
         return None
 
     @property
@@ -347,13 +341,13 @@ class Session:
         return self.layer
 
     # -- rendering settings --------------------------------------------------------------------
-    @property
-    def method(self) -> str:
-        return self._v["method"]
-
-    @method.setter
-    def method(self, value: str) -> None:
-        self._set("method", _choice(value, METHODS, "heatmap method"))
+    method = _field("method", lambda v: _choice(v, METHODS, "heatmap method"), "activation | gradcam | gradcam++")
+    threshold = _field("threshold", lambda v: _unit(v, "threshold"), "map values below it are transparent (0..1)")
+    opacity = _field("opacity", lambda v: _unit(v, "opacity"), "overlay opacity (0..1)")
+    colormap = _field("colormap", lambda v: _choice(v, COLORMAPS, "colormap"), "a name in render.COLORMAPS")
+    scale = _field("scale", lambda v: _choice(v, SCALES, "scale mode"), "channel | layer map scaling")
+    ranking = _field("ranking", lambda v: _choice(v, RANKINGS, "ranking method"), "max | mean | lungs | region")
+    show_lung_outline = _field("show_lung_outline", bool, "draw the lung-mask outline")
 
     @property
     def class_index(self) -> int:
@@ -370,46 +364,6 @@ class Session:
         self._set("class_index", v)
 
     @property
-    def threshold(self) -> float:
-        return self._v["threshold"]
-
-    @threshold.setter
-    def threshold(self, value: float) -> None:
-        self._set("threshold", _unit(value, "threshold"))
-
-    @property
-    def opacity(self) -> float:
-        return self._v["opacity"]
-
-    @opacity.setter
-    def opacity(self, value: float) -> None:
-        self._set("opacity", _unit(value, "opacity"))
-
-    @property
-    def colormap(self) -> str:
-        return self._v["colormap"]
-
-    @colormap.setter
-    def colormap(self, value: str) -> None:
-        self._set("colormap", _choice(value, COLORMAPS, "colormap"))
-
-    @property
-    def scale(self) -> str:
-        return self._v["scale"]
-
-    @scale.setter
-    def scale(self, value: str) -> None:
-        self._set("scale", _choice(value, SCALES, "scale mode"))
-
-    @property
-    def ranking(self) -> str:
-        return self._v["ranking"]
-
-    @ranking.setter
-    def ranking(self, value: str) -> None:
-        self._set("ranking", _choice(value, RANKINGS, "ranking method"))
-
-    @property
     def region(self) -> Any:
         return self._v["region"]
 
@@ -418,14 +372,6 @@ class Session:
         if value is not None and not (hasattr(value, "kind") and hasattr(value, "points")):
             raise SessionError(f"region must be a Region (kind, points) or None, got {value!r}.")
         self._set("region", value)
-
-    @property
-    def show_lung_outline(self) -> bool:
-        return self._v["show_lung_outline"]
-
-    @show_lung_outline.setter
-    def show_lung_outline(self, value: bool) -> None:
-        self._set("show_lung_outline", bool(value))
 
     # -- results from the worker -----------------------------------------------------------------
     @property
@@ -485,42 +431,3 @@ class Session:
             "spec": (pre.spec if pre is not None else self.effective_spec()).to_dict(),
             "geometry": pre.geometry.to_dict() if pre is not None else None,
         }
-
-
-def _deepest_conv(model: Any, names: list[str]) -> str | None:
-    try:
-        from .models.layers import deepest_conv
-
-        return deepest_conv(model)
-    except Exception:  # noqa: BLE001 - models package absent or model without layer names
-        convs = _conv_layers(model, names)
-        return convs[-1] if convs else (names[-1] if names else None)
-
-
-def _conv_layers(model: Any, names: list[str]) -> list[str]:
-    try:
-        from .models.layers import conv_layers
-
-        return list(conv_layers(model))
-    except Exception:  # noqa: BLE001
-        mapping = getattr(model, "layer_names", {}) or {}
-        modules = dict(model.named_modules()) if hasattr(model, "named_modules") else {}
-        return [n for n in names if type(modules.get(mapping.get(n, n))).__name__.startswith("Conv")]
-
-
-def _module_channels(model: Any, layer: str) -> int | None:
-    """out_channels of the layer's module, or of the last conv before it (ReLU/LRN/pool)."""
-    mapping = getattr(model, "layer_names", {}) or {}
-    if not hasattr(model, "named_modules") or layer not in mapping:
-        return None
-    modules = dict(model.named_modules())
-    last = None
-    for name, path in mapping.items():
-        mod = modules.get(path)
-        if hasattr(mod, "out_channels"):
-            last = int(mod.out_channels)
-        elif hasattr(mod, "out_features"):
-            last = None
-        if name == layer:
-            return last
-    return None

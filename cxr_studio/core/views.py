@@ -60,6 +60,42 @@ def compute_forward(loaded: Any, preprocessed: Any, names: Sequence[str] | None 
     return forward_with_activations(_loaded_model(loaded), preprocessed.model_input, names)
 
 
+def default_layer(model: Any) -> str | None:
+    """The layer a view starts on: the deepest conv (its ReLU when one follows), else the last layer."""
+    from .models.layers import deepest_conv, layer_names
+
+    try:
+        return deepest_conv(model)
+    except ValueError:  # no convolution at all
+        names = list(layer_names(model))
+        return names[-1] if names else None
+
+
+def conv_layer_names(model: Any) -> list[str]:
+    """Readable names of the model's convolutions, in forward order (Page Up/Down walks these)."""
+    from .models.layers import conv_layers
+
+    return list(conv_layers(model))
+
+
+def module_channels(model: Any, layer: str) -> int | None:
+    """Channels a layer outputs without running it: its ``out_channels``, or the last conv's before it
+    (ReLU / LRN / pool); None for fully connected layers or unknown names."""
+    from .models.layers import layer_names
+
+    modules = dict(model.named_modules())
+    last = None
+    for name, path in layer_names(model).items():
+        mod = modules.get(path)
+        if hasattr(mod, "out_channels"):
+            last = int(mod.out_channels)
+        elif hasattr(mod, "out_features"):
+            last = None
+        if name == layer:
+            return last
+    return None
+
+
 def layer_maps(act: np.ndarray, scale: str = "channel") -> np.ndarray:
     """Every channel of a (C, h, w) activation as 0..1 maps (C, h, w) (the channel grid's thumbnails)."""
     a = np.asarray(act, dtype=np.float32)

@@ -60,6 +60,23 @@ def test_signal_blocked_nests() -> None:
     assert got == [3] and not sig.is_blocked
 
 
+def test_signal_group() -> None:
+    from cxr_studio.core.events import SignalGroup
+
+    g = SignalGroup(["a", "b"])
+    got: list = []
+    g.a.connect(got.append)
+    g.changed.connect(lambda *x: got.append(x))
+    with g.blocked():
+        g.a.emit(1)
+        g.changed.emit("a", 1)
+    g.a.emit(2)
+    assert got == [2] and not g.a.is_blocked
+    for bad in ("changed", "not an identifier", "signal"):
+        with pytest.raises(ValueError):
+            SignalGroup([bad])
+
+
 # -- fixtures ---------------------------------------------------------------------------------------
 def tiny_model() -> nn.Module:
     m = nn.Sequential(
@@ -93,7 +110,7 @@ def test_every_field_has_a_signal() -> None:
     s = Session()
     for name in FIELDS:
         assert isinstance(s.events.signal(name), Signal)
-    with pytest.raises(SessionError):
+    with pytest.raises(ValueError, match="no signal called 'nope'"):
         s.events.signal("nope")
 
 
