@@ -314,9 +314,8 @@ def _scale01(a: np.ndarray, name: str) -> np.ndarray:
     if a.dtype == np.bool_:
         return a.astype(np.float32)
     if a.dtype in (np.uint8, np.uint16):
-        f = a.astype(np.float32)
-        f *= np.float32(1.0 / (255.0 if a.dtype == np.uint8 else 65535.0))
-        return f
+        scale = np.float32(1.0 / (255.0 if a.dtype == np.uint8 else 65535.0))
+        return np.multiply(a, scale, dtype=np.float32)  # one pass, no integer->float temporary
     f = a.astype(np.float32)
     lo, hi = float(f.min()), float(f.max())
     if not (np.isfinite(lo) and np.isfinite(hi)):  # min/max propagate NaN
