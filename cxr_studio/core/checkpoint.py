@@ -303,6 +303,84 @@ def _new_layer_prefixes(model: nn.Module) -> tuple[str, ...]:
     return tuple(f"{names.get(n, n)}." for n in getattr(model, "new_layers", []))
 
 
+def _interpret(
+    obj: dict[str, Any], path: Path, arch: str | None, arch_kwargs: dict[str, Any] | None
+) -> tuple[str, dict[str, Any], dict[str, torch.Tensor], int, bool]:
+    """(arch, kwargs, state dict, format version (0: bare), bare?) of a raw checkpoint dict."""
+    if obj.get("format") != FORMAT:
+        bare = _bare_state_dict(obj)
+        if bare is None:
+            raise CheckpointError(f"{path} is not a CXR Studio checkpoint or a state dict of tensors.")
+        if arch is None:
+            raise CheckpointError(
+                f"{path} is a bare state dict (weights without an architecture); "
+                "name the architecture (arch=...) to load it."
+            )
+        return arch, dict(arch_kwargs or {}), bare, 0, True
+    version = obj.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"{path} has an invalid format version {version!r}.")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} uses checkpoint format version {version}, newer than this CXR Studio reads "
+            f"(up to {FORMAT_VERSION}); update CXR Studio to load it."
+        )
+    missing_keys = [k for k in ("arch", "state_dict") if k not in obj]
+    if missing_keys:
+        raise CheckpointError(f"{path} is damaged: it lacks {', '.join(missing_keys)}.")
+    for key, typ in (("arch_kwargs", dict), ("class_names", list), ("provenance", dict)):
+        if obj.get(key) is not None and not isinstance(obj[key], typ):
+            raise CheckpointError(f"{path} is damaged: its {key} is a {type(obj[key]).__name__}, not a {typ.__name__}.")
+    state = obj["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} is damaged: its state_dict is not a dict of tensors.")
+    stored_arch = str(obj["arch"])
+    if arch is not None and arch != stored_arch:
+        raise CheckpointError(f"{path} holds a {stored_arch} model, not {arch}.")
+    kwargs = {**(obj.get("arch_kwargs") or {}), **(arch_kwargs or {})}
+    return stored_arch, kwargs, state, version, False
+
+
+def _rebuild(
+    path: Path, arch: str, kwargs: dict[str, Any], state: dict[str, torch.Tensor], bare: bool
+) -> tuple[nn.Module, list[str]]:
+    """Build ``arch`` and load ``state`` into it: strictly for a checkpoint; for a bare state dict
+    a new head that does not fit keeps its random init (returned as warnings)."""
+    try:
+        info = model_meta(arch)
+    except ValueError:
+        raise CheckpointError(
+            f"{path} uses the architecture {arch!r}, which this CXR Studio does not know "
+            f"(known: {', '.join(architectures())})."
+        ) from None
+    build_kwargs = {**kwargs, **{k: v for k, v in info.rebuild_overrides.items() if k in info.parameters}}
+    try:
+        model = build_model(arch, **build_kwargs)
+    except ValueError as exc:
+        raise CheckpointError(f"Cannot rebuild the {arch} model of {path}: {exc}") from None
+    model.arch_kwargs = dict(kwargs)
+    missing, unexpected, shapes = _fit_report(model, state)
+    if not bare:
+        if missing or unexpected or shapes:
+            raise CheckpointError(
+                f"The weights in {path} do not fit {arch}({_kwargs_text(kwargs)}): "
+                f"{_describe_misfit(missing, unexpected, shapes)}."
+            )
+        model.load_state_dict(state, strict=True)
+        return model, []
+    new = _new_layer_prefixes(model)
+    head_shapes = [s for s in shapes if new and s.startswith(new)]
+    head_missing = [k for k in missing if new and k.startswith(new)]
+    others = ([k for k in missing if k not in head_missing], unexpected, [s for s in shapes if s not in head_shapes])
+    if any(others):
+        raise CheckpointError(f"The state dict in {path} does not fit {arch}: {_describe_misfit(*others)}.")
+    skip = {s.split(" ")[0] for s in head_shapes}
+    model.load_state_dict({k: v for k, v in state.items() if k not in skip}, strict=False)
+    warnings = [f"not loaded, keeps its random init: {s}" for s in head_shapes]
+    warnings += [f"not in the file, keeps its random init: {k}" for k in head_missing]
+    return model, warnings
+
+
 def load_checkpoint(
     path: str | os.PathLike,
     device: str | torch.device = "cpu",
@@ -317,89 +395,11 @@ def load_checkpoint(
     """
     path = Path(path)
     obj = read_raw(path)
-    bare = _bare_state_dict(obj) if obj.get("format") != FORMAT else None
-    warnings: list[str] = []
-    if obj.get("format") == FORMAT:
-        version = obj.get("format_version")
-        if not isinstance(version, int) or version < 1:
-            raise CheckpointError(f"{path} has an invalid format version {version!r}.")
-        if version > FORMAT_VERSION:
-            raise CheckpointError(
-                f"{path} uses checkpoint format version {version}, newer than this CXR Studio reads "
-                f"(up to {FORMAT_VERSION}); update CXR Studio to load it."
-            )
-        missing_keys = [k for k in ("arch", "state_dict") if k not in obj]
-        if missing_keys:
-            raise CheckpointError(f"{path} is damaged: it lacks {', '.join(missing_keys)}.")
-        for key, typ in (("arch_kwargs", dict), ("class_names", list), ("provenance", dict)):
-            if obj.get(key) is not None and not isinstance(obj[key], typ):
-                raise CheckpointError(f"{path} is damaged: its {key} is a {type(obj[key]).__name__}, not a {typ.__name__}.")
-        stored_arch = str(obj["arch"])
-        if arch is not None and arch != stored_arch:
-            raise CheckpointError(f"{path} holds a {stored_arch} model, not {arch}.")
-        arch = stored_arch
-        kwargs = dict(obj.get("arch_kwargs") or {})
-        kwargs.update(arch_kwargs or {})
-        state = obj["state_dict"]
-        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-            raise CheckpointError(f"{path} is damaged: its state_dict is not a dict of tensors.")
-        version_read = version
-    elif bare is not None:
-        if arch is None:
-            raise CheckpointError(
-                f"{path} is a bare state dict (weights without an architecture); "
-                "name the architecture (arch=...) to load it."
-            )
-        kwargs = dict(arch_kwargs or {})
-        state = bare
-        version_read = 0
-    else:
-        raise CheckpointError(f"{path} is not a CXR Studio checkpoint or a state dict of tensors.")
-
-    try:
-        info = model_meta(arch)
-    except ValueError:
-        raise CheckpointError(
-            f"{path} uses the architecture {arch!r}, which this CXR Studio does not know "
-            f"(known: {', '.join(architectures())})."
-        ) from None
-    build_kwargs = {**kwargs, **{k: v for k, v in info.rebuild_overrides.items() if k in info.parameters}}
-    try:
-        model = build_model(arch, **build_kwargs)
-    except ValueError as exc:
-        raise CheckpointError(f"Cannot rebuild the {arch} model of {path}: {exc}") from None
-    model.arch_kwargs = kwargs
-
-    missing, unexpected, shapes = _fit_report(model, state)
-    if bare is not None:
-        new = _new_layer_prefixes(model)
-        head_shapes = [s for s in shapes if s.startswith(new)] if new else []
-        head_missing = [k for k in missing if new and k.startswith(new)]
-        others = (
-            [k for k in missing if k not in head_missing],
-            unexpected,
-            [s for s in shapes if s not in head_shapes],
-        )
-        if any(others):
-            raise CheckpointError(
-                f"The state dict in {path} does not fit {arch}: {_describe_misfit(*others)}."
-            )
-        skip = {s.split(" ")[0] for s in head_shapes}
-        model.load_state_dict({k: v for k, v in state.items() if k not in skip}, strict=False)
-        warnings += [f"not loaded, keeps its random init: {s}" for s in head_shapes]
-        warnings += [f"not in the file, keeps its random init: {k}" for k in head_missing]
-    else:
-        if missing or unexpected or shapes:
-            raise CheckpointError(
-                f"The weights in {path} do not fit {arch}({_kwargs_text(kwargs)}): "
-                f"{_describe_misfit(missing, unexpected, shapes)}."
-            )
-        model.load_state_dict(state, strict=True)
-
+    arch, kwargs, state, version, bare = _interpret(obj, path, arch, arch_kwargs)
+    model, warnings = _rebuild(path, arch, kwargs, state, bare)
     class_names = list(obj.get("class_names") or getattr(model, "class_names", []))
     try:
-        spec_dict = obj.get("preprocess") or model.default_preprocess
-        spec = PreprocessSpec.from_dict(dict(spec_dict))
+        spec = PreprocessSpec.from_dict(dict(obj.get("preprocess") or model.default_preprocess))
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path} has an invalid preprocessing spec: {exc}") from None
     outputs = _output_count(model)
@@ -426,7 +426,7 @@ def load_checkpoint(
         sha256=file_sha256(path),
         path=path,
         training_state=obj.get("training_state"),
-        format_version=version_read,
+        format_version=version,
         warnings=warnings,
     )
 
@@ -458,12 +458,12 @@ def peek_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 def export_release(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     """Copy checkpoint ``src`` to ``dst`` without its training state (after checking it loads)."""
     src, dst = Path(src), Path(dst)
-    loaded = load_checkpoint(src)  # validates: the release must load
-    del loaded
     obj = read_raw(src)
+    if obj.get("format") != FORMAT:
+        raise CheckpointError(f"{src} is not a CXR Studio checkpoint, so it cannot be released.")
+    arch, kwargs, state, _, _ = _interpret(obj, src, None, None)
+    _rebuild(src, arch, kwargs, state, bare=False)  # the release must load
     obj.pop("training_state", None)
-    prov = dict(obj.get("provenance") or {})
-    prov["released_from_sha256"] = file_sha256(src)
-    obj["provenance"] = prov
+    obj["provenance"] = {**(obj.get("provenance") or {}), "released_from_sha256": file_sha256(src)}
     _atomic_torch_save(obj, dst)
     return dst

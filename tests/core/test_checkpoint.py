@@ -213,6 +213,11 @@ def test_export_release_strips_training_state(tmp_path, tiny_model):
     assert rel.provenance["released_from_sha256"] == ck.file_sha256(src)
     assert rel.provenance["seed"] == 7
     assert load_checkpoint(src).training_state == {"epoch": 9}
+    bare = tmp_path / "bare.pt"
+    torch.save(tiny_model.state_dict(), bare)
+    with pytest.raises(CheckpointError, match="bare.pt is not a CXR Studio checkpoint"):
+        export_release(bare, tmp_path / "out.pt")
+    assert not (tmp_path / "out.pt").exists()
 
 
 def test_class_names_must_match_the_outputs(tmp_path, tiny_model):
