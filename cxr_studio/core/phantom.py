@@ -445,9 +445,14 @@ def write_phantom_dataset(
                           ph.lesion_mask.astype(np.uint8) * 255)
         rows.append([f"{name}.png", ph.label, seed + i, ";".join(d["type"] for d in ph.lesions)])
     fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".csv", dir=out)
-    with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["filename", "label", "seed", "lesion_types"])
-        w.writerows(rows)
-    os.replace(tmp, out / "manifest.csv")
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["filename", "label", "seed", "lesion_types"])
+            w.writerows(rows)
+        os.replace(tmp, out / "manifest.csv")
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
     return out
