@@ -196,3 +196,24 @@ def test_rank_errors_are_clear():
         rank_channels(act, "lungs", geometry=geo, lung_mask=np.ones((10, 10), bool))
     with pytest.raises(ValueError, match="fully connected"):
         rank_channels(np.ones(4), "lungs", geometry=geo, lung_mask=np.ones((100, 200), bool))
+
+
+def test_cxrnet_from_the_registry():
+    registry = pytest.importorskip("cxr_studio.core.models.registry")
+    from cxr_studio.core.models.cxrnet import feature_sizes
+
+    net = registry.build_model("cxrnet", width=0.125, fc_width=64, init="kaiming")
+    info = {i.name: i for i in list_layers(net, 227)}
+    sizes = feature_sizes(227)
+    assert list(info)[:4] == ["conv1", "relu1", "norm1", "pool1"] and list(info)[-1] == "fc8"
+    assert info["conv5"].type == "Conv2d" and info["conv5"].shape == (32, sizes["conv5"], sizes["conv5"])
+    assert info["pool5"].shape == (32, sizes["pool5"], sizes["pool5"]) and info["fc8"].shape == (2,)
+    x = torch.rand(1, 3, 227, 227, generator=torch.Generator().manual_seed(0))
+    res = forward_with_activations(net, x)
+    assert set(res.activations) == set(net.layer_names)
+    assert all(res.activations[n].shape == info[n].shape for n in info)
+    assert res.probabilities.shape == (2,) and res.probabilities.sum() == pytest.approx(1.0, abs=1e-6)
+    assert (res.activations["conv5"] < 0).any() and (res.activations["relu5"] >= 0).all()
+    ranked = rank_channels(res.activations["relu5"], "max")
+    assert len(ranked) == 32 and ranked[0][1] == pytest.approx(float(res.activations["relu5"].max()))
+    assert hook_count(net) == 0

@@ -146,7 +146,7 @@ def test_errors_are_clear_and_leave_no_hooks():
 def test_vgg16_matches_reference_and_ignores_inplace_aliasing():
     """Oracle on torchvision VGG16 (random weights, seeded): at relu5_3 (features.29) directly;
     at conv5_3 (features.28), which torchvision follows with an in-place ReLU, the reference
-    reads the ReLU-overwritten tensor, so it is compared on a copy whose ReLUs are not in place."""
+    reads the ReLU-overwritten tensor, so it runs with the ReLUs switched to not in place."""
     tv = pytest.importorskip("torchvision")
     torch.manual_seed(0)
     vgg = tv.models.vgg16(weights=None).eval()
@@ -157,9 +157,24 @@ def test_vgg16_matches_reference_and_ignores_inplace_aliasing():
     ref = reference(vgg, x, vgg.features[29], 3, plus=False)
     assert ours.shape == (224, 224)
     assert corr(ours, ref) >= 0.99
-    clean = copy.deepcopy(vgg)
-    for mod in clean.modules():
-        if isinstance(mod, nn.ReLU):
-            mod.inplace = False
-    ref_pp = reference(clean, x, clean.features[28], 3, plus=True)
+    relus = [mod for mod in vgg.modules() if isinstance(mod, nn.ReLU)]
+    for mod in relus:
+        mod.inplace = False
+    ref_pp = reference(vgg, x, vgg.features[28], 3, plus=True)
+    for mod in relus:
+        mod.inplace = True
     assert corr(ours_pp, ref_pp) >= 0.99
+
+
+def test_cxrnet_from_the_registry_matches_reference():
+    registry = pytest.importorskip("cxr_studio.core.models.registry")
+    layers = pytest.importorskip("cxr_studio.core.models.layers")
+    net = registry.build_model("cxrnet", width=0.125, fc_width=64, init="kaiming")
+    layer = layers.deepest_conv(net)
+    assert layer == "relu5"
+    x = torch.rand(1, 3, 227, 227, generator=torch.Generator().manual_seed(0))
+    for plus in (False, True):
+        ours = grad_cam(net, x, layer, plus=plus)
+        assert ours.shape == (227, 227)
+        ref = reference(net, x, layers.resolve_layer(net, layer), None, plus)
+        assert corr(ours, ref) >= 0.99
