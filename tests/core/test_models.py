@@ -80,7 +80,7 @@ def test_full_cxrnet_matches_the_papers_reading():
     w = m.classifier.fc6.weight
     w = w.detach()
     assert abs(float(w.std()) - 0.01) < 1e-3 and abs(float(w.mean())) < 1e-3
-    assert float(m.features.conv3.bias.abs().max()) == 0.0
+    assert float(m.features.conv3.bias.detach().abs().max()) == 0.0
 
 
 def test_cxrnet_layer_names_in_forward_order():
@@ -108,6 +108,10 @@ def test_cxrnet_options_change_the_network():
     assert m.default_preprocess == PreprocessSpec.preset("paper").replace(input_size=128).to_dict()
     out = m.eval()(torch.rand(2, 3, 128, 128))
     assert out.shape == (2, 3)
+    gray = build_model("cxrnet", in_channels=1, **TINY)
+    assert gray.features.conv1.in_channels == 1 and gray.default_preprocess["channels"] == 1
+    gray.train()
+    assert layer_table(gray)[0][2] == (12, 111, 111) and gray.training  # mode restored
     # He init: conv weight std ~ sqrt(2 / fan_in)
     fan_in = 3 * 7 * 7
     assert abs(float(m.features.conv1.weight.detach().std()) - (2 / fan_in) ** 0.5) < 0.03
@@ -193,3 +197,20 @@ def test_offline_without_cached_weights_is_a_clear_error(tmp_path, monkeypatch):
     assert calls and "alexnet" in calls[0]
     assert str(tmp_path / "torch-home") in msg and "weights='none'" in msg
     assert isinstance(err.value, ValueError)
+
+
+def test_imagenet_weights_come_through_torch_hub(monkeypatch):
+    torch.manual_seed(2)
+    fake = torchvision.models.alexnet(weights=None).state_dict()
+    urls = []
+
+    def cached(url, *a, **k):
+        urls.append(url)
+        assert k.get("weights_only") is True
+        return fake
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", cached)
+    m = build_model("alexnet", weights="imagenet")
+    assert urls == [torchvision.models.AlexNet_Weights.IMAGENET1K_V1.url]
+    assert torch.equal(resolve_layer(m, "conv5").weight, fake["features.10.weight"])
+    assert resolve_layer(m, "fc8").out_features == 2
