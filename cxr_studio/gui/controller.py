@@ -245,13 +245,13 @@ class Controller(QObject):
             from cxr_studio.core.models.layers import deepest_conv
 
             s.select_layer(deepest_conv(self.loaded(mid).model))
-        self.refresh_thumbnails()
         if self.auto_strongest:  # first look: the strongest channel, as the paper did
             self.auto_strongest = False
             self.strongest()
         else:
             self.refresh_ranking()
             self.refresh_heatmap()
+        self.refresh_thumbnails()  # queued after the ranking: the heatmap comes first
 
     def refresh_layer(self) -> None:
         """Thumbnails and ranking of the current layer, then the heatmap."""

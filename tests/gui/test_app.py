@@ -1,0 +1,60 @@
+"""The `cxr-studio` entry point: arguments, `--screenshot` in a subprocess (offscreen)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"QT_QPA_PLATFORM": "offscreen", "CXR_STUDIO_SETTINGS": str(tmp_path / "settings.ini"),
+                "PYTHONPATH": str(REPO) + os.pathsep + env.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "2"})
+    return env
+
+
+def test_arguments() -> None:
+    from cxr_studio.gui.app import parse_args
+
+    a = parse_args(["img.png", "--checkpoint", "a.pt", "--checkpoint", "b.pt", "--device", "cpu", "--light"])
+    assert a.image == "img.png" and a.checkpoint == ["a.pt", "b.pt"] and a.device == "cpu" and a.light
+    assert parse_args(["--demo", "--screenshot", "s.png"]).screenshot == "s.png"
+
+
+def test_demo_screenshot_in_a_subprocess(tmp_path: Path) -> None:
+    shot = tmp_path / "shot.png"
+    r = subprocess.run([sys.executable, "-m", "cxr_studio.cli", "--demo", "--screenshot", str(shot)],
+                       env=_env(tmp_path), capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    import cv2
+
+    img = cv2.imread(str(shot))
+    assert img is not None and img.shape[0] > 400 and img.shape[1] > 600
+    assert img.std() > 10  # not a blank window
+
+
+def test_screenshot_times_out_with_an_error_code(qapp: Any, tmp_path: Path, monkeypatch: Any, capsys: Any) -> None:
+    """No image, so no heatmap: the screenshot mode gives up with exit code 3 and says why
+    (in-process: the same main() the command runs)."""
+    from cxr_studio.gui.app import EXIT_SCREENSHOT_TIMEOUT, main
+
+    monkeypatch.setenv("CXR_STUDIO_SETTINGS", str(tmp_path / "settings.ini"))
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # main() installs its own; restored after
+    shot = tmp_path / "never.png"
+    assert main(["--screenshot", str(shot), "--screenshot-timeout", "0.5"]) == EXIT_SCREENSHOT_TIMEOUT
+    assert "no heatmap" in capsys.readouterr().err and not shot.exists()
+
+
+def test_bad_device_is_one_line(tmp_path: Path, capsys: Any) -> None:
+    from cxr_studio.gui.app import main
+
+    assert main(["--device", "no-such-device"]) == 2
+    err = capsys.readouterr().err
+    assert "no-such-device" in err and "Traceback" not in err
