@@ -250,7 +250,7 @@ class Worker:
                 if running is not None and running.key == key and running.cancellable:
                     running.cancel_event.set()
             self._pending.append(req)
-            self._cond.notify()
+            self._cond.notify_all()  # the worker and any wait_idle() callers share the condition
         for r in replaced:  # outside the lock: done callbacks may submit again
             r.cancel_event.set()
             r.future.cancel()

@@ -196,6 +196,26 @@ def test_on_done_hook_gets_the_request(worker):
     assert got == [(req.id, "x")]
 
 
+def test_wait_idle_and_pending(worker):
+    release = _blocker(worker)
+    reqs = [worker.submit(lambda i=i: i) for i in range(3)]
+    assert worker.pending == 3
+    assert worker.wait_idle(timeout=0.05) is False
+    release.set()
+    assert worker.wait_idle(timeout=TIMEOUT) is True
+    assert worker.pending == 0 and all(r.future.done() for r in reqs)
+
+
+def test_replaced_request_calls_on_done_as_cancelled(worker):
+    release = _blocker(worker)
+    seen = []
+    first = worker.submit(lambda: "old", key="k", on_done=lambda r: seen.append((r.id, r.future.cancelled())))
+    second = worker.submit(lambda: "new", key="k")
+    assert seen == [(first.id, True)]
+    release.set()
+    assert second.future.result(TIMEOUT) == "new"
+
+
 def test_shutdown_cancels_pending_and_joins():
     w = Worker()
     release = _blocker(w)
