@@ -11,7 +11,7 @@ from torch import nn
 
 from cxr_studio.core.activations import LayerError
 from cxr_studio.core.pipeline import Geometry
-from cxr_studio.core.saliency import channel_map, grad_cam, to_original
+from cxr_studio.core.saliency import channel_map, channel_maps, grad_cam, to_original
 
 gc = pytest.importorskip("pytorch_grad_cam")
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
@@ -64,6 +64,19 @@ def test_channel_map_scales():
         channel_map(act, 3)
     with pytest.raises(ValueError, match="Unknown scale"):
         channel_map(act, 0, scale="global")
+
+
+@pytest.mark.parametrize("scale", ["channel", "layer"])
+def test_channel_maps_equal_channel_map_per_channel(scale):
+    rng = np.random.default_rng(0)
+    act = rng.normal(size=(5, 6, 7)).astype(np.float32)
+    act[2] = 1.5  # constant channel
+    all_maps = channel_maps(act, scale)
+    assert all_maps.shape == act.shape and all_maps.dtype == np.float32
+    for c in range(5):
+        np.testing.assert_allclose(all_maps[c], channel_map(act, c, scale), atol=1e-6)
+    with pytest.raises(ValueError, match="must be"):
+        channel_maps(act[0], scale)
 
 
 def test_to_original_uses_the_geometry():
