@@ -139,14 +139,22 @@ def _prepare(args: argparse.Namespace) -> tuple[Any, Any, str]:
         resolve_layer(loaded.model, layer)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    if args.ranking == "lungs" and spec.segmentation == "none" and args.channel == "strongest" \
+            and args.method == "activation":
+        raise UsageError("--ranking lungs needs a lung mask, but segmentation is 'none'; pass --segmentation.")
     n_cls = len(loaded.class_names)
     if args.class_index is not None and not 0 <= args.class_index < n_cls:
         raise UsageError(f"--class-index {args.class_index} is out of range: the model has {n_cls} classes.")
     return loaded, spec, layer
 
 
-def export_one(path: Path, loaded: Any, spec: Any, layer: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Export one image; returns its summary row. Raises on any failure (caught by the caller)."""
+def export_one(
+    path: Path, loaded: Any, spec: Any, layer: str, args: argparse.Namespace, taken: set[str] | None = None
+) -> dict[str, Any]:
+    """Export one image; returns its summary row. Raises on any failure (caught by the caller).
+
+    ``taken``: stems already written in this run (two inputs called ``a.png`` never share a name,
+    even with ``--overwrite``)."""
     from .core.export import export_view, unique_stem
     from .core.io import read_image
     from .core.pipeline import preprocess
@@ -160,7 +168,12 @@ def export_one(path: Path, loaded: Any, spec: Any, layer: str, args: argparse.Na
         class_index=args.class_index, scale=args.scale, ranking=args.ranking,
     )
     out = Path(args.out)
-    stem = out / path.stem if args.overwrite else unique_stem(out, path.stem)
+    taken = set() if taken is None else taken
+    stem, i = None, 0
+    while stem is None or stem.name in taken:  # --overwrite: deterministic names; else free ones
+        name = path.stem if i == 0 else f"{path.stem}_{i}"
+        stem = out / name if args.overwrite else unique_stem(out, name)
+        i += 1
     probs = [float(p) for p in forward.probabilities]
     settings = {
         "image_path": str(path),
@@ -179,6 +192,7 @@ def export_one(path: Path, loaded: Any, spec: Any, layer: str, args: argparse.Na
         "warnings": list(pre.warnings),
     }
     res = export_view(stem, radiograph.pixels, hm.map_original, settings, overwrite=args.overwrite)
+    taken.add(stem.name)
     row: dict[str, Any] = {"file": str(path), "status": "ok", "output": res.png.name, "error": ""}
     row.update({f"p_{name}": f"{p:.6f}" for name, p in zip(loaded.class_names, probs)})
     row["predicted"] = loaded.class_names[int(max(range(len(probs)), key=probs.__getitem__))] if probs else ""
@@ -187,8 +201,10 @@ def export_one(path: Path, loaded: Any, spec: Any, layer: str, args: argparse.Na
     return row
 
 
-def write_summary(out: Path, rows: list[dict[str, Any]], class_names: Sequence[str]) -> Path:
-    """Write summary.csv (summary_1.csv... when taken) atomically; returns its path."""
+def write_summary(
+    out: Path, rows: list[dict[str, Any]], class_names: Sequence[str], overwrite: bool = False
+) -> Path:
+    """Write summary.csv atomically (summary_1.csv... when taken, unless ``overwrite``); returns its path."""
     cols = ["file", "status", "output", "predicted"] + [f"p_{c}" for c in class_names]
     cols += ["layer", "channel", "error"]
     buf = _io.StringIO()
@@ -198,7 +214,7 @@ def write_summary(out: Path, rows: list[dict[str, Any]], class_names: Sequence[s
         w.writerow({c: r.get(c, "") for c in cols})
     dest = out / "summary.csv"
     i = 1
-    while dest.exists():
+    while dest.exists() and not overwrite:
         dest = out / f"summary_{i}.csv"
         i += 1
     fd, tmp = tempfile.mkstemp(prefix=".summary.", suffix=".tmp", dir=out)
@@ -251,6 +267,7 @@ def main(
     from tqdm import tqdm
 
     rows: list[dict[str, Any]] = []
+    taken: set[str] = set()
     failed = 0
     bar = tqdm(images, desc="Exporting", unit="image", file=sys.stderr, disable=args.no_progress)
     for i, path in enumerate(bar):
@@ -261,7 +278,7 @@ def main(
         if progress is not None:
             progress(i / len(images), f"Exporting {path.name} ({i + 1}/{len(images)})")
         try:
-            rows.append(export_one(path, loaded, spec, layer, args))
+            rows.append(export_one(path, loaded, spec, layer, args, taken))
         except Exception as e:  # noqa: BLE001 - one bad image must not stop the batch
             failed += 1
             msg = _one_line(e)
@@ -270,7 +287,7 @@ def main(
     bar.close()
     if progress is not None:
         progress(1.0, "Export finished")
-    summary = write_summary(Path(args.out), rows, loaded.class_names)
+    summary = write_summary(Path(args.out), rows, loaded.class_names, overwrite=args.overwrite)
     ok = len(images) - failed
     print(f"Exported {ok} of {len(images)} image(s) to {args.out}; {failed} failed. Summary: {summary}")
     return 0 if failed == 0 else 1

@@ -91,6 +91,8 @@ def test_batch_gradcam_all_ok_and_no_overwrite(ckpt: Path, images: Path, tmp_pat
         (["--layer", "conv99"], "conv99"),
         (["--channel", "x"], "strongest"),
         (["--colormap", "hot"], "invalid choice"),
+        (["--ranking", "lungs"], "needs a lung mask"),  # the checkpoint's spec has no segmentation
+        (["--class-index", "5", "--method", "gradcam"], "out of range"),
     ],
 )
 def test_batch_usage_errors_exit_2(ckpt: Path, images: Path, tmp_path: Path, capsys, extra, message) -> None:
@@ -171,3 +173,17 @@ def test_batch_on_real_radiographs(ckpt: Path, nlm_root: Path, tmp_path: Path) -
         assert side["spec"]["segmentation"] == "heuristic" and side["ranking"] == "lungs"
         assert side["segmentation_used"] == "heuristic"
         assert ex.encode_png(ex.rerender(out / f"{f.stem}.json")) == png.read_bytes()
+
+
+def test_batch_same_names_never_collide(ckpt: Path, tmp_path: Path) -> None:
+    for sub, seed in (("x", 4), ("y", 5)):
+        write_png(tmp_path / sub / "img.png", make_phantom(seed, size=128).image)
+    out = tmp_path / "out"
+    args = ["--checkpoint", str(ckpt), "--out", str(out), "--overwrite", "--no-progress",
+            str(tmp_path / "x"), str(tmp_path / "y")]
+    assert main(args) == 0
+    a, b = (np.load(out / n) for n in ("img.npy", "img_1.npy"))
+    assert a.shape == b.shape == (128, 128) and not np.array_equal(a, b)
+    assert main(args) == 0  # --overwrite: the same two names again, nothing new
+    assert sorted(p.name for p in out.glob("img*.png")) == ["img.png", "img_1.png"]
+    assert sorted(p.name for p in out.glob("summary*")) == ["summary.csv"]
