@@ -7,7 +7,7 @@
     hooks (both under ``torch.no_grad``, eval mode, batch 1) for cxrnet (227), AlexNet, VGG16,
     VGG19 (224) from the models registry (random weights: ``init="kaiming"`` / ``weights="none"``).
 
-Times are medians of ``--repeats`` runs after one warm-up. Other processes sharing the CPU make
+Times are medians of ``--repeats`` runs after one warm-up, ours and the baseline alternating. Other processes sharing the CPU make
 the absolute numbers noisy; the ratios are the point.
 
     .venv/bin/python benchmarks/bench_inspection.py [--repeats N] [--threads T] [--skip-forward]
@@ -22,14 +22,19 @@ from typing import Callable
 import torch
 
 
-def median_s(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
-    times = []
+def paired_medians(base: Callable[[], object], ours: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """Median seconds of ``base`` and ``ours``, run alternately (ABAB...) after one warm-up each,
+    so that load from other processes hits both alike."""
+    base()
+    ours()
+    tb: list[float] = []
+    to: list[float] = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for fn, acc in ((base, tb), (ours, to)):
+            t0 = time.perf_counter()
+            fn()
+            acc.append(time.perf_counter() - t0)
+    return statistics.median(tb), statistics.median(to)
 
 
 def bench_grad_cam(repeats: int) -> None:
@@ -51,8 +56,7 @@ def bench_grad_cam(repeats: int) -> None:
     def ours() -> object:
         return grad_cam(vgg, x, "features.29", class_index=3)
 
-    t_ref = median_s(theirs, repeats)
-    t_ours = median_s(ours, repeats)
+    t_ref, t_ours = paired_medians(theirs, ours, repeats)
     print("(a) Grad-CAM, VGG16 relu5_3, 224x224, batch 1")
     print(f"    pytorch-grad-cam GradCAM : {t_ref * 1000:8.1f} ms")
     print(f"    cxr_studio grad_cam      : {t_ours * 1000:8.1f} ms")
@@ -80,8 +84,7 @@ def bench_forward(repeats: int) -> None:
             with torch.no_grad():
                 return model(x)
 
-        t_plain = median_s(plain, repeats)
-        t_all = median_s(lambda: forward_with_activations(model, x), repeats)
+        t_plain, t_all = paired_medians(plain, lambda: forward_with_activations(model, x), repeats)
         n = len(model.layer_names)
         print(f"    {name:<8} {n:>6} {t_plain * 1000:9.1f} {t_all * 1000:12.1f} {t_all / t_plain:6.2f}")
         del model
