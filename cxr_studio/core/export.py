@@ -2,8 +2,9 @@
 
 ``export_view(stem, pixels, heat, settings)`` writes
 
-* ``<stem>.png``  the overlay at the radiograph's full resolution (``render.overlay``, the same code
-  the screen uses), encoded deterministically (OpenCV, fixed compression level);
+* ``<stem>.png``  the overlay at the radiograph's full resolution (``render.overlay``, the same
+  tables the screen uses), over the geometry's crop box when the settings carry a geometry (the GUI
+  draws the heatmap there too), encoded deterministically (OpenCV, fixed compression level);
 * ``<stem>.npy``  the heat map, float32, on the original radiograph's grid;
 * ``<stem>.json`` every setting needed to re-render it (image and checkpoint paths + sha256, layer,
   channel, method, class, threshold, opacity, colormap, scale, PreprocessSpec, geometry, versions).
@@ -120,13 +121,24 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"{type(o).__name__} is not JSON serialisable")
 
 
+def overlay_box(settings: dict[str, Any]) -> tuple[int, int, int, int] | None:
+    """The part of the image the heat map covers: the geometry's crop box (what the model saw, where
+    the GUI draws the heatmap), or None (the whole image) when the settings carry no geometry."""
+    geom = settings.get("geometry")
+    box = geom.get("crop_box") if isinstance(geom, dict) else None
+    return tuple(int(v) for v in box) if box is not None else None  # type: ignore[return-value]
+
+
 def _render(pixels: np.ndarray, heat: np.ndarray, settings: dict[str, Any]) -> np.ndarray:
     missing = [k for k in RENDER_KEYS if k not in settings]
     if missing:
         raise ExportError(f"Export settings lack {', '.join(missing)}.")
     try:
-        return overlay(pixels, heat, settings["colormap"], float(settings["threshold"]), float(settings["opacity"]))
-    except ValueError as e:
+        return overlay(
+            pixels, heat, settings["colormap"], float(settings["threshold"]), float(settings["opacity"]),
+            box=overlay_box(settings),
+        )
+    except (ValueError, TypeError) as e:
         raise ExportError(f"Cannot render the overlay: {e}") from e
 
 

@@ -176,11 +176,14 @@ def overlay(
     colormap: str = "jet",
     threshold: float = 0.0,
     opacity: float = 0.5,
+    box: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Composite a 0..1 heat map over a 0..1 grayscale image -> (H, W, 3) uint8.
 
     Per pixel: ``out = round(colour * a + gray8 * (1 - a))`` with ``a = alpha / 255 * opacity``,
-    ``alpha`` from ``threshold_lut(colormap_lut(colormap), threshold)``.
+    ``alpha`` from ``threshold_lut(colormap_lut(colormap), threshold)``. With ``box`` =
+    ``(y0, x0, y1, x1)`` the heat map covers only that box (the model's crop, as the GUI shows it);
+    outside it the gray image is left untouched.
     """
     g = np.asarray(gray)
     h = np.asarray(heat)
@@ -188,6 +191,13 @@ def overlay(
         raise RenderError(
             f"overlay needs a 2-D image and a heat map of the same shape, got {g.shape} and {h.shape}."
         )
+    if box is not None:
+        y0, x0, y1, x1 = (int(v) for v in box)
+        if not (0 <= y0 < y1 <= g.shape[0] and 0 <= x0 < x1 <= g.shape[1]):
+            raise RenderError(f"The box {tuple(box)} does not lie inside the image {g.shape}.")
+        out = np.repeat(to_uint8(g)[..., None], 3, axis=2)
+        out[y0:y1, x0:x1] = overlay(g[y0:y1, x0:x1], h[y0:y1, x0:x1], colormap, threshold, opacity)
+        return out
     op = _check_unit(opacity, "opacity")
     lut = threshold_lut(colormap_lut(colormap), threshold)
     table = blend_table(lut, op)

@@ -139,3 +139,15 @@ def test_bad_inputs_are_clear_errors(tmp_path: Path, image_and_map) -> None:
     (tmp_path / "x.json").write_text("{nope")
     with pytest.raises(ExportError, match="not a readable export sidecar"):
         rerender(tmp_path / "x.json")
+
+
+def test_overlay_covers_only_the_crop_box(tmp_path: Path, image_and_map) -> None:
+    path, px, heat = image_and_map
+    geom = {"original_size": [97, 131], "crop_box": [10, 20, 90, 120], "intermediate_size": 64,
+            "input_size": 32}
+    res = export_view(tmp_path / "v", px, heat, settings_for(path, geometry=geom, threshold=0.0))
+    png = cv2.imread(str(res.png), cv2.IMREAD_UNCHANGED)[..., ::-1]
+    g8 = np.floor(px * np.float32(255) + np.float32(0.5)).astype(np.uint8)
+    assert (png[:10] == g8[:10, :, None]).all() and (png[:, 120:] == g8[:, 120:, None]).all()
+    assert (png[10:90, 20:120] == overlay(px[10:90, 20:120], heat[10:90, 20:120], "jet", 0.0, 0.6)).all()
+    assert ex.encode_png(rerender(res.json)) == res.png.read_bytes()

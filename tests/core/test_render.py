@@ -170,3 +170,17 @@ def test_overlay_matches_per_pixel_formula_on_random_images() -> None:
         ref = lut[idx, :3].astype(np.float64) * a[..., None] + (g8 * (1 - a))[..., None]
         got = render.overlay(gray, heat, cmap, t, op).astype(np.float64)
         assert np.abs(got - ref).max() <= 0.5 + 1e-3  # correctly rounded (float32 ties aside)
+
+
+def test_overlay_box_leaves_outside_untouched() -> None:
+    rng = np.random.default_rng(5)
+    gray = rng.random((40, 60)).astype(np.float32)
+    heat = np.zeros((40, 60), np.float32)  # 0 -> dark blue at threshold 0
+    out = render.overlay(gray, heat, "jet", 0.0, 0.8, box=(5, 10, 30, 50))
+    g8 = render.to_uint8(gray)
+    inside = render.overlay(gray[5:30, 10:50], heat[5:30, 10:50], "jet", 0.0, 0.8)
+    assert (out[5:30, 10:50] == inside).all()
+    assert (out[:5] == g8[:5, :, None]).all() and (out[:, 50:] == g8[:, 50:, None]).all()
+    assert not (out[5:30, 10:50] == g8[5:30, 10:50, None]).all()  # the box is tinted
+    with pytest.raises(RenderError, match="does not lie inside"):
+        render.overlay(gray, heat, box=(0, 0, 41, 60))
