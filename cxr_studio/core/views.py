@@ -117,6 +117,14 @@ def rank(
     )
 
 
+def _rank_or_empty(act: np.ndarray, ranking: str, preprocessed: Any, region: Region | None) -> list[tuple[int, float]]:
+    """The ranking when it can be computed (e.g. not "region" without a region), else []."""
+    try:
+        return rank(act, ranking, preprocessed, region)
+    except ValueError:
+        return []
+
+
 def compute_heatmap(
     loaded: Any,
     preprocessed: Any,
@@ -135,8 +143,8 @@ def compute_heatmap(
     ranking), scaled per channel or per layer, as the paper did. ``"gradcam"`` / ``"gradcam++"``:
     the class-discriminative map at ``layer`` for ``class_index`` (None = the predicted class).
     ``forward`` (from `compute_forward`) is reused when it holds ``layer``; else the layer is run.
-    The ranking is returned for spatial layers (for Grad-CAM it is best-effort: [] when the
-    ranking method lacks its mask or region).
+    The ranking is returned for spatial layers; it is best-effort ([] when the ranking method lacks
+    its mask or region) unless it picks the channel (``"strongest"``), where its error is raised.
     """
     if method not in METHODS:
         raise ViewError(f"Unknown heatmap method {method!r}; choose one of {', '.join(METHODS)}.")
@@ -154,8 +162,11 @@ def compute_heatmap(
             raise ViewError(
                 f"Layer {layer!r} is fully connected (output {act.shape}); pick a conv, ReLU or pool layer."
             )
-        order = rank(act, ranking, preprocessed, region)
-        ch = order[0][0] if channel == STRONGEST else channel
+        if channel == STRONGEST:
+            order = rank(act, ranking, preprocessed, region)  # its errors matter: they pick the channel
+            ch: Any = order[0][0]
+        else:
+            order, ch = _rank_or_empty(act, ranking, preprocessed, region), channel
         if isinstance(ch, str) or isinstance(ch, bool):
             raise ViewError(f"channel must be a number or 'strongest', got {channel!r}.")
         m = channel_map(act, int(ch), scale)
@@ -165,12 +176,7 @@ def compute_heatmap(
             ranking_method=ranking,
         )
 
-    order: list[tuple[int, float]] = []
-    if spatial:
-        try:
-            order = rank(act, ranking, preprocessed, region)
-        except ValueError:
-            order = []
+    order = _rank_or_empty(act, ranking, preprocessed, region) if spatial else []
     k = predicted if class_index is None else int(class_index)
     m = grad_cam(model, preprocessed.model_input, layer, k, plus=(method == "gradcam++"))
     return HeatmapResult(

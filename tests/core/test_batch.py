@@ -187,3 +187,18 @@ def test_batch_same_names_never_collide(ckpt: Path, tmp_path: Path) -> None:
     assert main(args) == 0  # --overwrite: the same two names again, nothing new
     assert sorted(p.name for p in out.glob("img*.png")) == ["img.png", "img_1.png"]
     assert sorted(p.name for p in out.glob("summary*")) == ["summary.csv"]
+
+
+def test_views_region_ranking(ckpt: Path, images: Path) -> None:
+    from cxr_studio.core.activations import Region
+
+    loaded = load_checkpoint(ckpt)
+    pre = preprocess(read_image(images / "phantom_0.png"), loaded.spec)
+    fwd = compute_forward(loaded, pre, ["relu5"])
+    with pytest.raises(ValueError, match="region"):  # "strongest" in a region needs the region
+        compute_heatmap(loaded, pre, fwd, "relu5", "strongest", ranking="region")
+    hm = compute_heatmap(loaded, pre, fwd, "relu5", 2, ranking="region")  # explicit channel: fine
+    assert hm.channel == 2 and hm.ranking == []
+    region = Region("rect", [(20, 30), (90, 100)])
+    hm = compute_heatmap(loaded, pre, fwd, "relu5", "strongest", ranking="region", region=region)
+    assert hm.channel == hm.ranking[0][0] and len(hm.ranking) == fwd.activations["relu5"].shape[0]
