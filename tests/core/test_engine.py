@@ -300,6 +300,7 @@ def test_cuda_device_and_manager(two_checkpoints):
     with torch.no_grad():
         out = mgr.get(mid).model(torch.rand(1, 3, 227, 227, device="cuda"))
     assert out.is_cuda and out.shape == (1, 2)
+    del out
     mgr.unload(mid)
     assert torch.cuda.memory_allocated() <= before
 
