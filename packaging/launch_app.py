@@ -1,0 +1,9 @@
+"""Entry script of the bundled `cxr-studio` (the same as the pip console script)."""
+import multiprocessing
+import sys
+
+from cxr_studio.cli import main
+
+if __name__ == "__main__":
+    multiprocessing.freeze_support()  # data-loader workers re-enter the frozen executable
+    sys.exit(main())
