@@ -139,6 +139,10 @@ def _prepare(args: argparse.Namespace) -> tuple[Any, Any, str]:
         resolve_layer(loaded.model, layer)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    from .core.views import module_channels
+
+    if module_channels(loaded.model, layer) is None:
+        raise UsageError(f"Layer {layer!r} has no spatial channels (fully connected); pick a conv, ReLU or pool layer.")
     if args.ranking == "lungs" and spec.segmentation == "none" and args.channel == "strongest" \
             and args.method == "activation":
         raise UsageError("--ranking lungs needs a lung mask, but segmentation is 'none'; pass --segmentation.")

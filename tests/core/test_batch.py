@@ -89,6 +89,8 @@ def test_batch_gradcam_all_ok_and_no_overwrite(ckpt: Path, images: Path, tmp_pat
     [
         (["--threshold", "2"], "between 0 and 1"),
         (["--layer", "conv99"], "conv99"),
+        (["--layer", "fc7"], "fully connected"),
+        (["--device", "cuda:7"], "cuda"),
         (["--channel", "x"], "strongest"),
         (["--colormap", "hot"], "invalid choice"),
         (["--ranking", "lungs"], "needs a lung mask"),  # the checkpoint's spec has no segmentation
