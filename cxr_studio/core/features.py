@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .activations import LayerError, _first_tensor, _model_device, eval_mode, layer_table, resolve_module
+from .engine import Cancelled as _WorkerCancelled
 from .pipeline import NORMALIZATIONS
 
 NORMALISE_MODES = ("filter", "global")
@@ -31,8 +32,9 @@ GRAD_NORMS = ("laplacian", "std")
 Progress = Callable[[float, str], None]
 
 
-class Cancelled(Exception):
-    """The computation was cancelled through its ``cancel`` event."""
+class Cancelled(_WorkerCancelled):
+    """The computation was cancelled through its ``cancel`` event (an ``engine.Cancelled``, so
+    the worker treats it as every other cancelled job)."""
 
 
 # -- conv1 mosaic ------------------------------------------------------------------------------

@@ -134,7 +134,9 @@ def test_progress_reaches_one_and_cancel_stops_early():
         activation_maximisation(net, "conv2", 2, settings=settings, progress=progress, cancel=cancel)
     assert len(calls) == 3 and max(calls) < 1.0
     assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in net.modules()) == 0
-    with pytest.raises(Cancelled):  # a request cancelled before it starts does no work
+    from cxr_studio.core import engine
+
+    with pytest.raises(engine.Cancelled):  # the worker's own class; cancelled before it starts
         activation_maximisation(net, "conv2", 2, settings=settings, cancel=cancel)
 
 
