@@ -60,6 +60,8 @@ step "PyInstaller -> $DIST/cxr-studio"
 "$VENV/bin/python" -m PyInstaller --noconfirm --clean --log-level WARN \
   --distpath "$DIST" --workpath "$WORK" "$REPO/packaging/cxr-studio.spec"
 
+cp "$REPO/packaging/install_desktop.sh" "$DIST/cxr-studio/"   # menu entry, icons, DICOM type
+
 step "done"
 du -sh "$DIST/cxr-studio"
 echo "smoke test: $VENV/bin/python $REPO/packaging/smoke_test.py --bundle $DIST/cxr-studio"

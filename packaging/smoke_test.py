@@ -72,49 +72,70 @@ def _env(home: Path, platform: str) -> dict[str, str]:
     return env
 
 
-def _report(name: str, ok: bool, seconds: float, detail: str) -> bool:
-    print(f"{'PASS' if ok else 'FAIL'}  {name:<28} {seconds:7.1f} s  {detail}", flush=True)
+def _children_cpu() -> float:
+    """CPU seconds used so far by finished child processes (user + system)."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _process_cpu(pid: int) -> float:
+    """CPU seconds a running process has used (Linux /proc; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+def _report(name: str, ok: bool, seconds: float, detail: str, cpu: float = float("nan")) -> bool:
+    """One result line: wall seconds, and CPU seconds (steadier than wall time on a busy machine)."""
+    cpu_text = "" if cpu != cpu else f" ({cpu:5.1f} s CPU)"
+    print(f"{'PASS' if ok else 'FAIL'}  {name:<26} {seconds:6.1f} s{cpu_text}  {detail}", flush=True)
     return ok
 
 
 def check_screenshot(app: list[str], work: Path, timeout: float) -> bool:
     """Run the demo with --screenshot and look for a heatmap in the PNG."""
     png = work / "demo.png"
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _children_cpu()
     try:
         p = subprocess.run(app + ["--demo", "--screenshot", str(png)], env=_env(work, "offscreen"),
                            capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return _report("demo --screenshot", False, time.perf_counter() - t0, f"no exit within {timeout:.0f} s")
-    dt = time.perf_counter() - t0
+    dt, cpu = time.perf_counter() - t0, _children_cpu() - c0
     for line in p.stderr.splitlines():
         if "incomplete" in line or line.lstrip().startswith("- ") or "Error" in line:
             print(f"      app: {line}")
     if p.returncode != 0 or not png.is_file():
         tail = " | ".join(p.stderr.strip().splitlines()[-3:])
-        return _report("demo --screenshot", False, dt, f"exit {p.returncode}, PNG written: {png.is_file()}; {tail}")
+        return _report("demo --screenshot", False, dt, f"exit {p.returncode}, PNG written: {png.is_file()}; {tail}",
+                       cpu)
     ev = heatmap_evidence(png)
     ok = ev["fraction"] >= MIN_HEAT_FRACTION and ev["hue_families"] >= MIN_HUE_FAMILIES
     return _report("demo --screenshot heatmap", ok, dt,
                    f"{ev['fraction']:.1%} jet pixels in the centre (need {MIN_HEAT_FRACTION:.0%}), "
-                   f"{ev['hue_families']:.0f} hue families (need {MIN_HUE_FAMILIES}); {png}")
+                   f"{ev['hue_families']:.0f} hue families (need {MIN_HUE_FAMILIES}); {png}", cpu)
 
 
 def check_trainer(train: list[str], work: Path, timeout: float) -> bool:
     """`--help` lists the subcommands; `models` builds every architecture."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _children_cpu()
     p = subprocess.run(train + ["--help"], env=_env(work, "offscreen"), capture_output=True, text=True,
                        timeout=timeout)
     wanted = ["usage: cxr-studio-train", "fit", "eval", "phantoms"]
     missing = [w for w in wanted if w not in p.stdout]
     ok = _report("trainer --help", p.returncode == 0 and not missing, time.perf_counter() - t0,
-                 f"exit {p.returncode}" + (f", missing {missing}" if missing else ", subcommands listed"))
-    t0 = time.perf_counter()
+                 f"exit {p.returncode}" + (f", missing {missing}" if missing else ", subcommands listed"),
+                 _children_cpu() - c0)
+    t0, c0 = time.perf_counter(), _children_cpu()
     p = subprocess.run(train + ["models"], env=_env(work, "offscreen"), capture_output=True, text=True,
                        timeout=timeout)
     ok_models = p.returncode == 0 and "cxrnet" in p.stdout
     detail = f"exit {p.returncode}" + ("" if ok_models else f": {' | '.join(p.stderr.strip().splitlines()[-2:])}")
-    return _report("trainer models", ok_models, time.perf_counter() - t0, detail) and ok
+    return _report("trainer models", ok_models, time.perf_counter() - t0, detail, _children_cpu() - c0) and ok
 
 
 def _free_display() -> int:
@@ -146,7 +167,8 @@ def check_first_window(app: list[str], work: Path, timeout: float) -> bool:
         while time.perf_counter() - t0 < timeout:
             tree = subprocess.run(["xwininfo", "-root", "-tree"], env=env, capture_output=True, text=True).stdout
             if '"CXR Studio' in tree:
-                return _report("first window (Xvfb)", True, time.perf_counter() - t0, f"display {display}")
+                return _report("first window (Xvfb)", True, time.perf_counter() - t0, f"display {display}",
+                               _process_cpu(proc.pid))
             if proc.poll() is not None:
                 err = " | ".join((proc.stderr.read() if proc.stderr else "").strip().splitlines()[-2:])
                 return _report("first window (Xvfb)", False, time.perf_counter() - t0,

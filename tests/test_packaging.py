@@ -353,6 +353,35 @@ def test_spec_and_build_script_are_well_formed() -> None:
     assert subprocess.run(["bash", "-n", str(REPO / "packaging" / "build.sh")]).returncode == 0
 
 
+def test_install_desktop_registers_a_bundle_and_uninstalls(tmp_path: Path) -> None:
+    """In a bundle folder (spaces in its path), the script installs the entry with the bundle's
+    absolute program path, the icons and the MIME type, and --uninstall removes them."""
+    bundle = tmp_path / "My Apps" / "cxr-studio"
+    (bundle / "_internal").mkdir(parents=True)
+    shutil.copytree(RES, bundle / "_internal" / "resources", ignore=shutil.ignore_patterns("models"))
+    exe = bundle / "cxr-studio"
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    shutil.copy(REPO / "packaging" / "install_desktop.sh", bundle)
+    data = tmp_path / "share"
+    env = {**os.environ, "XDG_DATA_HOME": str(data)}
+    p = subprocess.run(["bash", str(bundle / "install_desktop.sh")], env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    cp = configparser.ConfigParser(interpolation=None)
+    cp.optionxform = str
+    cp.read(data / "applications" / "cxr-studio.desktop", encoding="utf-8")
+    assert shlex.split(cp["Desktop Entry"]["Exec"]) == [str(exe), "%f"]
+    assert shlex.split(cp["Desktop Action Demo"]["Exec"]) == [str(exe), "--demo"]
+    assert (data / "icons" / "hicolor" / "48x48" / "apps" / "cxr-studio.png").is_file()
+    assert (data / "mime" / "packages" / "cxr-studio-dicom.xml").is_file()
+    p = subprocess.run(["bash", str(bundle / "install_desktop.sh"), "--uninstall"], env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert not (data / "applications" / "cxr-studio.desktop").exists()
+    assert not list((data / "icons").rglob("cxr-studio.png"))
+
+
 BUNDLE = Path(os.environ.get("CXR_STUDIO_BUNDLE", REPO / "dist" / "cxr-studio"))
 
 
