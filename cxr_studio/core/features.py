@@ -201,8 +201,10 @@ def _to_input(gray: torch.Tensor, size: int, channels: int, norm: tuple[Any, Any
     full = gray[None, None]
     if full.shape[-1] != size:
         full = F.interpolate(full, size=(size, size), mode="bilinear", align_corners=False)
-    if shift != (0, 0):
-        full = torch.roll(full, shifts=shift, dims=(2, 3))
+    if shift != (0, 0):  # jitter: shift with mirrored edges (no wrap-around seam)
+        p = min(max(abs(shift[0]), abs(shift[1])), size - 1)
+        dy, dx = max(-p, min(p, shift[0])), max(-p, min(p, shift[1]))
+        full = F.pad(full, (p, p, p, p), mode="reflect")[..., p - dy : p - dy + size, p - dx : p - dx + size]
     x = full.expand(1, channels, size, size)
     mean = torch.as_tensor(norm[0], dtype=x.dtype, device=x.device).reshape(-1, 1, 1)[:channels]
     std = torch.as_tensor(norm[1], dtype=x.dtype, device=x.device).reshape(-1, 1, 1)[:channels]
