@@ -43,9 +43,9 @@ if [[ $REUSE -eq 0 || ! -x "$VENV/bin/python" ]]; then
   "$VENV/bin/python" -m pip install --quiet --upgrade pip wheel
   step "torch: $TORCH_PIP_ARGS"
   # shellcheck disable=SC2086  # the arguments are meant to split
-  "$VENV/bin/python" -m pip install --quiet $TORCH_PIP_ARGS
+  "$VENV/bin/python" -m pip install --quiet --no-compile $TORCH_PIP_ARGS
   step "cxr-studio (non-editable) and PyInstaller"
-  "$VENV/bin/python" -m pip install --quiet "$REPO" pyinstaller
+  "$VENV/bin/python" -m pip install --quiet --no-compile "$REPO" pyinstaller
 fi
 "$VENV/bin/python" -c "import torch, PySide6, PyInstaller; print('torch', torch.__version__, '| PySide6', \
 PySide6.__version__, '| PyInstaller', PyInstaller.__version__)"
