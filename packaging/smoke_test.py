@@ -4,7 +4,9 @@
     python packaging/smoke_test.py --bundle /tmp/dist/cxr-studio --first-window
     python packaging/smoke_test.py --app .venv/bin/cxr-studio --train .venv/bin/cxr-studio-train
 
-Checks, each printed as PASS/FAIL with its wall time:
+Checks, each printed as PASS/FAIL with its wall and CPU time:
+  0. (bundle only) `cxr-studio --check-install`: the start-up check finds no packaging problem
+     (a demo model or segmenter that is not trained yet is only a warning);
   1. the app started with `--demo --screenshot PNG` (offscreen Qt) exits 0 and the PNG shows a
      heatmap: enough saturated, several-hued (jet) pixels in the middle of the window, where the
      radiograph is; a plain grey radiograph has none there;
@@ -94,6 +96,23 @@ def _report(name: str, ok: bool, seconds: float, detail: str, cpu: float = float
     cpu_text = "" if cpu != cpu else f" ({cpu:5.1f} s CPU)"
     print(f"{'PASS' if ok else 'FAIL'}  {name:<26} {seconds:6.1f} s{cpu_text}  {detail}", flush=True)
     return ok
+
+
+def check_install(app: list[str], work: Path, timeout: float) -> bool:
+    """The bundle's own start-up check (`--check-install`): packaging problems fail, models that are
+    not trained yet only warn."""
+    t0 = time.perf_counter()
+    p = subprocess.run(app + ["--check-install"], env=_env(work, "offscreen"), capture_output=True, text=True,
+                       timeout=timeout)
+    problems = [line[4:] for line in p.stdout.splitlines() if line.startswith("  - ")]
+    if p.returncode not in (0, 1) or (p.returncode == 1 and not problems):
+        return _report("check-install", False, time.perf_counter() - t0,
+                       f"exit {p.returncode}: {' | '.join((p.stdout + p.stderr).strip().splitlines()[-3:])}")
+    fatal = [q for q in problems if "models/" not in q]
+    for q in problems:
+        print(f"      {'problem' if q in fatal else 'warning'}: {q}")
+    return _report("check-install", not fatal, time.perf_counter() - t0,
+                   f"{len(fatal)} packaging problem(s), {len(problems) - len(fatal)} missing model(s)")
 
 
 def check_screenshot(app: list[str], work: Path, timeout: float) -> bool:
@@ -207,7 +226,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.keep:
             args.keep.mkdir(parents=True, exist_ok=True)
             work = args.keep
-        results = [check_screenshot(app, work, args.timeout), check_trainer(train, work, args.timeout)]
+        results = []
+        if not args.app:  # --check-install belongs to the bundle's launcher
+            results.append(check_install(app, work, args.timeout))
+        results += [check_screenshot(app, work, args.timeout), check_trainer(train, work, args.timeout)]
         if args.first_window:
             results.append(check_first_window(app, work, args.timeout))
     print(f"{sum(results)} passed, {len(results) - sum(results)} failed")

@@ -337,6 +337,14 @@ def test_heatmap_evidence_tells_a_heatmap_from_a_plain_window(tmp_path: Path) ->
     assert ev["fraction"] < smoke_test.MIN_HEAT_FRACTION and ev["hue_families"] == 0
 
 
+def test_launcher_check_install_passes_here(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The bundle launcher's --check-install, run from source: this environment has every packaged
+    piece (models not trained yet would only be warnings)."""
+    launcher = [sys.executable, str(REPO / "packaging" / "launch_app.py")]
+    assert smoke_test.check_install(launcher, tmp_path, timeout=120)
+    assert "PASS  check-install" in capsys.readouterr().out
+
+
 def test_smoke_test_says_when_there_is_no_bundle(tmp_path: Path) -> None:
     p = subprocess.run([sys.executable, str(REPO / "packaging" / "smoke_test.py"), "--bundle", str(tmp_path)],
                        capture_output=True, text=True, timeout=60)
