@@ -56,9 +56,15 @@ def _fit_setup(p: argparse.ArgumentParser) -> Runner:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
     p.add_argument("--split-file", default=None, help="reuse this split.json")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 
     def run(a: argparse.Namespace) -> int:
         from .engine import fit
+
+        if a.threads:
+            import torch
+
+            torch.set_num_threads(a.threads)
 
         recipe = _resolve(a)
         summary = fit(recipe, a.data, a.out, resume=a.resume, device=a.device, split_file=a.split_file,
@@ -126,8 +132,16 @@ def _phantoms_setup(p: argparse.ArgumentParser) -> Runner:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--abnormal-fraction", type=float, default=0.5)
+    p.add_argument("--paired", action="store_true",
+                   help="write each seed twice, without and with lesions (same anatomy and noise): 2N images")
 
     def run(a: argparse.Namespace) -> int:
+        if a.paired:
+            from .phantom_pairs import write_paired_phantoms
+
+            out = write_paired_phantoms(a.out, a.n, seed=a.seed, size=a.size)
+            print(f"wrote {a.n} normal/abnormal phantom pairs to {out}")
+            return 0
         from ..core.phantom import write_phantom_dataset
 
         out = write_phantom_dataset(a.out, a.n, seed=a.seed, size=a.size, abnormal_fraction=a.abnormal_fraction)
@@ -154,10 +168,12 @@ def _export_setup(p: argparse.ArgumentParser) -> Runner:
 
 @subcommand("models", "list the architectures with their parameter counts")
 def _models_setup(p: argparse.ArgumentParser) -> Runner:
+    p.add_argument("--arch", nargs="*", default=None, help="only these architectures")
+
     def run(a: argparse.Namespace) -> int:
         from ..core.models import architectures, build_model
 
-        for name in architectures():
+        for name in a.arch or architectures():
             kw: dict[str, Any] = {"weights": "none"} if name in ("alexnet", "vgg16", "vgg19") else {}
             try:
                 m = build_model(name, **kw)
@@ -166,6 +182,27 @@ def _models_setup(p: argparse.ArgumentParser) -> Runner:
                 del m
             except (ValueError, TypeError) as exc:
                 print(f"{name:12s} (cannot build with defaults: {exc})")
+        return 0
+
+    return run
+
+
+@subcommand("demo-check", "accuracy and pointing game of a phantom-trained checkpoint on fresh phantoms")
+def _demo_check_setup(p: argparse.ArgumentParser) -> Runner:
+    p.add_argument("checkpoint")
+    p.add_argument("--n-accuracy", type=int, default=200)
+    p.add_argument("--n-pointing", type=int, default=30)
+    p.add_argument("--dilation-px", type=int, default=8)
+
+    def run(a: argparse.Namespace) -> int:
+        from ..core.checkpoint import load_checkpoint
+        from .demo_check import phantom_accuracy, pointing_game_scores
+
+        ck = load_checkpoint(a.checkpoint)
+        acc = phantom_accuracy(ck.model, ck.spec, n=a.n_accuracy)
+        pg = pointing_game_scores(ck.model, ck.spec, n=a.n_pointing, dilation_px=a.dilation_px)
+        print(json.dumps({"accuracy": acc["accuracy"], "auc": acc["auc"], "n": acc["n"],
+                          **{k: v for k, v in pg.items() if k != "channels"}}, indent=1))
         return 0
 
     return run

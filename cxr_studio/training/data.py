@@ -153,23 +153,33 @@ def scan_roots(roots: list[str | Path]) -> list[Sample]:
 
 
 # -- splits -------------------------------------------------------------------------------------
+def group_key(sample: Sample) -> str:
+    """Images that must stay in the same part of a split: same dataset and same file stem apart from
+    the label suffix (a paired phantom's normal and abnormal versions; otherwise one image each)."""
+    return f"{sample.id.split('/', 1)[0]}/{_LABEL_RE.sub('', Path(sample.id).stem)}"
+
+
 def stratified_split(samples: list[Sample], fractions: list[float], seed: int) -> dict[str, list[str]]:
-    """Train/val/test ids, stratified by (dataset, label), deterministic for a seed."""
-    groups: dict[tuple[str, int], list[str]] = {}
+    """Train/val/test ids, stratified by (dataset, labels), deterministic for a seed; images of one
+    group (see ``group_key``) never straddle two parts."""
+    members: dict[str, list[Sample]] = {}
     for s in samples:
-        groups.setdefault((s.id.split("/", 1)[0], s.label), []).append(s.id)
+        members.setdefault(group_key(s), []).append(s)
+    strata: dict[tuple[str, tuple[int, ...]], list[str]] = {}
+    for g, ms in members.items():
+        strata.setdefault((g.split("/", 1)[0], tuple(sorted({m.label for m in ms}))), []).append(g)
     rng = np.random.default_rng(seed)
     out: dict[str, list[str]] = {"train": [], "val": [], "test": []}
-    for key in sorted(groups):
-        ids = sorted(groups[key])
-        rng.shuffle(ids)
-        n = len(ids)
+    for key in sorted(strata):
+        gs = sorted(strata[key])
+        rng.shuffle(gs)
+        n = len(gs)
         n_val = int(round(n * fractions[1]))
         n_test = int(round(n * fractions[2]))
         n_train = max(0, n - n_val - n_test)
-        out["train"] += ids[:n_train]
-        out["val"] += ids[n_train : n_train + n_val]
-        out["test"] += ids[n_train + n_val :]
+        parts = {"train": gs[:n_train], "val": gs[n_train : n_train + n_val], "test": gs[n_train + n_val :]}
+        for part, chosen in parts.items():
+            out[part] += [m.id for g in chosen for m in members[g]]
     return {k: sorted(v) for k, v in out.items()}
 
 
@@ -282,7 +292,10 @@ class PreprocessCache:
         self.size = int(size)
         self.use_masks = use_masks
         self.preprocess_fn = preprocess_fn or default_preprocess_fn
-        spec_text = json.dumps({"spec": spec.to_dict(), "size": self.size, "masks": use_masks}, sort_keys=True)
+        # the cache holds the gray image before normalisation / channel replication: those two
+        # settings do not change it and are left out of the key
+        key_spec = {k: v for k, v in spec.to_dict().items() if k not in ("normalization", "channels")}
+        spec_text = json.dumps({"spec": key_spec, "size": self.size, "masks": use_masks}, sort_keys=True)
         self.spec_key = hashlib.sha256(spec_text.encode()).hexdigest()[:16]
         self.hits = 0
         self.misses = 0

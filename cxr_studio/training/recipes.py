@@ -156,7 +156,8 @@ _PAPER_NOTE = (
 
 _PAPER_PRE = PreprocessSpec.preset("paper").to_dict()
 _TV_PRE = PreprocessSpec.preset("torchvision").to_dict()
-_DEMO_PRE = PreprocessSpec(segmentation="none", crop=False, intermediate_size=512, input_size=227).to_dict()
+_DEMO_PRE = PreprocessSpec(segmentation="none", crop=False, intermediate_size=512, input_size=227,
+                           normalization="center").to_dict()
 
 RECIPES: dict[str, dict[str, Any]] = {
     "paper-custom": dict(
@@ -189,11 +190,13 @@ RECIPES: dict[str, dict[str, Any]] = {
         aug_size=256, preprocess=_TV_PRE,
     ),
     "demo": dict(
-        description="Narrow cxrnet (width 0.25, fc 256, He init) on phantoms: the app's built-in demo model. "
-        "No segmentation, no crop (phantoms are centred), 512 intermediate, 227 input.",
-        arch="cxrnet", width=0.25, fc_width=256, init="kaiming", dropout=0.5, lr=0.01, momentum=0.9,
-        weight_decay=5e-4, batch_size=32, epochs=12, lr_patience=2, rotation_deg=5.0, translate_px=10.0,
-        preprocess=_DEMO_PRE,
+        description="Narrow cxrnet (width 0.125, fc 256, He init, about 0.7M parameters, under 3 MB) on paired "
+        "phantoms (cxr-studio-train phantoms --paired): the app's built-in demo model. Adam lr 1e-3, batch 16, "
+        "flips, +-5 deg, +-10 px. Preprocessing: no segmentation, no crop (phantoms are centred), 512 "
+        "intermediate, CLAHE, 227 input centred to [-1, 1] (MATLAB's zero-centre input normalisation).",
+        arch="cxrnet", width=0.125, fc_width=256, init="kaiming", dropout=0.3, optimizer="adam", lr=1e-3,
+        momentum=0.9, weight_decay=0.0, batch_size=16, epochs=12, lr_patience=4, rotation_deg=5.0,
+        translate_px=10.0, hflip=True, preprocess=_DEMO_PRE,
     ),
 }
 

@@ -167,3 +167,20 @@ def test_real_nlm_layouts_scan(nlm_root) -> None:
     assert sum(x.label for x in mont) == 46 and sum(x.label for x in chn) == 270
     assert all(len(x.mask_paths) == 2 for x in mont)
     assert sum(1 for x in chn if x.mask_paths) == 434
+
+
+def test_paired_phantoms_stay_together(tmp_path) -> None:
+    import cv2
+
+    root = tmp_path / "pairs"
+    (root / "CXR_png").mkdir(parents=True)
+    for s in range(20):
+        for lab in (0, 1):
+            cv2.imwrite(str(root / "CXR_png" / f"PHANTOM_{s:06d}_{lab}.png"), blob_image(s, bool(lab))[0])
+    samples = scan_root(root)
+    split = stratified_split(samples, [0.7, 0.2, 0.1], seed=0)
+    part_of = {i: p for p, ids in split.items() for i in ids}
+    for s in range(20):
+        a, b = (f"pairs/CXR_png/PHANTOM_{s:06d}_{lab}.png" for lab in (0, 1))
+        assert part_of[a] == part_of[b]
+    assert (len(split["train"]), len(split["val"]), len(split["test"])) == (28, 8, 4)

@@ -58,7 +58,7 @@ def test_toml_round_trip_and_precedence(tmp_path) -> None:
     f2 = tmp_path / "partial.toml"
     f2.write_text('recipe = "demo"\nlr = 0.2\nepochs = 4\n[preprocess]\ninput_size = 99\n')
     r2 = load_recipe(config=f2, sets=["epochs=5"])
-    assert (r2.name, r2.lr, r2.epochs, r2.spec.input_size, r2.width) == ("demo", 0.2, 5, 99, 0.25)
+    assert (r2.name, r2.lr, r2.epochs, r2.spec.input_size, r2.width) == ("demo", 0.2, 5, 99, 0.125)
 
 
 def test_bad_toml_files(tmp_path) -> None:
@@ -81,6 +81,6 @@ def test_bad_toml_files(tmp_path) -> None:
 
 
 def test_model_kwargs_follow_arch() -> None:
-    assert load_recipe("demo").model_kwargs()["width"] == 0.25
+    assert load_recipe("demo").model_kwargs()["width"] == 0.125
     assert load_recipe("paper-vgg16").model_kwargs() == {"weights": "imagenet", "num_classes": 2}
     assert isinstance(Recipe().to_json(), str)

@@ -74,7 +74,8 @@ def tiny_recipe(*sets: str, base: str = "demo") -> Recipe:
     return load_recipe(base, sets=[
         "width=0.125", "fc_width=32", "preprocess.input_size=91", "preprocess.intermediate_size=96",
         "preprocess.segmentation=none", "preprocess.crop=false", "preprocess.clahe=false",
-        "batch_size=8", "rotation_deg=0", "translate_px=2", "lr=0.01", "dropout=0.0", *sets,
+        "batch_size=8", "rotation_deg=0", "translate_px=2", "optimizer=sgd", "lr=0.01", "dropout=0.0",
+        "hflip=false", "preprocess.normalization=none", *sets,
     ])
 
 
@@ -82,5 +83,6 @@ TINY_SETS = [
     "--set", "width=0.125", "--set", "fc_width=32", "--set", "preprocess.input_size=91",
     "--set", "preprocess.intermediate_size=96", "--set", "preprocess.segmentation=none",
     "--set", "preprocess.crop=false", "--set", "preprocess.clahe=false", "--set", "batch_size=8",
-    "--set", "rotation_deg=0", "--set", "translate_px=2", "--set", "lr=0.01", "--set", "dropout=0.0",
+    "--set", "rotation_deg=0", "--set", "translate_px=2", "--set", "optimizer=sgd", "--set", "lr=0.01",
+    "--set", "dropout=0.0", "--set", "hflip=false", "--set", "preprocess.normalization=none",
 ]
