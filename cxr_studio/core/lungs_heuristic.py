@@ -57,6 +57,8 @@ DARK_WEIGHT = 3.0
 PRIOR_WEIGHT = 0.3
 BIAS = 1.0
 PRIOR_BLUR = 0.035  # template edge blur, fraction of the grid
+MAX_OUTSIDE = 0.25  # fraction of a field allowed beyond its template before it counts as a leak
+APEX_MARGIN = 0.025  # how far above the fitted template's outline a lung may reach (grid fraction)
 
 
 def lung_template(size: int, sx: float = 1.0, sy: float = 1.0, dx: float = 0.0, dy: float = 0.0,
@@ -134,7 +136,10 @@ def _segment_side(g: np.ndarray, tmpl: np.ndarray, allowed: np.ndarray) -> np.nd
     rows = np.flatnonzero(tmpl.any(axis=1))
     if rows.size == 0:
         return np.zeros(g.shape, bool)
-    region[: max(0, rows[0] - n // 40)] = False  # nothing far above the apex (neck, shoulders)
+    # nothing far above the template's upper outline (neck, shoulders), column by column
+    top = np.where(tmpl.any(axis=0), tmpl.argmax(axis=0), n).astype(np.float32)
+    top = ndi.minimum_filter1d(top, size=2 * (n // 16) + 1)
+    region &= np.arange(n)[:, None] >= (top - APEX_MARGIN * n)[None, :]
     region &= allowed
     if region.sum() < 20:
         return np.zeros(g.shape, bool)
@@ -144,26 +149,67 @@ def _segment_side(g: np.ndarray, tmpl: np.ndarray, allowed: np.ndarray) -> np.nd
     score = (t - g) / spread * DARK_WEIGHT + np.log(pc / (1 - pc)) * PRIOR_WEIGHT + BIAS
     m = (score > 0) & region
     m = cv2.morphologyEx(m.astype(np.uint8), cv2.MORPH_OPEN, disk(2)) > 0
-    # keep the component that overlaps the template most
+    m = _best_component(m, tmpl)
+    if not m.any():
+        return m
+    m = cv2.morphologyEx(m.astype(np.uint8), cv2.MORPH_CLOSE, disk(max(2, n // 40))) > 0
+    m = fill_holes(m)
+    if not _plausible(m, tmpl):
+        # a leak (into the arms, the background or the neck): trust the fitted shape more
+        m = _best_component(m & (cv2.dilate(tmpl, disk(max(2, n // 40))) > 0), tmpl)
+        m = fill_holes(m)
+    return m
+
+
+def _best_component(m: np.ndarray, tmpl: np.ndarray) -> np.ndarray:
+    """The connected component of ``m`` that overlaps the template most."""
     lab, k = ndi.label(m)
     if k == 0:
-        return m
+        return np.zeros(m.shape, bool)
     overlap = ndi.sum(tmpl > 0, lab, index=np.arange(1, k + 1))
-    m = lab == (int(np.argmax(overlap)) + 1)
-    m = cv2.morphologyEx(m.astype(np.uint8), cv2.MORPH_CLOSE, disk(max(2, n // 40))) > 0
-    return fill_holes(m)
+    return lab == (int(np.argmax(overlap)) + 1)
+
+
+def _plausible(m: np.ndarray, tmpl: np.ndarray) -> bool:
+    """A lung field stays off the image's sides and bottom and mostly near its template."""
+    n = m.shape[0]
+    b = max(2, n // 40)
+    if m[-b:].any() or m[:, :b].any() or m[:, -b:].any():
+        return False
+    near = cv2.dilate(tmpl, disk(max(2, n // 32))) > 0
+    return float((m & ~near).sum()) <= MAX_OUTSIDE * float(m.sum())
+
+
+def _border_connected(dark: np.ndarray) -> np.ndarray:
+    """Components of ``dark`` that reach a band along the image's edges."""
+    lab, k = ndi.label(dark)
+    if k == 0:
+        return np.zeros(dark.shape, bool)
+    b = max(2, dark.shape[0] // 40)  # a band, not a line: thin bright frames must not shield the air
+    edge = np.concatenate([lab[:b].ravel(), lab[-b:].ravel(), lab[:, :b].ravel(), lab[:, -b:].ravel()])
+    border = np.unique(edge)
+    return np.isin(lab, border[border > 0])
 
 
 def outside_air(g: np.ndarray) -> np.ndarray:
-    """Very dark pixels connected to the image border: the air around the patient."""
+    """The background around the patient: dark pixels connected to the image border.
+
+    First the very dark air (below half an Otsu threshold); then, with a threshold fitted on what
+    is left, the grey background some systems show (beside raised arms, children); the second
+    step is dropped when it would reach into the middle of the chest.
+    """
+    n = g.shape[0]
     gs = cv2.GaussianBlur(g, (0, 0), 2.0)
-    t = _otsu(gs)
-    dark = gs < 0.5 * t
-    lab, k = ndi.label(dark)
-    if k == 0:
-        return dark
-    border = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
-    return np.isin(lab, border[border > 0])
+    air = _border_connected(gs < 0.5 * _otsu(gs))
+    rest = ~air
+    if rest.sum() < 100:
+        return air
+    dark = (gs < 0.75 * _otsu(gs[rest])).astype(np.uint8)
+    dark = cv2.morphologyEx(dark, cv2.MORPH_OPEN, disk(3)) > 0
+    air2 = _border_connected(dark | air)
+    if air2[int(0.2 * n) : int(0.6 * n), int(0.25 * n) : int(0.75 * n)].mean() > 0.05:
+        return air
+    return air2
 
 
 def body_columns(air: np.ndarray) -> tuple[int, int]:
