@@ -73,7 +73,7 @@ def install_excepthook(window_getter: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    from PySide6.QtCore import QTimer
+    from PySide6.QtCore import QEventLoop, QTimer
     from PySide6.QtWidgets import QApplication
 
     from cxr_studio.core.engine import DeviceError, ModelManager, Worker, choose_device
@@ -109,7 +109,6 @@ def main(argv: list[str] | None = None) -> int:
             if not ok:
                 print(f"cxr-studio: could not write the screenshot {out}", file=sys.stderr)
             window.close()
-            app.quit()
 
         def on_heatmap() -> None:
             window.heatmap_drawn.disconnect(on_heatmap)
@@ -120,7 +119,6 @@ def main(argv: list[str] | None = None) -> int:
                   f"written ({window.last_error or 'no error reported'})", file=sys.stderr)
             status["code"] = EXIT_SCREENSHOT_TIMEOUT
             window.close()
-            app.quit()
 
         window.heatmap_drawn.connect(on_heatmap)
         QTimer.singleShot(int(args.screenshot_timeout * 1000), timeout)
@@ -132,9 +130,19 @@ def main(argv: list[str] | None = None) -> int:
         window.open_image(args.image)
     for ck in args.checkpoint:
         window.controller.load_checkpoint(os.path.abspath(ck))
-    code = app.exec()
+    # A local loop that ends when the window closes (not app.exec()/quit(): quitting the application
+    # would make every later event loop in this process return at once, e.g. when run in-process).
+    loop = QEventLoop()
+    window.closed.connect(loop.quit)
+    quit_on_last = app.quitOnLastWindowClosed()
+    app.setQuitOnLastWindowClosed(False)
+    try:
+        code = loop.exec()
+    finally:
+        app.setQuitOnLastWindowClosed(quit_on_last)
     if not window._closed:
         window.close()
+    window.deleteLater()
     return status["code"] or code
 
 

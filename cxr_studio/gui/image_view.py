@@ -78,6 +78,7 @@ class ColorBar(pg.PlotWidget):
         self.line = pg.InfiniteLine(angle=0, pen=pg.mkPen("w", width=2))
         self.addItem(self.line)
         self.vrange = (0.0, 1.0)
+        self.threshold = 0.0
         self.set_range(0.0, 1.0)
 
     def set_lut(self, lut: np.ndarray) -> None:
@@ -90,10 +91,12 @@ class ColorBar(pg.PlotWidget):
         self.bar.setRect(QRectF(0, vmin, 1, vmax - vmin))
         self.setXRange(0, 1, padding=0)
         self.setYRange(vmin, vmax, padding=0)
+        self.set_threshold(self.threshold)
 
     def set_threshold(self, t: float) -> None:
+        self.threshold = float(t)
         lo, hi = self.vrange
-        self.line.setValue(lo + t * (hi - lo))
+        self.line.setValue(lo + self.threshold * (hi - lo))
 
 
 class ImageView(QWidget):

@@ -36,6 +36,7 @@ IMAGE_FILTER = "Radiographs (*.png *.jpg *.jpeg *.tif *.tiff *.bmp *.dcm *.dicom
 
 class MainWindow(QMainWindow):
     heatmap_drawn = Signal()
+    closed = Signal()
 
     def __init__(self, session: Any, worker: Any, manager: Any, settings: Settings | None = None,
                  parent: QWidget | None = None) -> None:
@@ -431,11 +432,16 @@ class MainWindow(QMainWindow):
         super().showEvent(e)
         if not self._sized and self.settings.window_state()[1] is None:  # first run: sensible sizes
             self._sized = True
-            self.resizeDocks([self.pipeline_dock, self.models_dock], [250, 340], Qt.Orientation.Horizontal)
-            self.resizeDocks([self.mosaic_dock], [200], Qt.Orientation.Vertical)
-            self.resizeDocks([self.models_dock, self.heatmap_dock, self.channels_dock], [200, 260, 420],
-                             Qt.Orientation.Vertical)
-            self.resizeDocks([self.pipeline_dock, self.layers_dock], [380, 300], Qt.Orientation.Vertical)
+            from PySide6.QtCore import QTimer
+
+            QTimer.singleShot(0, self._default_dock_sizes)
+
+    def _default_dock_sizes(self) -> None:
+        H, V = Qt.Orientation.Horizontal, Qt.Orientation.Vertical
+        self.resizeDocks([self.pipeline_dock, self.models_dock], [260, 360], H)
+        self.resizeDocks([self.mosaic_dock], [190], V)
+        self.resizeDocks([self.models_dock, self.heatmap_dock, self.channels_dock], [190, 250, 400], V)
+        self.resizeDocks([self.pipeline_dock, self.layers_dock], [330, 330], V)
 
     def closeEvent(self, e: Any) -> None:  # noqa: N802 - Qt API
         if not self._closed:
@@ -447,3 +453,4 @@ class MainWindow(QMainWindow):
             if self._error_box is not None:
                 self._error_box.close()
         super().closeEvent(e)
+        self.closed.emit()

@@ -123,6 +123,7 @@ class ChannelsDock(QDockWidget):
         self.view.setLayoutMode(QListView.LayoutMode.Batched)
         self.view.setBatchSize(64)
         self.view.selectionModel().currentChanged.connect(self._current_changed)
+        self.view.setMinimumHeight(160)
         lay.addWidget(self.view, 1)
         self.info = QLabel("")
         lay.addWidget(self.info)

@@ -120,10 +120,11 @@ class CompareDock(QDockWidget):
             row = self.rows[mid]
             names = list(getattr(self.session.models[mid], "class_names", []) or [])
             p = float(row.probabilities[-1]) if len(row.probabilities) else float("nan")
-            label = f"{mid}: {row.layer} ch {row.channel}, p({names[-1] if names else 'last'})={p:.2f}"
-            self.graphics.addLabel(label, row=2 * r, col=0, colspan=2)
+            label = (f"<b>{mid}</b><br>{row.layer} ch {row.channel}<br>"
+                     f"p({names[-1] if names else 'last'}) = {p:.2f}<br><i>channel | Grad-CAM</i>")
+            self.graphics.addLabel(label, row=r, col=0)
             for c, m in enumerate((row.activation, row.gradcam)):
-                vb = self.graphics.addViewBox(row=2 * r + 1, col=c, lockAspect=True, invertY=True, enableMenu=False)
+                vb = self.graphics.addViewBox(row=r, col=c + 1, lockAspect=True, invertY=True, enableMenu=False)
                 img = pg.ImageItem(base, axisOrder="row-major", levels=(0, 255))
                 heat = pg.ImageItem(lut_index(_place(m, row.crop_box, self.small.shape, self.scale)),
                                     axisOrder="row-major", levels=INDEX_LEVELS)
@@ -137,7 +138,9 @@ class CompareDock(QDockWidget):
                 else:
                     vb.setXLink(first)
                     vb.setYLink(first)
-        self.info.setText(f"{len(self.rows)} model(s): strongest channel (left) and Grad-CAM (right)")
+        self.graphics.ci.layout.setColumnMaximumWidth(0, 170)
+        self.info.setText(f"{len(self.rows)} model(s), one row each: the deepest conv layer's strongest channel "
+                          "and Grad-CAM (shared threshold, opacity and zoom)")
         self.apply_display()
 
     def apply_display(self) -> None:

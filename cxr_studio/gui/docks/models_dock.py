@@ -28,6 +28,7 @@ class ModelsDock(QDockWidget):
         lay = QVBoxLayout(w)
         self.list = QListWidget()
         self.list.setToolTip("Loaded models; drop checkpoint files here")
+        self.list.setMaximumHeight(90)
         self.list.currentItemChanged.connect(self._current_changed)
         lay.addWidget(self.list, 1)
         row = QHBoxLayout()
@@ -93,7 +94,8 @@ class ModelsDock(QDockWidget):
         for mid, loaded in self.session.models.items():
             name = Path(str(getattr(loaded, "path", "") or mid)).name
             untrained = mid in self.controller.untrained
-            item = QListWidgetItem(f"{mid}  ({getattr(loaded, 'arch', '?')}, {name})" + ("  [untrained]" if untrained else ""))
+            item = QListWidgetItem(f"{mid}  ({getattr(loaded, 'arch', '?')})" + ("  [untrained]" if untrained else ""))
+            item.setToolTip(f"{name}\nsha256 {getattr(loaded, 'sha256', '?')}")
             item.setData(Qt.ItemDataRole.UserRole, mid)
             self.list.addItem(item)
             if mid == self.session.current_model_id:

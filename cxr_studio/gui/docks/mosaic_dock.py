@@ -92,7 +92,7 @@ class MosaicDock(QDockWidget):
         self._job = self.controller.bridge.submit(
             "activation maximisation", jobs.activation_maximisation, loaded, layer,
             None if is_fc else unit, unit if is_fc else None, key="am", cancellable=True,
-            on_result=self._am_done, on_error=lambda _m: self._am_finished())
+            on_result=self._am_done, on_error=self._am_failed)
         self.caption.setText(f"activation maximisation of {layer} {'class' if is_fc else 'channel'} {unit}…")
 
     def cancel_am(self) -> None:
@@ -109,6 +109,15 @@ class MosaicDock(QDockWidget):
         self._job = None
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
+
+    def _am_failed(self, message: str) -> None:
+        self._am_finished()
+        self.progress.setValue(0)
+        if message == "cancelled":
+            self.caption.setText("activation maximisation cancelled")
+        else:
+            self.caption.setText("activation maximisation failed")
+            self.controller.error.emit(message)
 
     def _am_done(self, img: np.ndarray) -> None:
         self._am_finished()
