@@ -352,29 +352,52 @@ class MainWindow(QMainWindow):
         if out:
             self.export_folder(src, out)
 
-    def export_folder(self, src: str, out: str) -> None:
-        """Run the batch exporter (`cxr-studio export`) in the worker with a progress dialog."""
+    def export_folder(self, src: str, out: str, on_done: Any = None) -> None:
+        """Run the batch exporter (`cxr-studio export`) on a folder in the worker, with a progress
+        dialog (progress = exports written so far / images in the folder)."""
+        from PySide6.QtCore import QTimer
+
         from cxr_studio.batch import main as batch_main
+        from cxr_studio.core.io import list_images
 
         s = self.session
-        argv = ["--checkpoint", str(s.current_model.path), "--out", out, "--method", s.method,
-                "--threshold", str(s.threshold), "--opacity", str(s.opacity), "--colormap", s.colormap, src]
+        n = max(1, len(list_images(src)))
+        argv = ["--checkpoint", str(s.current_model.path), "--out", str(out), "--method", s.method,
+                "--threshold", str(s.threshold), "--opacity", str(s.opacity), "--colormap", s.colormap,
+                "--scale", s.scale, "--ranking", s.ranking if s.ranking in ("max", "mean", "lungs") else "max",
+                "--no-progress"]
         if s.layer:
-            argv[2:2] = ["--layer", s.layer]
-        dlg = QProgressDialog("Exporting the folder…", "", 0, 0, self)
+            argv += ["--layer", s.layer]
+        argv.append(str(src))
+        dlg = QProgressDialog(f"Exporting {n} image(s) from {Path(src).name}…", "", 0, n, self)
         dlg.setCancelButton(None)
         dlg.setWindowModality(Qt.WindowModality.WindowModal)
+        dlg.setMinimumDuration(0)
         dlg.show()
+        self.folder_dialog = dlg
+        timer = QTimer(self)
+        timer.timeout.connect(lambda: dlg.setValue(min(n, len(list(Path(out).glob("*.json"))))))
+        timer.start(250)
+
+        def finish() -> None:
+            timer.stop()
+            dlg.close()
 
         def done(code: int) -> None:
-            dlg.close()
+            finish()
             if code == 0:
                 self.statusBar().showMessage(f"Folder exported to {out}", 10000)
             else:
-                self.show_error(f"Some images could not be exported (see {Path(out) / 'summary.csv'}).")
+                self.show_error(f"Some images could not be exported (exit code {code}); see "
+                                f"{Path(out) / 'summary.csv'} and the log.")
+            if on_done:
+                on_done(code)
 
-        self.bridge.submit("exporting folder", batch_main, argv, on_result=done,
-                           on_error=lambda m: (dlg.close(), None)[1])
+        def failed(msg: str) -> None:
+            finish()
+            self.show_error(f"The folder export failed: {msg}")
+
+        self.bridge.submit("exporting folder", batch_main, argv, on_result=done, on_error=failed)
 
     # -- errors, about, theme, persistence -------------------------------------------------------
     def show_error(self, message: str) -> None:

@@ -170,3 +170,33 @@ def test_closing_stops_the_worker_and_leaks_no_windows(qtbot: Any, settings: Any
     qtbot.wait(50)
     after = {id(x) for x in QApplication.topLevelWidgets() if x.isVisible()}
     assert after <= before
+
+
+def test_export_folder_next_image_and_unload(qtbot: Any, loaded_window: Any, tmp_path: Path) -> None:
+    from cxr_studio.core.io import write_png
+    from cxr_studio.core.phantom import make_phantom
+
+    w = loaded_window
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(2):
+        write_png(src / f"p{i}.png", make_phantom(10 + i, size=256).image)
+    (src / "broken.png").write_bytes(b"not a png at all")
+    codes: list[int] = []
+    w.export_folder(str(src), str(tmp_path / "out"), on_done=codes.append)
+    qtbot.waitUntil(lambda: bool(codes), timeout=120000)
+    assert codes == [1]  # one bad image: reported, the others exported
+    assert len(list((tmp_path / "out").glob("*.png"))) == 2
+    assert "summary.csv" in w.last_error
+    # next / previous image in the folder of the opened file
+    w.open_image(src / "p0.png")
+    qtbot.waitUntil(lambda: w.session.radiograph is not None and "p0.png" in str(w.session.radiograph.path), timeout=30000)
+    w.step_image(1)
+    assert w.image_path.name != "p0.png"
+    assert str(src / "p0.png") in w.settings.recent_files()[1]
+    # unloading the only model keeps the image
+    mid = w.session.current_model_id
+    w.models_dock.unload_button.click()
+    qtbot.waitUntil(lambda: mid not in w.session.models, timeout=30000)
+    assert w.session.radiograph is not None and w.session.current_model_id is None
+    w.show_about()
