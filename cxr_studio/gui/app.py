@@ -90,6 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     app = QApplication.instance() or QApplication(["cxr-studio"])
     app.setApplicationName("CXR Studio")
     app.setOrganizationName("cxr-studio")
+    from cxr_studio.core.resources import find_resource
+
+    icon = find_resource("icons/cxr-studio-256.png")
+    if icon is not None:
+        from PySide6.QtGui import QIcon
+
+        app.setWindowIcon(QIcon(str(icon)))
     settings = Settings()
     apply_theme("light" if args.light else settings.theme)
     worker = Worker()

@@ -75,7 +75,8 @@ class ColorBar(pg.PlotWidget):
         self.bar = pg.ImageItem(np.arange(256, dtype=np.uint8).reshape(256, 1))
         self.bar.setLevels((0, 255))
         self.addItem(self.bar)
-        self.line = pg.InfiniteLine(angle=0, pen=pg.mkPen("w", width=2))
+        self.line = pg.InfiniteLine(angle=0, pen=pg.mkPen((255, 255, 255), width=2))
+        self.line.setZValue(10)
         self.addItem(self.line)
         self.vrange = (0.0, 1.0)
         self.threshold = 0.0

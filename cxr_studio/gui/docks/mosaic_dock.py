@@ -54,6 +54,7 @@ class MosaicDock(QDockWidget):
         controller.bridge.progress.connect(self._progress)
         session.events.current_model_id.connect(lambda _: self.refresh())
         session.events.channel.connect(lambda ch: self.unit.setValue(int(ch)))
+        session.events.layer.connect(self.follow_layer)
         self.refresh()
 
     def refresh(self) -> None:
@@ -68,10 +69,19 @@ class MosaicDock(QDockWidget):
         names = list(conv_layers(loaded.model))
         fc = [n for n in getattr(loaded.model, "layer_names", {}) if n.startswith("fc")]
         self.layer.addItems(names + fc[-1:])
-        if self.session.layer in names:
-            self.layer.setCurrentText(self.session.layer)
+        self.follow_layer(self.session.layer)
         self.controller.bridge.submit("conv1 filters", jobs.conv1_tiles, loaded, key="conv1",
                                       on_result=self._conv1_done, on_error=self.controller.error.emit)
+
+    def follow_layer(self, layer: str | None) -> None:
+        """Preselect the conv layer behind the session's layer (relu5 -> conv5)."""
+        if not layer or self._job is not None:
+            return
+        for name in (layer, layer.replace("relu", "conv")):
+            i = self.layer.findText(name)
+            if i >= 0:
+                self.layer.setCurrentIndex(i)
+                return
 
     def _conv1_done(self, tiles: np.ndarray) -> None:
         self.conv1 = np.asarray(tiles)
