@@ -15,8 +15,13 @@ class WelcomePage(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        lay = QVBoxLayout(self)
-        lay.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        outer = QVBoxLayout(self)
+        outer.addStretch(1)
+        box = QWidget()
+        box.setMaximumWidth(720)
+        outer.addWidget(box, 0, Qt.AlignmentFlag.AlignHCenter)
+        outer.addStretch(2)
+        lay = QVBoxLayout(box)
         title = QLabel("<h1>CXR Studio</h1><p>See what chest X-ray classifiers look at: salient network "
                        "activations, Grad-CAM and filter mosaics over the radiograph.</p>")
         title.setWordWrap(True)
@@ -34,7 +39,6 @@ class WelcomePage(QWidget):
         self.recent.setMaximumHeight(180)
         self.recent.itemActivated.connect(lambda it: self.recent_requested.emit(it.data(Qt.ItemDataRole.UserRole)))
         lay.addWidget(self.recent)
-        self.setMaximumWidth(720)
 
     def set_recent(self, files: list[str]) -> None:
         self.recent.clear()

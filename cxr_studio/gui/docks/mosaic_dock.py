@@ -135,3 +135,5 @@ class MosaicDock(QDockWidget):
         self.am_item.setImage((np.clip(self.am, 0, 1) * 255).astype(np.uint8), levels=(0, 255))
         self.am_vb.autoRange(padding=0.01)
         self.progress.setValue(1000)
+        self.caption.setText(self.caption.text().replace("…", "").replace("activation maximisation of",
+                                                                            "conv1 filters (left) · activation maximisation of"))
