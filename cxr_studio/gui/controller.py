@@ -65,6 +65,7 @@ class Controller(QObject):
         self._pending: set[str] = set()
         self._forward_waiters: dict[tuple[str, str], list[Any]] = {}
         self._rank_waiters: dict[tuple, list[Any]] = {}
+        self._good_user_spec: Any = session.spec
         session.events.changed.connect(self._on_session_changed)
 
     # -- helpers -----------------------------------------------------------------------------
@@ -139,10 +140,17 @@ class Controller(QObject):
                     mask = r.preprocessed.lung_mask
                     break
         self.bridge.submit("preprocessing", jobs.run_pipeline, rad, spec, mask, key="pipeline",
-                           on_result=self._pipeline_done, on_error=self.error.emit)
+                           on_result=self._pipeline_done, on_error=self._pipeline_failed)
+
+    def _pipeline_failed(self, message: str) -> None:
+        """Show the error and go back to the last settings that worked (what is shown stays)."""
+        self.error.emit(message)
+        if self.session.spec != self._good_user_spec:
+            self.session.spec = self._good_user_spec
 
     def _pipeline_done(self, res: jobs.PipelineResult) -> None:
         p = res.preprocessed
+        self._good_user_spec = self.session.spec
         self.prep_cache[self.spec_key(p.spec)] = res
         self.session.set_preprocessed(p)
         for w in p.warnings:

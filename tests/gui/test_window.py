@@ -200,3 +200,34 @@ def test_export_folder_next_image_and_unload(qtbot: Any, loaded_window: Any, tmp
     qtbot.waitUntil(lambda: mid not in w.session.models, timeout=30000)
     assert w.session.radiograph is not None and w.session.current_model_id is None
     w.show_about()
+
+
+def test_failed_pipeline_rerun_reverts_the_settings(qtbot: Any, loaded_window: Any) -> None:
+    w = loaded_window
+    d = w.pipeline_dock
+    shown = w.session.preprocessed
+    d.segmentation.setCurrentText("atlas")  # no atlas configured: the worker raises a clear error
+    d.apply.click()
+    qtbot.waitUntil(lambda: w.last_error is not None, timeout=30000)
+    assert "atlas" in w.last_error.lower()
+    qtbot.waitUntil(lambda: d.segmentation.currentText() == "auto", timeout=30000)
+    assert w.session.preprocessed is shown and w.view.heat_map is not None
+    # a working change re-runs the pipeline in the worker and shows the new stages
+    d.clahe.setChecked(False)
+    d.apply.click()
+    qtbot.waitUntil(lambda: w.session.preprocessed is not shown and not w.session.preprocessed.spec.clahe,
+                    timeout=30000)
+
+
+def test_excepthook_shows_a_message(qtbot: Any, window: Any, monkeypatch: Any) -> None:
+    import sys
+
+    from cxr_studio.gui.app import install_excepthook
+
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    install_excepthook(lambda: window)
+    try:
+        raise RuntimeError("something odd")
+    except RuntimeError as e:
+        sys.excepthook(type(e), e, e.__traceback__)
+    assert "something odd" in window.last_error and window._error_box.isVisible()
