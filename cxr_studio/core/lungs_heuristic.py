@@ -203,8 +203,8 @@ def outside_air(g: np.ndarray) -> np.ndarray:
 
     First the very dark air (below a fraction of an Otsu threshold, lowered until it stays out
     of the chest: dark lungs can touch black padding); then, with a threshold fitted on what is
-    left, the grey background some systems show (beside raised arms, children), dropped when it
-    would reach into the chest.
+    left, the grey background some systems show (beside raised arms, children), and last dark
+    untextured regions; each step is dropped when it would reach into the chest.
     """
     gs = cv2.GaussianBlur(g, (0, 0), 2.0)
     t = _otsu(gs)
@@ -220,7 +220,18 @@ def outside_air(g: np.ndarray) -> np.ndarray:
     dark = (gs < 0.75 * _otsu(gs[rest])).astype(np.uint8)
     dark = cv2.morphologyEx(dark, cv2.MORPH_OPEN, disk(3)) > 0
     air2 = _border_connected(dark | air)
-    return air if _reaches_chest(air2, 0.01) else air2
+    if not _reaches_chest(air2, 0.01):
+        air = air2
+    # finally smooth (untextured) darkish background, e.g. between raised arms and the chest
+    hp = g - cv2.GaussianBlur(g, (0, 0), 2.0)
+    tex = np.sqrt(cv2.GaussianBlur(hp * hp, (0, 0), 6.0))
+    rest = ~air
+    if rest.sum() < 100:
+        return air
+    cand = (gs < _otsu(gs[rest])) & (tex < 0.8 * float(np.median(tex)))
+    cand = cv2.morphologyEx(cand.astype(np.uint8), cv2.MORPH_OPEN, disk(3)) > 0
+    air3 = _border_connected(cand | air)
+    return air if _reaches_chest(air3, 0.01) else air3
 
 
 def body_columns(air: np.ndarray) -> tuple[int, int]:
