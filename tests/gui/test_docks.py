@@ -116,3 +116,46 @@ def test_channel_grid_click_arrows_and_page_keys(qtbot: Any, loaded_window: Any)
     assert w.session.layer != layer
     assert w.session.layer in w.session.browsable_layers()
     qtbot.waitUntil(lambda: grid.info.text().startswith(w.session.layer), timeout=30000)  # grid follows
+
+
+def test_channel_grid_is_virtualised_for_512_channels(qtbot: Any) -> None:
+    """Thumbnails become QImages only when a cell is drawn: 512 channels cost a screenful."""
+    from cxr_studio.gui.docks.channels_dock import ChannelsDock
+
+    c = _controller(qtbot)
+    dock = ChannelsDock(c.session, c)
+    qtbot.addWidget(dock)
+    dock.resize(360, 300)
+    dock.show()
+    rng = np.random.default_rng(0)
+    thumbs = rng.integers(0, 255, (512, 56, 56, 4), dtype=np.uint8)
+    c.thumbnails_ready.emit("conv5_4", thumbs)
+    qtbot.wait(50)
+    m = dock.model
+    assert m.rowCount() == 512
+    assert 0 < len(m._images) < 100  # only the visible cells were rendered
+    ranking = [(int(ch), float(-ch)) for ch in rng.permutation(512)]
+    c.ranking_ready.emit("conv5_4", ranking)
+    assert [m.channel_at(i) for i in range(5)] == [r[0] for r in ranking[:5]]
+    img = m.data(m.index(0), 1)  # DecorationRole
+    assert img.width() == 56 and img.pixelColor(0, 0).red() == thumbs[ranking[0][0], 0, 0, 0]
+
+
+def test_dropping_files_opens_images_and_loads_checkpoints(qtbot: Any, window: Any, tmp_path: Any) -> None:
+    from PySide6.QtCore import QMimeData, QUrl
+
+    opened, loaded = [], []
+    window.controller.open_image = lambda src, mask=None: opened.append(src)
+    window.controller.load_checkpoint = lambda p, untrained=False: loaded.append(p)
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(tmp_path / "a.png")), QUrl.fromLocalFile(str(tmp_path / "m.pt"))])
+
+    class _Drop:
+        def mimeData(self) -> Any:
+            return mime
+
+        def acceptProposedAction(self) -> None:
+            pass
+
+    window.dropEvent(_Drop())
+    assert opened == [str(tmp_path / "a.png")] and loaded == [str(tmp_path / "m.pt")]
