@@ -53,7 +53,7 @@ class Controller(QObject):
         self.session = session
         self.bridge = bridge
         self.manager = manager
-        self.given_masks: dict[str, np.ndarray] = {}  # segmentation method -> known mask (demo)
+        self.given_mask: np.ndarray | None = None  # a known lung mask (the demo phantom's)
         self.prep_cache: dict[str, Any] = {}  # spec json -> Preprocessed
         self.forward_cache: dict[tuple[str, str], Any] = {}  # (model id, spec json) -> ForwardResult
         self.layer_cache: dict[str, list[Any]] = {}
@@ -103,10 +103,23 @@ class Controller(QObject):
             return None
         return fwd.activations.get(name)
 
+    def mask_for(self, spec: Any) -> np.ndarray | None:
+        """A lung mask preprocessing can use instead of segmenting: the known one (demo phantom)
+        for "auto", or for "none" without cropping (it then only draws the outline and feeds the
+        "lungs" ranking); else one already computed with the same segmentation method."""
+        if self.given_mask is not None and (spec.segmentation == "auto" or (spec.segmentation == "none" and not spec.crop)):
+            return self.given_mask
+        if spec.segmentation != "none":
+            for r in self.prep_cache.values():
+                p = r.preprocessed
+                if p.spec.segmentation == spec.segmentation and p.spec.atlas_dir == spec.atlas_dir:
+                    return p.lung_mask
+        return None
+
     # -- opening things -------------------------------------------------------------------------
     def open_image(self, source: Any, lung_mask: np.ndarray | None = None) -> None:
         """Open a path or a Radiograph: read + preprocess in the worker, then everything else."""
-        self.given_masks = {"auto": lung_mask} if lung_mask is not None else {}
+        self.given_mask = lung_mask
         self.auto_strongest = True
         self.prep_cache.clear()
         self.forward_cache.clear()
@@ -115,7 +128,7 @@ class Controller(QObject):
         self._forward_waiters.clear()
         self._rank_waiters.clear()
         spec = self.spec_for()
-        self.bridge.submit("opening image", jobs.run_pipeline, source, spec, lung_mask, key="pipeline",
+        self.bridge.submit("opening image", jobs.run_pipeline, source, spec, self.mask_for(spec), key="pipeline",
                            on_result=self._image_opened, on_error=self.error.emit)
 
     def _image_opened(self, res: jobs.PipelineResult) -> None:
@@ -133,12 +146,7 @@ class Controller(QObject):
             res = self.prep_cache[key]
             self._pipeline_done(res)
             return
-        mask = self.given_masks.get(spec.segmentation) if spec.segmentation != "none" else None
-        if mask is None:  # reuse a mask computed for another spec with the same segmentation
-            for r in self.prep_cache.values():
-                if r.preprocessed.spec.segmentation == spec.segmentation and spec.segmentation != "none":
-                    mask = r.preprocessed.lung_mask
-                    break
+        mask = self.mask_for(spec)
         self.bridge.submit("preprocessing", jobs.run_pipeline, rad, spec, mask, key="pipeline",
                            on_result=self._pipeline_done, on_error=self._pipeline_failed)
 
@@ -203,10 +211,10 @@ class Controller(QObject):
         self._forward_waiters[key] = [then] if then else []
         cached = self.prep_cache.get(key[1])
 
-        def run(loaded: Any, rad: Any, spec: Any, cached: Any, masks: dict) -> tuple[Any, Any]:
+        def run(loaded: Any, rad: Any, spec: Any, cached: Any, mask: Any) -> tuple[Any, Any]:
             res = cached
             if res is None:
-                res = jobs.run_pipeline(rad, spec, masks.get(spec.segmentation))
+                res = jobs.run_pipeline(rad, spec, mask)
             return res, jobs.forward(loaded, res.preprocessed)
 
         def done(out: tuple[Any, Any]) -> None:
@@ -225,7 +233,7 @@ class Controller(QObject):
             self.error.emit(msg)
 
         self.bridge.submit(f"forward pass ({model_id})", run, self.loaded(model_id), rad, spec, cached,
-                           dict(self.given_masks), on_result=done, on_error=failed)
+                           None if cached else self.mask_for(spec), on_result=done, on_error=failed)
 
     def refresh_forward(self) -> None:
         mid = self.session.current_model_id
