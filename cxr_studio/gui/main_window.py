@@ -248,8 +248,11 @@ class MainWindow(ExportActions, QMainWindow):
         from cxr_studio.core.resources import DEMO_MODEL, find_resource
 
         ph = make_phantom(seed, size=size, abnormal=True)
-        if "threshold" not in self.settings.view_settings() and self.session.threshold == 0.0:
+        saved = self.settings.view_settings()
+        if "threshold" not in saved and self.session.threshold == 0.0:
             self.session.threshold = 0.3  # the paper's look: weak activations transparent
+        if "ranking" not in saved:
+            self.session.ranking = "lungs"  # strongest inside the lungs, where the lesions are
         self.open_radiograph(ph.radiograph(), ph.lung_mask, f"demo phantom (seed {seed})")
         if self.session.models:
             return
