@@ -166,6 +166,7 @@ class MainWindow(ExportActions, QMainWindow):
         s.events.opacity.connect(lambda v: self.view.set_opacity(v))
         s.events.show_lung_outline.connect(self._outline_changed)
         s.events.region.connect(lambda r: self.view.clear_region(emit=False) if r is None else None)
+        s.events.current_model_id.connect(lambda mid: self.view.set_heatmap(None) if mid is None else None)
 
     # -- session -> view ----------------------------------------------------------------------------
     def _apply_lut(self) -> None:

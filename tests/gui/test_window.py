@@ -199,6 +199,7 @@ def test_export_folder_next_image_and_unload(qtbot: Any, loaded_window: Any, tmp
     w.models_dock.unload_button.click()
     qtbot.waitUntil(lambda: mid not in w.session.models, timeout=30000)
     assert w.session.radiograph is not None and w.session.current_model_id is None
+    assert w.view.heat_map is None and not w.view.heat.isVisible()  # no model, no overlay
     w.show_about()
 
 
