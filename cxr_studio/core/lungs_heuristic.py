@@ -53,8 +53,8 @@ _LEFT_LUNG = np.array(
 
 _FIT = 64  # grid for the template search
 # pixel score = DARK_WEIGHT * (threshold - value) / spread + PRIOR_WEIGHT * prior log-odds + BIAS
-DARK_WEIGHT = 3.0
-PRIOR_WEIGHT = 0.3
+DARK_WEIGHT = 4.0
+PRIOR_WEIGHT = 0.15
 BIAS = 1.0
 PRIOR_BLUR = 0.035  # template edge blur, fraction of the grid
 MAX_OUTSIDE = 0.25  # fraction of a field allowed beyond its template before it counts as a leak
