@@ -3,13 +3,18 @@
 No training images are used. The method:
 
 1. crop the content box (drop black/white frames), resample to a 256 px square, stretch contrast;
-2. fit a procedurally drawn two-lung template (a mean shape in normalised body coordinates written
-   in code from textbook anatomy, not learnt from any data set) to the image by a coarse search over
-   scale and position that maximises the contrast between the template's inside and a band around
-   it (lungs are dark fields framed by brighter chest wall, mediastinum and diaphragm);
-3. classify pixels by darkness relative to thresholds estimated inside and around the fitted
-   template, weighted by the template's soft prior (log-odds sum), separately for each lung;
-4. keep one plausible component per side, fill holes, smooth, and map back to the input's size.
+2. find the background around the patient (black air, grey detector background, dark untextured
+   regions joined to the border; each step backs off when it would reach into the chest) and
+   stretch the body's width onto the grid (normalised body coordinates);
+3. fit a procedurally drawn two-lung template (a mean shape written in code from textbook
+   anatomy, not learnt from any data set) by a coarse-to-fine search over scale and position
+   that maximises the contrast between the template's inside and a band around it (lungs are
+   dark fields framed by brighter chest wall, mediastinum and diaphragm);
+4. per lung, score pixels near the fitted template by darkness (against an Otsu threshold of that
+   neighbourhood) plus the template's blurred prior log-odds, never far above its upper outline;
+   keep the component overlapping the template most, close and fill it; if it leaks (touches the
+   image's side or bottom, or lies largely outside the template) cut it back to the template;
+5. keep the two fields, fill holes, smooth, and map back to the input's size.
 """
 from __future__ import annotations
 
@@ -24,9 +29,7 @@ from .lungs_postprocess import (
     content_box,
     disk,
     fill_holes,
-    largest_components,
     mask_to_input,
-    smooth_mask,
     to_work,
 )
 
@@ -94,17 +97,14 @@ def fit_template(g: np.ndarray) -> tuple[float, float, float, float]:
         band = cv2.dilate(t, k) - t
         return _contrast(small, t.astype(np.float32), band.astype(np.float32))
 
-    grids = [
-        (np.linspace(0.75, 1.2, 4), np.linspace(0.7, 1.3, 5), np.linspace(-0.08, 0.08, 3), np.linspace(-0.12, 0.12, 5)),
-    ]
-    for sxs, sys_, dxs, dys in grids:
-        for sx in sxs:
-            for sy in sys_:
-                for dx in dxs:
-                    for dy in dys:
-                        s = score((sx, sy, dx, dy))
-                        if s > best[0]:
-                            best = (s, (sx, sy, dx, dy))
+    # coarse grid: horizontal/vertical scale about the body centre, horizontal/vertical shift
+    for sx in np.linspace(0.75, 1.2, 4):
+        for sy in np.linspace(0.7, 1.3, 5):
+            for dx in np.linspace(-0.08, 0.08, 3):
+                for dy in np.linspace(-0.12, 0.12, 5):
+                    s = score((sx, sy, dx, dy))
+                    if s > best[0]:
+                        best = (s, (sx, sy, dx, dy))
     # local refinement
     p = list(best[1])
     steps = [0.05, 0.05, 0.02, 0.03]
