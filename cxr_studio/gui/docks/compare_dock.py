@@ -53,6 +53,10 @@ class CompareDock(QDockWidget):
         self.refresh_button = QPushButton("Refresh")
         self.refresh_button.clicked.connect(self.refresh)
         row.addWidget(self.refresh_button)
+        self.pop_button = QPushButton("Pop out")
+        self.pop_button.setToolTip("Show the comparison in its own, larger window")
+        self.pop_button.clicked.connect(self.pop_out)
+        row.addWidget(self.pop_button)
         lay.addLayout(row)
         self.setWidget(w)
         self.rows: dict[str, jobs.CompareRow] = {}
@@ -72,6 +76,20 @@ class CompareDock(QDockWidget):
             from PySide6.QtCore import QTimer
 
             QTimer.singleShot(0, self.refresh)
+
+    def pop_out(self) -> None:
+        """Float the dock at a size where every row is readable."""
+        self.setFloating(True)
+        self.resize(900, min(1000, 120 + 260 * max(1, len(self.rows))))
+        self.raise_()
+        from PySide6.QtCore import QTimer
+
+        QTimer.singleShot(50, self.fit)  # once the new size is laid out
+
+    def fit(self) -> None:
+        """Fit every image to its cell (the others follow through the link)."""
+        for vb in getattr(self, "viewboxes", []):
+            vb.autoRange(padding=0.01)
 
     def shown(self) -> bool:
         """Visible on screen (not hidden behind another tab)."""
@@ -107,6 +125,7 @@ class CompareDock(QDockWidget):
     def _rebuild(self) -> None:
         self.graphics.clear()
         self.heat_items.clear()
+        self.viewboxes: list[pg.ViewBox] = []
         rad = self.session.radiograph
         if rad is None or not self.rows:
             self.info.setText("Load models to compare them on this image.")
@@ -132,12 +151,12 @@ class CompareDock(QDockWidget):
                 vb.addItem(img)
                 vb.addItem(heat)
                 self.heat_items.append(heat)
+                vb.autoRange(padding=0.01)
                 if first is None:
                     first = vb
-                    vb.autoRange(padding=0.01)
-                else:
+                else:  # linked zoom/pan; x only: with locked aspect, y follows (linking both feeds back)
                     vb.setXLink(first)
-                    vb.setYLink(first)
+                self.viewboxes.append(vb)
         self.graphics.ci.layout.setColumnMaximumWidth(0, 170)
         self.info.setText(f"{len(self.rows)} model(s), one row each: the deepest conv layer's strongest channel "
                           "and Grad-CAM (shared threshold, opacity and zoom)")
