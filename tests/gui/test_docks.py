@@ -159,3 +159,31 @@ def test_dropping_files_opens_images_and_loads_checkpoints(qtbot: Any, window: A
 
     window.dropEvent(_Drop())
     assert opened == [str(tmp_path / "a.png")] and loaded == [str(tmp_path / "m.pt")]
+
+
+def test_view_readout_outline_region_and_stages(qtbot: Any, loaded_window: Any) -> None:
+    w = loaded_window
+    v, s = w.view, w.session
+    h, wd = s.radiograph.pixels.shape
+    gray, act = v.value_at(wd / 2, h / 2)
+    assert gray == pytest.approx(float(s.radiograph.pixels[h // 2, wd // 2]))
+    lo, hi = v.value_range
+    assert act is not None and lo - 1e-9 <= act <= hi + 1e-9
+    assert v.value_at(-50, -50) == (None, None)
+    # lung outline toggle
+    assert v.outline.isVisible()
+    w.heatmap_dock.outline.setChecked(False)
+    assert not v.outline.isVisible() and not w.outline_action.isChecked()
+    # a drawn rectangle becomes the session's region and switches ranking to it
+    w.heatmap_dock.region_requested.emit("rect")
+    assert s.region is not None and s.region.kind == "rect" and s.ranking == "region"
+    qtbot.waitUntil(lambda: w.channels_dock.sort.currentData() == "region", timeout=10000)
+    w.heatmap_dock.region_cleared.emit()
+    assert s.region is None
+    # clicking a pipeline stage shows it centrally (without the overlay), "original" brings it back
+    qtbot.waitUntil(lambda: w.pipeline_dock.stages.count() > 3, timeout=10000)
+    w.pipeline_dock.stage_clicked.emit("clahe")
+    assert v.showing_stage == "clahe" and not v.heat.isVisible()
+    assert v.base.image.shape == s.preprocessed.enhanced.shape
+    w.pipeline_dock.stage_clicked.emit("original")
+    assert v.showing_stage == "original" and v.heat.isVisible()
