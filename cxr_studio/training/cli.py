@@ -193,16 +193,18 @@ def _demo_check_setup(p: argparse.ArgumentParser) -> Runner:
     p.add_argument("--n-accuracy", type=int, default=200)
     p.add_argument("--n-pointing", type=int, default=30)
     p.add_argument("--dilation-px", type=int, default=8)
+    p.add_argument("--size", type=int, default=256, help="phantom size for the accuracy check")
 
     def run(a: argparse.Namespace) -> int:
         from ..core.checkpoint import load_checkpoint
         from .demo_check import phantom_accuracy, pointing_game_scores
 
         ck = load_checkpoint(a.checkpoint)
-        acc = phantom_accuracy(ck.model, ck.spec, n=a.n_accuracy)
+        acc = phantom_accuracy(ck.model, ck.spec, n=a.n_accuracy, size=a.size)
         pg = pointing_game_scores(ck.model, ck.spec, n=a.n_pointing, dilation_px=a.dilation_px)
-        print(json.dumps({"accuracy": acc["accuracy"], "auc": acc["auc"], "n": acc["n"],
-                          **{k: v for k, v in pg.items() if k != "channels"}}, indent=1))
+        print(json.dumps({"accuracy": acc["accuracy"], "auc": acc["auc"], "n_accuracy": acc["n"],
+                          "n_pointing": pg["n"], **{k: v for k, v in pg.items() if k not in ("channels", "n")}},
+                         indent=1))
         return 0
 
     return run

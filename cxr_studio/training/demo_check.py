@@ -60,6 +60,44 @@ def peak_in_mask(map_original: np.ndarray, mask: np.ndarray, dilation_px: int) -
     return bool(m[y, x])
 
 
+def receptive_field(model: torch.nn.Module, layer: str) -> tuple[float, float]:
+    """(stride, offset) of ``layer``'s grid in input pixels: cell ``i`` is centred on input pixel
+    ``stride * i + offset`` (pixel-centre convention), from the conv/pool chain before it."""
+    stride, offset = 1.0, 0.0
+    for name, path in model.layer_names.items():
+        mod = model.get_submodule(path)
+        if isinstance(mod, (torch.nn.Conv2d, torch.nn.MaxPool2d, torch.nn.AvgPool2d)):
+            k = mod.kernel_size[0] if isinstance(mod.kernel_size, tuple) else mod.kernel_size
+            st = mod.stride[0] if isinstance(mod.stride, tuple) else mod.stride
+            pad = mod.padding[0] if isinstance(mod.padding, tuple) else mod.padding
+            dil = mod.dilation[0] if isinstance(mod.dilation, tuple) else (mod.dilation or 1)
+            offset += ((k - 1) * dil / 2.0 - pad) * stride
+            stride *= st
+        if name == layer:
+            return stride, offset
+    raise ValueError(f"layer {layer!r} not found in the model")
+
+
+def aligned_peak(map_input: np.ndarray, grid_hw: tuple[int, int], rf: tuple[float, float]) -> np.ndarray:
+    """Input-pixel (x, y) of the receptive-field centre under the peak of a map that was stretched
+    from the layer grid ``grid_hw`` over the whole input (what ``grad_cam``/``map_to_original`` do)."""
+    n_h, n_w = map_input.shape
+    y, x = np.unravel_index(int(np.argmax(map_input)), map_input.shape)
+    gi = (y + 0.5) * grid_hw[0] / n_h - 0.5
+    gj = (x + 0.5) * grid_hw[1] / n_w - 0.5
+    stride, offset = rf
+    return np.array([[stride * gj + offset, stride * gi + offset]])
+
+
+def point_in_mask(xy: np.ndarray, mask: np.ndarray, dilation_px: int) -> bool:
+    m = mask.astype(np.uint8)
+    if dilation_px > 0:
+        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * dilation_px + 1, 2 * dilation_px + 1))
+        m = cv2.dilate(m, k)
+    x, y = np.clip(np.round(xy[0]).astype(int), 0, [m.shape[1] - 1, m.shape[0] - 1])
+    return bool(m[y, x])
+
+
 def pointing_game_scores(model: torch.nn.Module, spec: Any, n: int = 30, size: int = 512,
                          seed0: int = FRESH_SEED0 + 50_000, dilation_px: int = 8) -> dict[str, Any]:
     """Hit rates on ``n`` fresh abnormal phantoms for the strongest deepest-conv channel and Grad-CAM."""
@@ -69,14 +107,24 @@ def pointing_game_scores(model: torch.nn.Module, spec: Any, n: int = 30, size: i
 
     layer = deepest_conv(model)
     _, _, phs, pres = phantom_inputs(range(seed0, seed0 + n), spec, size, abnormal=True)
-    ch_hits, cam_hits, channels = [], [], []
+    rf = receptive_field(model, layer)
+    hits: dict[str, list[bool]] = {k: [] for k in ("channel", "gradcam", "channel_stretched", "gradcam_stretched")}
+    channels = []
     for ph, pre in zip(phs, pres):
         x = pre.tensor(next(model.parameters()).device)
         act = forward_with_activations(model, x, [layer]).activations[layer]
         ch = rank_channels(act, "max")[0][0]
         channels.append(int(ch))
-        ch_hits.append(peak_in_mask(pre.geometry.map_to_original(channel_map(act, ch)), ph.lesion_mask, dilation_px))
+        n_in = pre.geometry.input_size
+        cmap = channel_map(act, ch)
+        cmap_in = cv2.resize(cmap, (n_in, n_in), interpolation=cv2.INTER_LINEAR)
         cam = grad_cam(model, x, layer, class_index=1)
-        cam_hits.append(peak_in_mask(pre.geometry.map_to_original(cam), ph.lesion_mask, dilation_px))
-    return {"layer": layer, "n": n, "dilation_px": dilation_px, "channel_hit_rate": float(np.mean(ch_hits)),
-            "gradcam_hit_rate": float(np.mean(cam_hits)), "channels": channels}
+        for key, m in (("channel", cmap_in), ("gradcam", cam)):
+            xy = pre.geometry.input_to_original(aligned_peak(m, act.shape[1:], rf))
+            hits[key].append(point_in_mask(xy, ph.lesion_mask, dilation_px))
+        hits["channel_stretched"].append(peak_in_mask(pre.geometry.map_to_original(cmap), ph.lesion_mask, dilation_px))
+        hits["gradcam_stretched"].append(peak_in_mask(pre.geometry.map_to_original(cam), ph.lesion_mask, dilation_px))
+    out: dict[str, Any] = {"layer": layer, "n": n, "dilation_px": dilation_px, "receptive_field": rf,
+                           "channels": channels}
+    out.update({f"{k}_hit_rate": float(np.mean(v)) for k, v in hits.items()})
+    return out

@@ -27,7 +27,9 @@ from .ddp import DistInfo, barrier, cleanup, dist_from_env, init_distributed
 from .loops import CHANCE_LOSS, PlateauDrops, TrainingError, make_loader, make_optimizer, predict, train_epoch
 from .metrics import classification_metrics, roc_curve
 from .plots import roc_png, training_curves_png
-from .prepare import PreparedData, prepare_data
+from .data import select
+from .prepare import PreparedData, group_ids, prepare_data
+from .tensors import GroupedSampler
 from .recipes import Recipe
 
 LOG_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_auc", "val_sensitivity",
@@ -181,8 +183,12 @@ def fit(
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             net = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-        sampler = DistributedSampler(data.train, num_replicas=info.world_size, rank=info.rank, shuffle=True,
-                                     seed=recipe.seed)
+        sampler: Any
+        if recipe.pair_batches and not info.enabled:
+            sampler = GroupedSampler(group_ids(select(data.samples, data.split["train"])), seed=recipe.seed)
+        else:
+            sampler = DistributedSampler(data.train, num_replicas=info.world_size, rank=info.rank, shuffle=True,
+                                         seed=recipe.seed)
         loader = make_loader(data.train, recipe.batch_size, sampler, recipe.workers)
         provenance_base = {
             "recipe": recipe.to_dict(), "recipe_name": recipe.name, "seed": recipe.seed,

@@ -10,6 +10,7 @@ import numpy as np
 
 from .data import (
     DatasetError,
+    group_key,
     PreprocessCache,
     Sample,
     manifest_hash,
@@ -32,6 +33,12 @@ class PreparedData:
     test: CachedImages
     manifest: str
     cache: PreprocessCache
+
+
+def group_ids(samples: list[Sample]) -> np.ndarray:
+    """Integer group of each sample (see ``data.group_key``), numbered in order of appearance."""
+    ids: dict[str, int] = {}
+    return np.array([ids.setdefault(group_key(s), len(ids)) for s in samples], dtype=np.int64)
 
 
 def default_cache_dir(out_dir: str | Path | None, recipe: Recipe) -> Path:
@@ -58,7 +65,7 @@ def dataset_for(samples: list[Sample], cache: PreprocessCache, spec: Any, recipe
     kw: dict[str, Any] = {}
     if train and recipe is not None:
         kw = dict(rotation_deg=recipe.rotation_deg, translate_px=recipe.translate_px, hflip=recipe.hflip,
-                  seed=recipe.seed)
+                  seed=recipe.seed, aug_keys=group_ids(samples) if recipe.pair_batches else None)
     return CachedImages(images, [s.label for s in samples], spec, train=train, **kw)
 
 

@@ -61,6 +61,7 @@ class Recipe:
     rotation_deg: float = 10.0  # random rotation in [-r, r]
     translate_px: float = 15.0  # random shift in [-t, t] pixels (at the cached size)
     hflip: bool = False
+    pair_batches: bool = False  # keep groups (paired phantoms) together in batches, same augmentation
     workers: int = 0
     cache_dir: str = ""  # "" = <out>/../.cache
     preprocess: dict[str, Any] = field(default_factory=lambda: PreprocessSpec.preset("paper").to_dict())
@@ -196,7 +197,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "intermediate, CLAHE, 227 input centred to [-1, 1] (MATLAB's zero-centre input normalisation).",
         arch="cxrnet", width=0.125, fc_width=256, init="kaiming", dropout=0.3, optimizer="adam", lr=1e-3,
         momentum=0.9, weight_decay=0.0, batch_size=16, epochs=12, lr_patience=4, rotation_deg=5.0,
-        translate_px=10.0, hflip=True, preprocess=_DEMO_PRE,
+        translate_px=10.0, hflip=True, pair_batches=True, preprocess=_DEMO_PRE,
     ),
 }
 

@@ -8,7 +8,7 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from ..core.pipeline import NORMALIZATIONS
 
@@ -26,6 +26,7 @@ class CachedImages(Dataset):
         translate_px: float = 0.0,
         hflip: bool = False,
         seed: int = 0,
+        aug_keys: np.ndarray | None = None,
     ) -> None:
         if images.ndim != 3 or images.dtype != np.uint8:
             raise ValueError(f"expected (N, S, S) uint8 images, got {images.shape} {images.dtype}")
@@ -43,6 +44,8 @@ class CachedImages(Dataset):
         self.hflip = hflip
         self.seed = int(seed)
         self.epoch = 0
+        # images with the same key get the same random transform (paired phantoms stay aligned)
+        self.aug_keys = np.arange(len(images)) if aug_keys is None else np.asarray(aug_keys, dtype=np.int64)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -55,7 +58,7 @@ class CachedImages(Dataset):
         img = self.images[index]
         s = img.shape[0]
         if self.train:
-            rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+            rng = np.random.default_rng([self.seed, self.epoch, int(self.aug_keys[index])])
             angle = rng.uniform(-self.rotation_deg, self.rotation_deg) if self.rotation_deg else 0.0
             tx, ty = (rng.uniform(-self.translate_px, self.translate_px, 2) if self.translate_px else (0.0, 0.0))
             if angle or tx or ty:
@@ -75,3 +78,28 @@ class CachedImages(Dataset):
         px = self.pixels(index)
         x = (np.repeat(px[None], self.channels, axis=0) - self.mean) / self.std
         return torch.from_numpy(x.astype(np.float32, copy=False)), int(self.labels[index])
+
+
+class GroupedSampler(Sampler[int]):
+    """Shuffles groups (e.g. a phantom's normal + abnormal versions) and yields their members one
+    after the other, so a batch holds whole pairs: the lesion is then the only thing that differs
+    between the classes inside every batch. Deterministic per (seed, epoch)."""
+
+    def __init__(self, group_ids: np.ndarray, seed: int = 0) -> None:
+        self.group_ids = np.asarray(group_ids, dtype=np.int64)
+        self.seed = int(seed)
+        self.epoch = 0
+        order = np.argsort(self.group_ids, kind="stable")
+        bounds = np.flatnonzero(np.diff(self.group_ids[order])) + 1
+        self.groups = np.split(order, bounds) if len(order) else []
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        perm = np.random.default_rng([self.seed, self.epoch, 17]).permutation(len(self.groups))
+        for g in perm:
+            yield from (int(i) for i in self.groups[g])
+
+    def __len__(self) -> int:
+        return len(self.group_ids)
