@@ -60,6 +60,7 @@ DARK_WEIGHT = 4.0
 PRIOR_WEIGHT = 0.15
 BIAS = 1.0
 PRIOR_BLUR = 0.035  # template edge blur, fraction of the grid
+MIN_FIELD = 0.2  # a field smaller than this fraction of its template is replaced by the template
 MAX_OUTSIDE = 0.25  # fraction of a field allowed beyond its template before it counts as a leak
 APEX_MARGIN = 0.025  # how far above the fitted template's outline a lung may reach (grid fraction)
 
@@ -90,12 +91,14 @@ def fit_template(g: np.ndarray) -> tuple[float, float, float, float]:
     """Coarse-to-fine search for the template scale/shift that best frames dark lung fields."""
     small = cv2.resize(g, (_FIT, _FIT), interpolation=cv2.INTER_AREA)
     k = disk(4)
-    best = (-np.inf, (1.0, 1.0, 0.0, 0.0))
 
     def score(p: tuple[float, float, float, float]) -> float:
         t = lung_template(_FIT, *p)
         band = cv2.dilate(t, k) - t
         return _contrast(small, t.astype(np.float32), band.astype(np.float32))
+
+    neutral = (1.0, 1.0, 0.0, 0.0)
+    best = (score(neutral), neutral)  # kept unless something frames the lungs better
 
     # coarse grid: horizontal/vertical scale about the body centre, horizontal/vertical shift
     for sx in np.linspace(0.75, 1.2, 4):
@@ -144,7 +147,9 @@ def _segment_side(g: np.ndarray, tmpl: np.ndarray, allowed: np.ndarray) -> np.nd
     if region.sum() < 20:
         return np.zeros(g.shape, bool)
     t = _otsu(g[region])
-    spread = max(float(np.std(g[region])), 1e-3)
+    spread = float(np.std(g[region]))
+    if spread < 0.01:  # no contrast to go by
+        return np.zeros(g.shape, bool)
     pc = np.clip(prior, 1e-3, 1 - 1e-3)
     score = (t - g) / spread * DARK_WEIGHT + np.log(pc / (1 - pc)) * PRIOR_WEIGHT + BIAS
     m = (score > 0) & region
@@ -268,7 +273,11 @@ def segment_heuristic_work(g: np.ndarray) -> np.ndarray:
     allowed = ~airb
     mb = np.zeros(gb.shape, bool)
     for side in ("right", "left"):
-        mb |= _segment_side(gb, lung_template(n, *p, side=side), allowed)
+        tmpl = lung_template(n, *p, side=side)
+        field = _segment_side(gb, tmpl, allowed)
+        if field.sum() < MIN_FIELD * tmpl.sum():
+            field = tmpl > 0  # nothing lung-like found (flat or odd image): the fitted shape itself
+        mb |= field
     mb = clean_mask(mb, 2, sigma=2.0, min_fraction=0.005)
     out = np.zeros(g.shape, bool)
     out[:, x0:x1] = cv2.resize(mb.astype(np.float32), (x1 - x0, n), interpolation=cv2.INTER_LINEAR) >= 0.5

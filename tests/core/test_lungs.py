@@ -98,9 +98,13 @@ def test_bad_input_is_a_clear_value_error(bad: np.ndarray, words: str) -> None:
         segment_heuristic(bad)
 
 
-def test_constant_image_gives_a_mask_not_a_crash() -> None:
-    mask = segment_heuristic(np.full((128, 128), 0.5, np.float32))
-    assert mask.shape == (128, 128) and mask.dtype == bool
+@pytest.mark.parametrize("value", [0.0, 0.5, 1.0])
+def test_flat_image_gives_two_template_fields_not_a_crash(value: float) -> None:
+    mask = segment_heuristic(np.full((128, 160), value, np.float32))
+    assert mask.shape == (128, 160) and mask.dtype == bool
+    # with nothing to see, the fitted shape prior itself: one field either side of the midline
+    assert mask[:, :80].sum() > 0.05 * mask.size and mask[:, 80:].sum() > 0.05 * mask.size
+    assert not mask[:, 78:82].any()
 
 
 def test_dispatch_heuristic() -> None:
