@@ -121,7 +121,7 @@ def _mask_to_work(mask: np.ndarray, box: ContentBox) -> np.ndarray:
     return cv2.resize(crop, (WORK_SIZE, WORK_SIZE), interpolation=cv2.INTER_AREA) >= 0.5
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=2)  # a full Shenzhen atlas holds ~150 MB
 def _load_atlas_resolved(path: str) -> Atlas:
     pairs = list_atlas_pairs(Path(path))
     images, masks, names = [], [], []
