@@ -32,7 +32,7 @@ from .prepare import PreparedData, group_ids, prepare_data
 from .tensors import GroupedSampler
 from .recipes import Recipe
 
-LOG_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_auc", "val_sensitivity",
+LOG_FIELDS = ["epoch", "lr", "train_images", "train_loss", "train_acc", "val_loss", "val_acc", "val_auc", "val_sensitivity",
               "val_specificity", "epoch_time_s", "best"]
 
 
@@ -240,7 +240,7 @@ def fit(
             labels, probs, vloss = predict(model, data.val, dev, batch_size=max(recipe.batch_size, 32), amp=use_amp)
             vm = classification_metrics(labels, probs) if len(labels) else {}
             row = {
-                "epoch": epoch, "lr": lr, "train_loss": tr["train_loss"], "train_acc": tr["train_acc"],
+                "epoch": epoch, "lr": lr, "train_images": tr["images"], "train_loss": tr["train_loss"], "train_acc": tr["train_acc"],
                 "val_loss": vloss, "val_acc": vm.get("accuracy", float("nan")), "val_auc": vm.get("auc", float("nan")),
                 "val_sensitivity": vm.get("sensitivity", float("nan")),
                 "val_specificity": vm.get("specificity", float("nan")),

@@ -135,7 +135,8 @@ def train_epoch(
             bar.set_postfix(loss=f"{loss_sum / total:.4f}", acc=f"{correct / total:.3f}")
         if max_steps and steps >= max_steps:
             break
-    return {"train_loss": loss_sum / max(total, 1), "train_acc": correct / max(total, 1), "steps": steps}
+    return {"train_loss": loss_sum / max(total, 1), "train_acc": correct / max(total, 1), "steps": steps,
+            "images": total}
 
 
 @torch.no_grad()
