@@ -253,6 +253,7 @@ def rank_channels(
     geometry: Any = None,
     lung_mask: np.ndarray | None = None,
     region: Region | np.ndarray | None = None,
+    placement: Any = None,
 ) -> list[tuple[int, float]]:
     """Channels of one layer's activation (C, h, w) ordered by score, strongest first.
 
@@ -260,6 +261,8 @@ def rank_channels(
     user region (original-image coordinates; a `Region` or a bool mask), mapped onto the
     activation grid with ``geometry.original_to_grid`` and used as per-cell weights.
     For an fc output (F,) each neuron is a channel and only "max"/"mean" apply.
+    ``placement`` (`placement.layer_placement`) samples the mask at the cells' receptive-field
+    centres instead of stretching it over the grid.
     """
     a = np.asarray(act, dtype=np.float32)
     if method not in RANK_METHODS:
@@ -291,7 +294,14 @@ def rank_channels(
             raise ValueError(f"The {what} has shape {mask.shape} but the radiograph is {tuple(geometry.original_size)}")
         if not mask.any():
             raise ValueError(f"The {what} is empty")
-        weights = geometry.original_to_grid(mask.astype(np.float32), a.shape[1:])
+        if placement is not None:
+            from .placement import sample_on_grid
+
+            n = int(geometry.input_size)
+            on_input = geometry.original_to_grid(mask.astype(np.float32), (n, n))
+            weights = sample_on_grid(on_input, placement, a.shape[1:])
+        else:
+            weights = geometry.original_to_grid(mask.astype(np.float32), a.shape[1:])
         scores = _masked_means(a, np.asarray(weights, dtype=np.float32), what)
     scores = np.nan_to_num(scores.astype(np.float64), nan=-np.inf)
     order = np.argsort(-scores, kind="stable")

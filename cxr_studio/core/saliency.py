@@ -99,10 +99,12 @@ def grad_cam(
     layer_name: str,
     class_index: int | None = None,
     plus: bool = False,
+    grid: bool = False,
 ) -> np.ndarray:
     """Grad-CAM (or Grad-CAM++ with ``plus=True``) of batch item 0 at ``layer_name`` (the layer's
-    output), as an (H, W) float32 map in 0..1 at the input size. ``class_index`` None = the
-    predicted class.
+    output), as an (H, W) float32 map in 0..1 at the input size, stretched over the input as
+    pytorch-grad-cam does; ``grid=True`` returns it at the layer's own resolution instead (to be
+    placed with `placement.place_on_input`). ``class_index`` None = the predicted class.
 
     The caller's model is left unchanged: eval mode only during the call (each module's mode is
     restored), hooks removed, ``requires_grad`` untouched, no ``.grad`` accumulated on parameters.
@@ -154,6 +156,8 @@ def grad_cam(
         act, g = a[0].detach().float(), grad[0].float()
         w = _cam_weights(act, g, plus)
         cam = torch.clamp((w[:, None, None] * act).sum(dim=0), min=0).cpu().numpy()
+    if grid:
+        return _scale_like_reference(cam)
     h, wd = int(batch.shape[-2]), int(batch.shape[-1])
     cam = _scale_like_reference(cam, (wd, h))
     return _scale_like_reference(cam)

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .activations import ForwardResult, Region, forward_with_activations, rank_channels
+from .placement import layer_placement, place_on_input
 from .saliency import channel_map, grad_cam, to_original
 
 METHODS: tuple[str, ...] = ("activation", "gradcam", "gradcam++")
@@ -28,7 +29,7 @@ class ViewError(ValueError):
 class HeatmapResult:
     """One heatmap: on the model input grid, on the original radiograph, and how it was chosen."""
 
-    map_input: np.ndarray  # (h, w) float32 0..1 covering the model input (activation grid or N x N)
+    map_input: np.ndarray  # (N, N) float32 0..1 on the model input, cells at their receptive-field centres
     map_original: np.ndarray  # (H, W) float32 0..1 on the original radiograph (0 outside the crop)
     channel: int | None  # the channel shown (None for Grad-CAM)
     ranking: list[tuple[int, float]] = field(default_factory=list)  # strongest first
@@ -105,22 +106,26 @@ def layer_maps(act: np.ndarray, scale: str = "channel") -> np.ndarray:
 
 
 def rank(
-    act: np.ndarray, ranking: str, preprocessed: Any, region: Region | None = None
+    act: np.ndarray, ranking: str, preprocessed: Any, region: Region | None = None, placement: Any = None
 ) -> list[tuple[int, float]]:
-    """Channel ranking of one layer with the preprocessing's geometry and lung mask."""
+    """Channel ranking of one layer with the preprocessing's geometry and lung mask (sampled at the
+    cells' receptive-field centres when ``placement`` is given)."""
     return rank_channels(
         act,
         ranking,
         geometry=getattr(preprocessed, "geometry", None),
         lung_mask=getattr(preprocessed, "lung_mask", None),
         region=region,
+        placement=placement,
     )
 
 
-def _rank_or_empty(act: np.ndarray, ranking: str, preprocessed: Any, region: Region | None) -> list[tuple[int, float]]:
+def _rank_or_empty(
+    act: np.ndarray, ranking: str, preprocessed: Any, region: Region | None, placement: Any = None
+) -> list[tuple[int, float]]:
     """The ranking when it can be computed (e.g. not "region" without a region), else []."""
     try:
-        return rank(act, ranking, preprocessed, region)
+        return rank(act, ranking, preprocessed, region, placement)
     except ValueError:
         return []
 
@@ -155,6 +160,8 @@ def compute_heatmap(
         forward = compute_forward(model, preprocessed, [layer])
     act = np.asarray(forward.activations[layer])
     spatial = act.ndim == 3
+    placement = layer_placement(model, layer)
+    n = int(preprocessed.geometry.input_size)
     predicted = int(np.argmax(forward.probabilities)) if len(forward.probabilities) else None
 
     if method == "activation":
@@ -163,22 +170,23 @@ def compute_heatmap(
                 f"Layer {layer!r} is fully connected (output {act.shape}); pick a conv, ReLU or pool layer."
             )
         if channel == STRONGEST:
-            order = rank(act, ranking, preprocessed, region)  # its errors matter: they pick the channel
+            order = rank(act, ranking, preprocessed, region, placement)  # its errors pick the channel
             ch: Any = order[0][0]
         else:
-            order, ch = _rank_or_empty(act, ranking, preprocessed, region), channel
+            order, ch = _rank_or_empty(act, ranking, preprocessed, region, placement), channel
         if isinstance(ch, str) or isinstance(ch, bool):
             raise ViewError(f"channel must be a number or 'strongest', got {channel!r}.")
-        m = channel_map(act, int(ch), scale)
+        m = place_on_input(channel_map(act, int(ch), scale), placement, n)
         return HeatmapResult(
             map_input=m, map_original=to_original(m, preprocessed.geometry), channel=int(ch),
             ranking=order, layer=layer, method=method, class_index=predicted, scale=scale,
             ranking_method=ranking,
         )
 
-    order = _rank_or_empty(act, ranking, preprocessed, region) if spatial else []
+    order = _rank_or_empty(act, ranking, preprocessed, region, placement) if spatial else []
     k = predicted if class_index is None else int(class_index)
-    m = grad_cam(model, preprocessed.model_input, layer, k, plus=(method == "gradcam++"))
+    cam = grad_cam(model, preprocessed.model_input, layer, k, plus=(method == "gradcam++"), grid=True)
+    m = place_on_input(cam, placement, n)
     return HeatmapResult(
         map_input=m, map_original=to_original(m, preprocessed.geometry), channel=None, ranking=order,
         layer=layer, method=method, class_index=k, scale=scale, ranking_method=ranking,

@@ -329,8 +329,10 @@ class Controller(QObject):
             self.error.emit(msg)
 
         p = s.preprocessed
+        loaded = self.loaded()
+        placement = jobs.placement(loaded.model, layer) if loaded is not None else None
         self.bridge.submit("ranking channels", jobs.rank, act, method, p.geometry, p.lung_mask, s.region,
-                           on_result=done, on_error=failed)
+                           placement, on_result=done, on_error=failed)
 
     def _ranking_done(self, key: tuple, layer: str, r: list[tuple[int, float]], callbacks: list[Any]) -> None:
         if layer != self.session.layer or key[:3] != self._layer_key():
@@ -363,10 +365,13 @@ class Controller(QObject):
             if act.ndim != 3:
                 self.message.emit(f"{s.layer} is fully connected: it has no spatial map. Pick a conv layer.")
                 return
+            from cxr_studio.core.placement import place_on_input
             from cxr_studio.core.saliency import channel_map
 
             ch = int(s.channel or 0) % act.shape[0]
-            m = channel_map(act, ch, s.scale)
+            loaded = self.loaded(mid)
+            placement = jobs.placement(loaded.model, s.layer) if loaded is not None else None
+            m = place_on_input(channel_map(act, ch, s.scale), placement, p.geometry.input_size)
             a = act[ch] if s.scale == "channel" else act
             lo = float(a.min()) if s.scale == "channel" else min(0.0, float(a.min()))
             self._show(HeatmapView(m, p.geometry.crop_box, (lo, float(a.max())), mid, s.layer, ch, "activation"))

@@ -93,10 +93,18 @@ def layer_list(loaded: Any, input_size: int) -> list[Any]:
     return list_layers(loaded.model, input_size)
 
 
-def rank(act: np.ndarray, method: str, geometry: Any, lung_mask: Any, region: Any) -> list[tuple[int, float]]:
+def placement(model: Any, layer: str) -> Any:
+    """Receptive-field placement of a layer's grid (None when it cannot be told)."""
+    from cxr_studio.core.placement import layer_placement
+
+    return layer_placement(model, layer)
+
+
+def rank(act: np.ndarray, method: str, geometry: Any, lung_mask: Any, region: Any,
+         placement: Any = None) -> list[tuple[int, float]]:
     from cxr_studio.core.activations import rank_channels
 
-    return rank_channels(act, method, geometry=geometry, lung_mask=lung_mask, region=region)
+    return rank_channels(act, method, geometry=geometry, lung_mask=lung_mask, region=region, placement=placement)
 
 
 def channel_thumbnails(act: np.ndarray, scale: str, colormap: str = "jet", side: int = THUMB) -> np.ndarray:

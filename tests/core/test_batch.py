@@ -124,7 +124,12 @@ def test_views_activation_and_gradcam(ckpt: Path, images: Path) -> None:
     act = fwd.activations["relu5"]
     means = act.reshape(act.shape[0], -1).mean(axis=1)
     assert hm.channel == int(np.argmax(means)) == hm.ranking[0][0]
-    assert hm.map_input.shape == act.shape[1:] and hm.map_original.shape == pre.original.shape
+    from cxr_studio.core.placement import layer_placement, place_on_input
+    from cxr_studio.core.saliency import channel_map
+
+    expected = place_on_input(channel_map(act, hm.channel), layer_placement(loaded.model, "relu5"), INPUT)
+    assert hm.map_input.shape == (INPUT, INPUT) and np.array_equal(hm.map_input, expected)
+    assert hm.map_original.shape == pre.original.shape
     assert 0.0 <= hm.map_original.min() and hm.map_original.max() <= 1.0
     fixed = compute_heatmap(loaded, pre, None, "relu5", 0, scale="layer")  # runs the layer itself
     assert fixed.channel == 0 and fixed.map_input.max() <= 1.0
