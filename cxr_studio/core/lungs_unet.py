@@ -51,6 +51,9 @@ def predict_probability(pixels: np.ndarray, loaded=None) -> np.ndarray:
     from .radiograph import Radiograph
 
     loaded = loaded or load_segmenter()
+    s = 4 * int(loaded.spec.intermediate_size)
+    if min(pixels.shape) > 2 * s:  # full-size radiographs: a cheap subsample first (4x the
+        pixels = cv2.resize(pixels, (s, s), interpolation=cv2.INTER_NEAREST)  # size, area-filtered next)
     p = preprocess(Radiograph(pixels), loaded.spec)
     with torch.inference_mode():
         logits = loaded.model(p.tensor())
@@ -91,7 +94,8 @@ def segment_unet(pixels: np.ndarray, loaded=None) -> LungSegmentation:
     mask_small = clean_mask(prob > 0.5)
     conf = confidence(prob, mask_small)
     # resample the cleaned probability (outside the kept components -> 0) to the input's size
-    cleaned = np.where(mask_small, np.maximum(prob, 0.5001), np.minimum(prob, 0.4999)).astype(np.float32)
+    cleaned = np.where(mask_small, np.maximum(prob, 0.51), np.minimum(prob, 0.49))
+    u8 = np.round(cleaned * 254.0).astype(np.uint8)  # 127 is the 0.5 level; 8 bits keep the upsampling cheap
     h, w = pixels.shape
-    full = cv2.resize(cleaned, (w, h), interpolation=cv2.INTER_LINEAR) > 0.5
+    full = cv2.resize(u8, (w, h), interpolation=cv2.INTER_LINEAR) > 127
     return LungSegmentation(full, "unet", confidence=conf)
