@@ -29,10 +29,10 @@ def subcommand(name: str, help: str) -> Callable:
     return deco
 
 
-def _recipe_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+def _recipe_args(p: argparse.ArgumentParser) -> None:
     from .recipes import recipe_names
 
-    p.add_argument("--recipe", required=required and False, default=None,
+    p.add_argument("--recipe", default=None,
                    help=f"named recipe: {', '.join(recipe_names())}")
     p.add_argument("--config", help="TOML file overriding recipe fields")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
