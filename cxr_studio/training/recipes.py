@@ -196,7 +196,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "flips, +-5 deg, +-10 px. Preprocessing: no segmentation, no crop (phantoms are centred), 512 "
         "intermediate, CLAHE, 227 input centred to [-1, 1] (MATLAB's zero-centre input normalisation).",
         arch="cxrnet", width=0.125, fc_width=256, init="kaiming", dropout=0.3, optimizer="adam", lr=1e-3,
-        momentum=0.9, weight_decay=0.0, batch_size=16, epochs=26, lr_patience=4, rotation_deg=5.0,
+        momentum=0.9, weight_decay=1e-4, batch_size=16, epochs=36, lr_patience=8, rotation_deg=5.0,
         translate_px=10.0, hflip=True, pair_batches=True, preprocess=_DEMO_PRE,
     ),
 }

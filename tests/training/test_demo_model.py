@@ -46,18 +46,11 @@ def pointing(demo):
     return pointing_game_scores(demo.model, demo.spec, n=30, size=512, seed0=150_000, dilation_px=8)
 
 
-def test_demo_model_points_at_the_lesion_floor(pointing) -> None:
-    """Measured for the shipped model (receptive-field-aligned peaks): strongest channel 0.63,
-    Grad-CAM 0.77; with the maps stretched over the whole input (what core.saliency does) 0.10 / 0.00.
-    These floors catch a regression; the 0.8 target is the next test."""
+def test_demo_model_points_at_the_lesion(pointing) -> None:
+    """Measured for the shipped model: strongest relu5 channel 0.90, Grad-CAM 0.90 (peaks placed at
+    their receptive-field centres); with the maps stretched over the whole input, as core.saliency
+    draws them, only 0.07 / 0.13 (see resources/models/README.md)."""
     assert pointing["layer"] == "relu5"
     assert pointing["receptive_field"] == (8.0, 37.0)
-    assert pointing["gradcam_hit_rate"] >= 0.7, pointing
-    assert pointing["channel_hit_rate"] >= 0.55, pointing
-
-
-@pytest.mark.xfail(reason="issue 4 target (pointing game >= 0.8) not reached yet by the shipped demo model: "
-                   "strongest channel 0.63, Grad-CAM 0.77 on 30 fresh abnormal phantoms", strict=False)
-def test_demo_model_points_at_the_lesion_target(pointing) -> None:
     assert pointing["channel_hit_rate"] >= 0.8, pointing
     assert pointing["gradcam_hit_rate"] >= 0.8, pointing
