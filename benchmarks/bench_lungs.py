@@ -52,12 +52,24 @@ def load_set(folder: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
     return out
 
 
+def segmenter_test_names(data: Path) -> set[str]:
+    """File names of the shipped segmenter's test split (recomputed from its recorded seed)."""
+    from cxr_studio.core.lungs_unet import load_segmenter
+    from cxr_studio.training.segmenter_data import find_mask_pairs, split_pairs
+
+    seed = int(load_segmenter().provenance.get("seed") or 0)
+    return {p.image.name for p in split_pairs(find_mask_pairs([data]), seed)["test"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "nlm-tb")
     ap.add_argument("--n", type=int, default=0, help="scored images per set (0: all of the test half)")
     ap.add_argument("--methods", default="otsu,heuristic,atlas", help="comma-separated list")
     ap.add_argument("--k", type=int, default=None, help="atlas images registered per patient")
+    ap.add_argument("--segmenter-split", action="store_true",
+                    help="score the shipped U-Net's held-out test images (its seeded split) and build the"
+                         " atlas from all the others, so no method is scored on an image it learned from")
     args = ap.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if importlib.util.find_spec("cxr_studio.core.lungs_unet") is not None:
@@ -71,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         data = load_set(args.data / sub)
         train, test = data[0::2], data[1::2]
+        if args.segmenter_split:
+            held_out = segmenter_test_names(args.data)
+            train = [d for d in data if d[0] not in held_out]
+            test = [d for d in data if d[0] in held_out]
         if args.n:
             test = test[:: max(1, len(test) // args.n)][: args.n]
         atlas = Atlas.from_pairs([d[1] for d in train], [d[2] for d in train], [d[0] for d in train])
