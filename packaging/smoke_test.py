@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-# Middle of the window (fractions of width, height): the image view with the radiograph's lungs
-# in the default layout (docks left, right and below).
-CENTRE_BOX = (0.25, 0.10, 0.65, 0.60)
-MIN_HEAT_FRACTION = 0.01
+# The image view (fractions of width, height) in the default layout, left of the colour bar and
+# above the filters panel: the radiograph and its heatmap, no other jet-coloured widget.
+CENTRE_BOX = (0.19, 0.05, 0.69, 0.68)
+MIN_HEAT_FRACTION = 0.002  # ~700 pixels of a 1500x1100 window: a small heat spot
 MIN_HUE_FAMILIES = 2
 
 
