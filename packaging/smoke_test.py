@@ -135,7 +135,7 @@ def check_screenshot(app: list[str], work: Path, timeout: float) -> bool:
     ev = heatmap_evidence(png)
     ok = ev["fraction"] >= MIN_HEAT_FRACTION and ev["hue_families"] >= MIN_HUE_FAMILIES
     return _report("demo --screenshot heatmap", ok, dt,
-                   f"{ev['fraction']:.1%} jet pixels in the centre (need {MIN_HEAT_FRACTION:.0%}), "
+                   f"{ev['fraction']:.1%} jet pixels in the centre (need {MIN_HEAT_FRACTION:.1%}), "
                    f"{ev['hue_families']:.0f} hue families (need {MIN_HUE_FAMILIES}); {png}", cpu)
 
 
