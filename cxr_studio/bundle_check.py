@@ -163,6 +163,21 @@ def check_modules() -> list[str]:
     return problems
 
 
+def check_imports() -> list[str]:
+    """Import the packages for real (seconds, so only on request): finds a package that is present
+    but broken, e.g. a torchvision whose operator library was left out of a bundle."""
+    problems = []
+    for mod, use in REQUIRED_MODULES.items():
+        try:
+            if importlib.util.find_spec(mod) is None:
+                continue  # check_modules reports it
+            importlib.import_module(mod)
+        except Exception as e:  # noqa: BLE001 - any import failure is the problem to report
+            problems.append(f"The Python package '{mod}' is installed but cannot be imported "
+                            f"({type(e).__name__}: {e}): it is needed for {use}.")
+    return problems
+
+
 def check_dicom_decoders() -> list[str]:
     """Compressed-DICOM decoders (pylibjpeg plugins, found through their package metadata)."""
     try:
@@ -177,10 +192,12 @@ def check_dicom_decoders() -> list[str]:
     return []
 
 
-def check_bundle() -> list[str]:
-    """Every problem found, each a sentence saying what is missing and what it means; [] if none."""
+def check_bundle(deep: bool = False) -> list[str]:
+    """Every problem found, each a sentence saying what is missing and what it means; [] if none.
+    ``deep`` also imports the packages (slow; for `--check-install` rather than every start)."""
     problems: list[str] = []
-    for check in (check_qt_platform, check_modules, check_resources, check_style, check_dicom_decoders):
+    checks = [check_qt_platform, check_modules, check_resources, check_style, check_dicom_decoders]
+    for check in checks + ([check_imports] if deep else []):
         try:
             problems.extend(check())
         except Exception as e:  # noqa: BLE001 - a failing check must not stop the app from starting
@@ -188,9 +205,9 @@ def check_bundle() -> list[str]:
     return problems
 
 
-def report_missing(stream: TextIO | None = None) -> list[str]:
+def report_missing(stream: TextIO | None = None, deep: bool = False) -> list[str]:
     """Print the problems ``check_bundle`` finds (to stderr by default) and return them."""
-    problems = check_bundle()
+    problems = check_bundle(deep=deep)
     if problems:
         out = stream if stream is not None else sys.stderr
         print(f"cxr-studio: this installation is incomplete ({len(problems)} problem"
@@ -201,4 +218,4 @@ def report_missing(stream: TextIO | None = None) -> list[str]:
 
 
 if __name__ == "__main__":
-    sys.exit(1 if report_missing(sys.stdout) else 0)
+    sys.exit(1 if report_missing(sys.stdout, deep="--deep" in sys.argv) else 0)

@@ -11,7 +11,7 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["--check-install"]:
         from cxr_studio.bundle_check import report_missing
 
-        problems = report_missing(sys.stdout)
+        problems = report_missing(sys.stdout, deep=True)
         if not problems:
             print("cxr-studio: the installation is complete.")
         sys.exit(1 if problems else 0)

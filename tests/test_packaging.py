@@ -151,6 +151,16 @@ def test_missing_module_style_and_decoders(complete_install: Path, monkeypatch: 
     assert any("JPEG, JPEG 2000" in p for p in problems)
 
 
+def test_deep_check_imports_packages_for_real(complete_install: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "broken_mod_cxr.py").write_text("raise RuntimeError('operator torchvision::nms does not exist')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(bundle_check, "REQUIRED_MODULES", {"broken_mod_cxr": "testing", "json": "testing"})
+    assert bundle_check.check_bundle() == []  # present, so the quick check is satisfied
+    [problem] = bundle_check.check_bundle(deep=True)
+    assert "'broken_mod_cxr'" in problem and "RuntimeError: operator torchvision::nms" in problem
+
+
 def test_a_failing_check_is_reported_not_raised(complete_install: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def boom() -> list[str]:
         raise RuntimeError("disk on fire")
