@@ -7,7 +7,7 @@
 #
 # Environment: VENV (default /tmp/pkgvenv), DIST (dist/), WORK (build/pyinstaller), PYTHON (python3.11),
 # TORCH=cpu|cuda, TORCH_PIP_ARGS (what to pip-install for torch instead, e.g. a local wheel path and a
-# matching torchvision pin). --reuse-venv keeps an existing VENV (faster rebuilds; not a clean build).
+# torchvision of the SAME variant: PyPI torchvision needs PyPI (CUDA) torch). --reuse-venv keeps an existing VENV (faster rebuilds; not a clean build).
 # Needs: Python 3.10+ with venv, network access to the package index (or a local one).
 set -euo pipefail
 
