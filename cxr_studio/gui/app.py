@@ -73,6 +73,9 @@ def install_excepthook(window_getter: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    from cxr_studio.bundle_check import report_missing
+
+    report_missing()  # before QApplication: a missing Qt platform plugin would abort without a word
     from PySide6.QtCore import QEventLoop, QTimer
     from PySide6.QtWidgets import QApplication
 
@@ -89,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     app = QApplication.instance() or QApplication(["cxr-studio"])
     app.setApplicationName("CXR Studio")
+    app.setDesktopFileName("cxr-studio")
     app.setOrganizationName("cxr-studio")
     from cxr_studio.core.resources import find_resource
 
