@@ -15,13 +15,12 @@ from __future__ import annotations
 import argparse
 import csv
 import io as _io
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .core.render import COLORMAPS
+from .core.atomic import write_text_atomic
 
 METHODS = ("activation", "gradcam", "gradcam++")
 RANKINGS = ("max", "mean", "lungs")
@@ -221,15 +220,7 @@ def write_summary(
     while dest.exists() and not overwrite:
         dest = out / f"summary_{i}.csv"
         i += 1
-    fd, tmp = tempfile.mkstemp(prefix=".summary.", suffix=".tmp", dir=out)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(buf.getvalue())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return dest
+    return write_text_atomic(dest, buf.getvalue())
 
 
 def _one_line(e: BaseException) -> str:

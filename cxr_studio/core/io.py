@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Iterator
@@ -376,20 +375,9 @@ def write_png(path: str | os.PathLike, array: np.ndarray, bits: int = 8) -> Path
     ok, encoded = cv2.imencode(".png", np.ascontiguousarray(out))
     if not ok:
         raise ImageWriteError(f"OpenCV could not encode a PNG of shape {out.shape}.")
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(encoded.tobytes())
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return dest
+    from .atomic import write_bytes_atomic
+
+    return write_bytes_atomic(Path(path), encoded.tobytes())
 
 
 # ----------------------------------------------------------------------------- folders

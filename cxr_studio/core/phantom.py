@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -25,6 +24,7 @@ import numpy as np
 
 from .phantom_lesions import LESION_TYPES, LungInfo, add_lesions
 from .radiograph import Radiograph
+from .atomic import atomic_file, write_bytes_atomic
 
 __all__ = ["LESION_TYPES", "Phantom", "PhantomError", "make_phantom", "write_phantom_dataset"]
 
@@ -396,16 +396,10 @@ def make_phantom(
 
 def _write_png_atomic(path: Path, array: np.ndarray) -> None:
     """Write an 8-bit PNG via a temporary file in the same folder and os.replace."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        if not cv2.imwrite(tmp, array):
-            raise OSError(f"could not write PNG {path}")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    ok, buf = cv2.imencode(".png", array)
+    if not ok:
+        raise OSError(f"could not encode PNG {path}")
+    write_bytes_atomic(path, buf.tobytes())
 
 
 def write_phantom_dataset(
@@ -444,15 +438,8 @@ def write_phantom_dataset(
         _write_png_atomic(out / "lesion_mask" / f"{name}_lesion.png",
                           ph.lesion_mask.astype(np.uint8) * 255)
         rows.append([f"{name}.png", ph.label, seed + i, ";".join(d["type"] for d in ph.lesions)])
-    fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".csv", dir=out)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(["filename", "label", "seed", "lesion_types"])
-            w.writerows(rows)
-        os.replace(tmp, out / "manifest.csv")
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(out / "manifest.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["filename", "label", "seed", "lesion_types"])
+        w.writerows(rows)
     return out

@@ -170,16 +170,9 @@ def write_rgb_png(path: str | os.PathLike, rgb: np.ndarray) -> Path:
     ok, buf = cv2.imencode(".png", bgr)
     if not ok:
         raise ValueError(f"Could not encode {path.name} as PNG.")
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    from cxr_studio.core.atomic import write_bytes_atomic
+
+    return write_bytes_atomic(path, buf.tobytes())
 
 
 def channel_grid_image(thumbs: np.ndarray, order: list[int] | None = None, cols: int = 16, gap: int = 2) -> np.ndarray:

@@ -15,13 +15,13 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from ..core.atomic import atomic_file, write_text_atomic
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".bmp")
 CLASS_DIRS = {"normal": 0, "abnormal": 1, "0": 0, "1": 1, "negative": 0, "positive": 1, "tb": 1}
@@ -184,11 +184,7 @@ def stratified_split(samples: list[Sample], fractions: list[float], seed: int) -
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(obj, indent=2))
 
 
 def write_split(path: Path, split: dict[str, list[str]], seed: int, fractions: list[float]) -> None:
@@ -330,10 +326,8 @@ class PreprocessCache:
             interp = cv2.INTER_AREA if img.shape[0] > self.size else cv2.INTER_LINEAR
             img = cv2.resize(img, (self.size, self.size), interpolation=interp)
         arr = np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
-        np.save(tmp, arr)
-        os.replace(tmp, path)
+        with atomic_file(path, "wb") as f:
+            np.save(f, arr)
         return arr
 
     def load_all(self, samples: list[Sample], progress: bool = False) -> np.ndarray:

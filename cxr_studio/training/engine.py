@@ -11,7 +11,6 @@ import csv
 import io
 import json
 import math
-import os
 import platform
 import sys
 import time
@@ -31,6 +30,7 @@ from .data import select
 from .prepare import PreparedData, group_ids, prepare_data
 from .tensors import GroupedSampler
 from .recipes import Recipe
+from ..core.atomic import write_text_atomic
 
 LOG_FIELDS = ["epoch", "lr", "train_images", "train_loss", "train_acc", "val_loss", "val_acc", "val_auc", "val_sensitivity",
               "val_specificity", "epoch_time_s", "best"]
@@ -80,9 +80,7 @@ def _write_log(path: Path, history: list[dict]) -> None:
     w.writeheader()
     for row in history:
         w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(buf.getvalue(), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, buf.getvalue())
 
 
 def _score(row: dict, metric: str) -> float:

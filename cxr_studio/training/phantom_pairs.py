@@ -3,18 +3,18 @@ noise, so the lesion is the only difference the classifier can learn from (the d
 Layout = ``write_phantom_dataset``'s: ``CXR_png/PHANTOM_<seed>_<label>.png``, ``mask/``, ``lesion_mask/``."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
+from ..core.atomic import write_bytes_atomic
 
 
 def _write(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    if not cv2.imwrite(str(tmp), array):
-        raise OSError(f"could not write {path}")
-    os.replace(tmp, path)
+    ok, buf = cv2.imencode(".png", array)
+    if not ok:
+        raise OSError(f"could not encode {path}")
+    write_bytes_atomic(path, buf.tobytes())
 
 
 def write_paired_phantoms(out_dir: str | Path, n: int, seed: int = 0, size: int = 512) -> Path:

@@ -1,11 +1,11 @@
 """Training-curve and ROC PNGs drawn with numpy + OpenCV (no matplotlib at runtime)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
+from ..core.atomic import write_bytes_atomic
 
 _COLORS = [(200, 80, 30), (40, 140, 230), (60, 170, 60), (30, 30, 200), (150, 60, 150)]  # BGR
 
@@ -65,15 +65,10 @@ def _panel(
 
 
 def write_png_atomic(path: str | Path, bgr: np.ndarray) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     ok, buf = cv2.imencode(".png", bgr)
     if not ok:
         raise OSError(f"could not encode {path}")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(buf.tobytes())
-    os.replace(tmp, path)
-    return path
+    return write_bytes_atomic(path, buf.tobytes())
 
 
 def training_curves_png(history: list[dict], path: str | Path) -> Path:

@@ -31,6 +31,7 @@ from .segmenter_data import (
     split_pairs,
     write_split,
 )
+from ..core.atomic import write_text_atomic
 
 DEFAULTS: dict[str, Any] = {
     "base": 12, "depth": 4, "size": 256, "epochs": 30, "batch_size": 8, "lr": 2e-3,
@@ -119,9 +120,7 @@ def train(data: list[str], out: Path, cfg: dict[str, Any], resume: bool = False,
         save_checkpoint(last, model, preprocess=spec, provenance=prov, training_state=state)
     metrics = evaluate(out / "best.pt", split["test"], log=log)
     metrics["val_dice"] = best
-    tmp = out / "metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=1))
-    tmp.replace(out / "metrics.json")
+    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=1))
     return metrics
 
 

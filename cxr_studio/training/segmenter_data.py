@@ -18,6 +18,7 @@ import numpy as np
 
 from ..core.io import read_image
 from ..core.pipeline import PreprocessSpec, preprocess
+from ..core.atomic import write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -107,9 +108,7 @@ def split_pairs(pairs: list[MaskPair], seed: int, fractions=(0.7, 0.15, 0.15)) -
 
 def write_split(split: dict[str, list[MaskPair]], path: Path) -> None:
     data = {k: [str(p.image) for p in v] for k, v in split.items()}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(data, indent=1))
 
 
 def load_arrays(pairs: list[MaskPair], spec: PreprocessSpec) -> tuple[np.ndarray, np.ndarray]:
