@@ -62,20 +62,13 @@ def peak_in_mask(map_original: np.ndarray, mask: np.ndarray, dilation_px: int) -
 
 def receptive_field(model: torch.nn.Module, layer: str) -> tuple[float, float]:
     """(stride, offset) of ``layer``'s grid in input pixels: cell ``i`` is centred on input pixel
-    ``stride * i + offset`` (pixel-centre convention), from the conv/pool chain before it."""
-    stride, offset = 1.0, 0.0
-    for name, path in model.layer_names.items():
-        mod = model.get_submodule(path)
-        if isinstance(mod, (torch.nn.Conv2d, torch.nn.MaxPool2d, torch.nn.AvgPool2d)):
-            k = mod.kernel_size[0] if isinstance(mod.kernel_size, tuple) else mod.kernel_size
-            st = mod.stride[0] if isinstance(mod.stride, tuple) else mod.stride
-            pad = mod.padding[0] if isinstance(mod.padding, tuple) else mod.padding
-            dil = mod.dilation[0] if isinstance(mod.dilation, tuple) else (mod.dilation or 1)
-            offset += ((k - 1) * dil / 2.0 - pad) * stride
-            stride *= st
-        if name == layer:
-            return stride, offset
-    raise ValueError(f"layer {layer!r} not found in the model")
+    ``stride * i + offset`` (see `cxr_studio.core.placement`)."""
+    from ..core.placement import layer_placement
+
+    p = layer_placement(model, layer)
+    if p is None:
+        raise ValueError(f"layer {layer!r} has no receptive-field placement in this model")
+    return p.stride, p.offset
 
 
 def aligned_peak(map_input: np.ndarray, grid_hw: tuple[int, int], rf: tuple[float, float]) -> np.ndarray:
