@@ -15,7 +15,6 @@ model.state_dict())``) also loads when the caller names the architecture.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import os
 import pickle
 import platform
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .hashing import file_sha256
 from .models import architectures, build_model, model_meta
 from .pipeline import PreprocessSpec
 
@@ -190,14 +190,6 @@ def save_checkpoint(
 
 
 # -- reading ----------------------------------------------------------------------------------------
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 _MAGIC = {

@@ -29,6 +29,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .hashing import file_sha256
 from .render import overlay
 
 SIDECAR_FORMAT = 1
@@ -68,14 +69,6 @@ def unique_stem(out_dir: str | os.PathLike, base: str) -> Path:
         if not any(p.exists() for p in _paths(stem)):
             return stem
     raise ExportError(f"Could not find a free file name for {base!r} in {d}.")
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def versions() -> dict[str, str]:
@@ -212,7 +205,7 @@ def export_view(
     for key in ("image", "checkpoint"):
         p = settings.get(f"{key}_path")
         if p and not settings.get(f"{key}_sha256") and Path(p).is_file():
-            side[f"{key}_sha256"] = sha256_file(p)
+            side[f"{key}_sha256"] = file_sha256(p)
         if p:
             side[f"{key}_path"] = str(Path(p).resolve())
     side.update(
@@ -234,7 +227,7 @@ def export_view(
         temps.append((t_png, png))
         t_npy = _write_temp(npy, array=hm)
         temps.append((t_npy, npy))
-        side["npy_sha256"] = sha256_file(t_npy)
+        side["npy_sha256"] = file_sha256(t_npy)
         try:
             text = json.dumps(side, indent=2, sort_keys=True, default=_json_default, allow_nan=False)
         except (TypeError, ValueError) as e:
@@ -280,7 +273,7 @@ def rerender(sidecar_path: str | os.PathLike, pixels: np.ndarray | None = None) 
     npy = sp.parent / side["npy"]
     if not npy.is_file():
         raise ExportError(f"The raw map {npy} named by {sp.name} is missing.")
-    if side.get("npy_sha256") and sha256_file(npy) != side["npy_sha256"]:
+    if side.get("npy_sha256") and file_sha256(npy) != side["npy_sha256"]:
         raise ExportError(f"{npy} has changed since it was exported (sha256 differs).")
     heat = np.load(npy, allow_pickle=False)
     if pixels is None:
@@ -289,7 +282,7 @@ def rerender(sidecar_path: str | os.PathLike, pixels: np.ndarray | None = None) 
             raise ExportError(f"{sp.name} names no image file; pass the radiograph's pixels.")
         if not Path(img).is_file():
             raise ExportError(f"The original image {img} is missing.")
-        if side.get("image_sha256") and sha256_file(img) != side["image_sha256"]:
+        if side.get("image_sha256") and file_sha256(img) != side["image_sha256"]:
             raise ExportError(f"The original image {img} has changed since the export (sha256 differs).")
         from .io import read_image
 

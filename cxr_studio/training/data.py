@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 from ..core.atomic import atomic_file, write_text_atomic
+from ..core.hashing import file_sha256
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".bmp")
 CLASS_DIRS = {"normal": 0, "abnormal": 1, "0": 0, "1": 1, "negative": 0, "positive": 1, "tb": 1}
@@ -226,12 +227,6 @@ def manifest_hash(samples: list[Sample]) -> str:
 
 
 # -- preprocessing cache ------------------------------------------------------------------------
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_radiograph(path: Path) -> Any:

@@ -68,7 +68,7 @@ def test_batch_exports_folder_and_reports_bad_file(ckpt: Path, images: Path, tmp
     # the sidecar re-renders the PNG byte for byte from the original image
     side = json.loads((out / "phantom_0.json").read_text())
     assert side["threshold"] == 0.2 and side["method"] == "activation" and side["spec"]["input_size"] == INPUT
-    assert side["checkpoint_sha256"] == ex.sha256_file(ckpt)
+    assert side["checkpoint_sha256"] == ex.file_sha256(ckpt)
     assert ex.encode_png(ex.rerender(out / "phantom_0.json")) == (out / "phantom_0.png").read_bytes()
 
 

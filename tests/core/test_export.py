@@ -46,7 +46,7 @@ def test_export_writes_three_files_and_sidecar(tmp_path: Path, image_and_map) ->
     raw = np.load(res.npy)
     assert raw.dtype == np.float32 and (raw == heat).all()
     side = json.loads(res.json.read_text())
-    assert side["image_sha256"] == ex.sha256_file(path)
+    assert side["image_sha256"] == ex.file_sha256(path)
     assert side["layer"] == "relu5" and side["channel"] == 7 and side["threshold"] == 0.2
     assert side["spec"]["input_size"] == 227
     assert set(side["versions"]) >= {"cxr_studio", "torch", "numpy", "opencv"}
