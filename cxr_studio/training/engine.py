@@ -250,9 +250,11 @@ def fit(
                 best_score = max(score, best_score)
             chance_epochs = chance_epochs + 1 if abs(tr["train_loss"] - CHANCE_LOSS) < 0.01 else 0
             history.append(row)
-            val_acc = row["val_acc"] if math.isfinite(row["val_acc"]) else row["train_acc"]
-            if sched.step(val_acc):
-                _say(f"validation accuracy stopped improving: lr -> {optimizer.param_groups[0]['lr']:.3g} "
+            watched = _score(row, recipe.plateau_metric)
+            if not math.isfinite(watched):  # no validation images: fall back to training accuracy
+                watched = row["train_acc"]
+            if sched.step(watched):
+                _say(f"{recipe.plateau_metric} stopped improving: lr -> {optimizer.param_groups[0]['lr']:.3g} "
                      f"(drop {sched.drops}/{sched.max_drops})", info)
             if info.is_main:
                 if row["best"]:

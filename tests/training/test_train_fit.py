@@ -125,3 +125,21 @@ def test_fit_refuses_to_overwrite_a_run(blobs, tmp_path, cache_set) -> None:
     with pytest.raises(TrainingError, match="recipe differs"):
         fit(tiny_recipe(cache_set, "epochs=2", "max_steps_per_epoch=1", "lr=0.5"), [blobs], tmp_path / "run",
             resume=True, progress=False)
+
+
+@pytest.mark.parametrize("watched", ["val_loss", "val_acc"])
+def test_lr_drops_follow_the_plateau_metric(blobs, tmp_path, cache_set, watched) -> None:
+    """Replaying the paper's rule (patience 1, x0.1) on the watched column gives the logged lr."""
+    from cxr_studio.training.engine import _score
+
+    s = fit(tiny_recipe(cache_set, "epochs=5", "lr_patience=1", "max_lr_drops=5", f"plateau_metric={watched}"),
+            [blobs], tmp_path / "run", progress=False)
+    expected, lr, best = [], 0.01, -math.inf
+    for row in s["history"]:
+        expected.append(lr)
+        v = _score(row, watched)
+        if v > best + 1e-9:
+            best = v
+        else:
+            lr *= 0.1
+    assert [r["lr"] for r in s["history"]] == pytest.approx(expected)

@@ -15,7 +15,9 @@ def test_named_recipes_resolve_and_paper_custom_is_literal() -> None:
     assert (p.arch, p.init, p.optimizer, p.momentum, p.weight_decay, p.lr, p.epochs) == (
         "cxrnet", "paper", "sgd", 0.9, 5e-4, 1e-3, 60)
     assert (p.lr_drop_factor, p.max_lr_drops) == (0.1, 3)
-    assert load_recipe("paper-custom-tuned").init == "kaiming"
+    assert p.plateau_metric == "val_acc" and p.spec.normalization == "none"
+    tuned = load_recipe("paper-custom-tuned")
+    assert (tuned.init, tuned.plateau_metric, tuned.spec.normalization) == ("kaiming", "val_loss", "center")
     for name in ("paper-alexnet", "paper-vgg16", "paper-vgg19"):
         r = load_recipe(name)
         assert r.weights == "imagenet" and r.head_lr_factor > 1 and r.lr == 1e-3 and r.epochs == 60
@@ -42,6 +44,7 @@ def test_set_overrides_are_typed() -> None:
     ("lr", "key=value"),
     ("lr=-1", "lr must be a positive number"),
     ("preprocess.segmentation=magic", "Unknown segmentation method"),
+    ("plateau_metric=val_f1", "plateau_metric must be val_auc, val_acc or val_loss"),
 ])
 def test_bad_set_gives_one_clear_error(item: str, words: str) -> None:
     with pytest.raises(RecipeError, match=words):
