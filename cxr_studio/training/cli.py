@@ -17,6 +17,7 @@ from typing import Any, Callable
 Runner = Callable[[argparse.Namespace], int]
 SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Runner]]] = {}
 OPTIONAL_MODULES = ["cxr_studio.training.segmenter"]
+OPTIONAL_MODULES.append("cxr_studio.training.lung_check")  # lung-check (issue 4: the paper's visual claim)
 
 
 def subcommand(name: str, help: str) -> Callable:

@@ -1,0 +1,240 @@
+"""``cxr-studio-train lung-check``: the paper's visual claim, measured (issue 4).
+
+On abnormal images, does the strongest channel of the deepest conv layer (ranked by max, as the
+paper picked it) peak inside the lungs? Its peak is placed at the receptive-field centre of the
+strongest cell (`demo_check.aligned_peak`, as the demo model's pointing game does) and mapped back
+onto the original radiograph; hit = inside the lung mask (the dataset's own mask when it has one,
+else ``segment_lungs(method="auto")``), optionally dilated. Grad-CAM for class 1 is scored the same way.
+
+Chance baselines, per image, then averaged: ``chance_fov`` = the fraction of the model's field of
+view (the crop box on the original) that is lung, what a uniformly random peak would hit;
+``chance_cells`` = the fraction of the layer's cells whose receptive-field centre is lung (a
+random strongest *cell*: stricter, since the cells of an unpadded net cover only the input's middle).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from .cli import Runner, subcommand
+from .data import DatasetError, Sample, read_mask, read_radiograph, read_split, scan_roots, select
+
+CAM_CLASS = 1  # Grad-CAM explains "abnormal"
+
+
+def dataset_lungs(sample: Sample, shape: tuple[int, int]) -> np.ndarray | None:
+    """The dataset's lung mask at the image's shape (nearest-neighbour resize as training did), or None."""
+    mask = read_mask(sample.mask_paths)
+    if mask is not None and mask.shape != tuple(shape):
+        mask = cv2.resize(mask.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST) > 0
+    return mask
+
+
+def grow(mask: np.ndarray, dilation_px: int) -> np.ndarray:
+    """``mask`` dilated by a disc of radius ``dilation_px`` (as the pointing game grows masks)."""
+    m = mask.astype(np.uint8)
+    if dilation_px > 0:
+        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * dilation_px + 1, 2 * dilation_px + 1))
+        m = cv2.dilate(m, k)
+    return m > 0
+
+
+def cell_centres_original(pre: Any, grid_hw: tuple[int, int], rf: tuple[float, float]) -> np.ndarray:
+    """(h*w, 2) original-image (x, y) of every cell's receptive-field centre."""
+    stride, offset = rf
+    ys, xs = np.meshgrid(offset + stride * np.arange(grid_hw[0]), offset + stride * np.arange(grid_hw[1]),
+                         indexing="ij")
+    return pre.geometry.input_to_original(np.stack([xs.ravel(), ys.ravel()], axis=1))
+
+
+def check_image(model: Any, spec: Any, layer: str, rf: tuple[float, float], sample: Sample,
+                use_masks: bool, dilation_px: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(JSON row, what a figure needs) for one image."""
+    from ..core.activations import forward_with_activations, rank_channels
+    from ..core.lungs import segment_lungs_detailed
+    from ..core.pipeline import preprocess
+    from ..core.saliency import channel_map, grad_cam
+    from .demo_check import aligned_peak, point_in_mask
+
+    try:
+        rad = read_radiograph(sample.path)
+        ds_mask = dataset_lungs(sample, rad.shape)
+        pre = preprocess(rad, spec, lung_mask=ds_mask if use_masks else None)
+    except DatasetError:
+        raise
+    except ValueError as exc:
+        raise DatasetError(f"cannot read or preprocess {sample.path}: {exc}") from None
+    if ds_mask is not None:
+        lungs, source = ds_mask, "dataset"
+    elif pre.lung_mask is not None and spec.segmentation == "auto":
+        lungs, source = pre.lung_mask, f"segment_lungs:{pre.segmentation_method}"  # the same call, reused
+    else:
+        seg = segment_lungs_detailed(rad.pixels, method="auto")
+        lungs, source = seg.mask, f"segment_lungs:{seg.method}"
+    target = grow(lungs, dilation_px)
+    y0, x0, y1, x1 = pre.geometry.crop_box
+
+    x = pre.tensor(next(model.parameters()).device)
+    fwd = forward_with_activations(model, x, [layer])
+    act = fwd.activations[layer]
+    if act.ndim != 3:
+        raise DatasetError(f"layer {layer!r} is not spatial (output {act.shape}); pick a conv or ReLU layer")
+    ch, score = rank_channels(act, "max")[0]
+    n_in = pre.geometry.input_size
+    cmap_in = cv2.resize(channel_map(act, ch), (n_in, n_in), interpolation=cv2.INTER_LINEAR)
+    cam = grad_cam(model, x, layer, class_index=CAM_CLASS)
+    peak = pre.geometry.input_to_original(aligned_peak(cmap_in, act.shape[1:], rf))
+    cam_peak = pre.geometry.input_to_original(aligned_peak(cam, act.shape[1:], rf))
+    cells = cell_centres_original(pre, act.shape[1:], rf)
+    row = {
+        "id": sample.id, "path": str(sample.path), "prob_abnormal": float(fwd.probabilities[-1]),
+        "channel": int(ch), "channel_score": float(score),
+        "peak_xy": [round(float(v), 1) for v in peak[0]], "hit": point_in_mask(peak, target, 0),
+        "cam_peak_xy": [round(float(v), 1) for v in cam_peak[0]], "cam_hit": point_in_mask(cam_peak, target, 0),
+        "mask_source": source, "lung_fraction": float(target[y0:y1, x0:x1].mean()),
+        "lung_fraction_cells": float(np.mean([point_in_mask(c[None], target, 0) for c in cells])),
+    }
+    return row, {"pre": pre, "forward": fwd, "lungs": lungs, "peak": peak}
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion k/n."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return (float(max(0.0, c - h)), float(min(1.0, c + h)))
+
+
+def choose_samples(roots: list[str], split_file: str | None, use_all: bool, part: str,
+                   checkpoint: Path) -> tuple[list[Sample], str]:
+    """The abnormal samples to score and a description of where they come from (as ``eval`` picks:
+    the split beside the checkpoint when neither ``split_file`` nor ``use_all`` is given)."""
+    samples = scan_roots(list(roots))
+    if split_file is None and not use_all and (checkpoint.parent / "split.json").exists():
+        split_file = str(checkpoint.parent / "split.json")
+    if use_all or split_file is None:
+        chosen, source = samples, "all"
+    else:
+        chosen, source = select(samples, read_split(split_file, samples)[part]), f"{split_file}:{part}"
+    abnormal = [s for s in chosen if s.label == 1]
+    if not abnormal:
+        raise DatasetError(f"no abnormal (label 1) images among the {len(chosen)} selected ({source})")
+    return abnormal, source
+
+
+def lung_check(checkpoint: str | Path, roots: list[str], *, split_file: str | None = None, use_all: bool = False,
+               part: str = "test", layer: str | None = None, dilation_px: int = 0, json_out: str | None = None,
+               figures: str | None = None, max_figures: int = 12, device: str | None = None,
+               progress: bool = False) -> dict[str, Any]:
+    """Score every selected abnormal image; write the JSON and figures; return the summary + rows."""
+    from ..core.checkpoint import load_checkpoint
+    from ..core.models import deepest_conv
+    from .demo_check import receptive_field
+    from .engine import pick_device
+    from .lung_check_figures import figure_name, strongest_channel_heatmap, write_figure
+
+    if dilation_px < 0:
+        raise DatasetError(f"--dilation-px must be 0 or more, got {dilation_px}")
+    ck = load_checkpoint(Path(checkpoint), device=pick_device(device))
+    model, spec = ck.model, ck.spec
+    recipe = (ck.provenance or {}).get("recipe", {}) if isinstance(ck.provenance, dict) else {}
+    use_masks = bool(recipe.get("use_dataset_masks", True))
+    layer = layer or deepest_conv(model)
+    if layer not in getattr(model, "layer_names", {}):
+        raise DatasetError(f"the model has no layer {layer!r}; its layers: {', '.join(model.layer_names)}")
+    rf = receptive_field(model, layer)
+    samples, source = choose_samples(roots, split_file, use_all, part, Path(checkpoint))
+    it: Any = samples
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(samples, desc="lung-check", unit="img", leave=False)
+    rows = []
+    for i, s in enumerate(it):
+        row, fig = check_image(model, spec, layer, rf, s, use_masks, dilation_px)
+        if figures and i < max_figures:
+            heat = strongest_channel_heatmap(model, fig["pre"], fig["forward"], layer)
+            if heat.channel != row["channel"]:  # one ranking, two call sites: they must agree
+                raise RuntimeError(f"channel mismatch {heat.channel} != {row['channel']} on {s.path}")
+            path = Path(figures) / figure_name(s.path, row["channel"])
+            row["figure"] = str(write_figure(path, fig["pre"], heat.map_original, fig["lungs"], fig["peak"]))
+        rows.append(row)
+    n = len(rows)
+    k = sum(r["hit"] for r in rows)
+    summary = {
+        "checkpoint": str(checkpoint), "checkpoint_sha256": getattr(ck, "sha256", ""), "images": source,
+        "layer": layer, "receptive_field": {"stride": rf[0], "offset": rf[1]}, "dilation_px": dilation_px,
+        "n_abnormal": n, "channel_hit_rate": k / n, "channel_hit_rate_ci95": wilson(k, n),
+        "gradcam_hit_rate": sum(r["cam_hit"] for r in rows) / n,
+        "chance_fov": float(np.mean([r["lung_fraction"] for r in rows])),
+        "chance_cells": float(np.mean([r["lung_fraction_cells"] for r in rows])),
+        "top_channels": Counter(r["channel"] for r in rows).most_common(5),
+        "mask_sources": dict(Counter(r["mask_source"] for r in rows)),
+        "figures": sum("figure" in r for r in rows),
+    }
+    out = {"summary": summary, "images_scored": rows}
+    if json_out:
+        from .data import write_json_atomic
+
+        write_json_atomic(Path(json_out), out)
+    return out
+
+
+def format_table(s: dict[str, Any]) -> str:
+    """The printed summary."""
+    lo, hi = s["channel_hit_rate_ci95"]
+    rf = s["receptive_field"]
+    lines = [
+        f"lung-check {s['checkpoint']} on {s['images']}",
+        f"layer {s['layer']} (cells every {rf['stride']:g} px from {rf['offset']:g}), lung mask dilation {s['dilation_px']} px",
+        f"  abnormal images            {s['n_abnormal']}",
+        f"  strongest-channel hit rate {s['channel_hit_rate']:.3f}  (95% CI {lo:.3f}-{hi:.3f})",
+        f"  Grad-CAM hit rate          {s['gradcam_hit_rate']:.3f}",
+        f"  chance (field of view)     {s['chance_fov']:.3f}",
+        f"  chance (layer cells)       {s['chance_cells']:.3f}",
+        "  strongest channels         " + ", ".join(f"{c} ({m}x)" for c, m in s["top_channels"]),
+        "  lung masks                 " + ", ".join(f"{k} {v}" for k, v in s["mask_sources"].items()),
+    ]
+    return "\n".join(lines)
+
+
+@subcommand("lung-check", "the paper's visual claim: does the strongest deepest-conv channel peak inside the lungs?")
+def _lung_check_setup(p: argparse.ArgumentParser) -> Runner:
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", nargs="+", required=True, metavar="ROOT")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--split-file", default=None, help="score this split's --part (default: test)")
+    g.add_argument("--all", action="store_true", help="score every abnormal image")
+    p.add_argument("--part", default="test", choices=["train", "val", "test"])
+    p.add_argument("--layer", default=None, help="readable layer name (default: the deepest conv, e.g. relu5)")
+    p.add_argument("--dilation-px", type=int, default=0, help="grow the lung mask by this many pixels")
+    p.add_argument("--json", default=None, help="write the summary and per-image rows here")
+    p.add_argument("--figures", default=None, metavar="DIR", help="write Fig. 4-style PNGs here")
+    p.add_argument("--max-figures", type=int, default=12)
+    p.add_argument("--device", default=None)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true")
+
+    def run(a: argparse.Namespace) -> int:
+        if a.threads:
+            import torch
+
+            torch.set_num_threads(a.threads)
+        res = lung_check(a.checkpoint, a.data, split_file=a.split_file, use_all=a.all, part=a.part, layer=a.layer,
+                         dilation_px=a.dilation_px, json_out=a.json, figures=a.figures, max_figures=a.max_figures,
+                         device=a.device, progress=not a.no_progress and sys.stderr.isatty())
+        print(format_table(res["summary"]))
+        if a.json:
+            print(f"per-image rows: {a.json}")
+        return 0
+
+    return run
