@@ -95,8 +95,8 @@ def check_image(model: Any, spec: Any, layer: str, rf: tuple[float, float], samp
     row = {
         "id": sample.id, "path": str(sample.path), "prob_abnormal": float(fwd.probabilities[-1]),
         "channel": int(ch), "channel_score": float(score),
-        "peak_xy": [round(float(v), 1) for v in peak[0]], "hit": point_in_mask(peak, target, 0),
-        "cam_peak_xy": [round(float(v), 1) for v in cam_peak[0]], "cam_hit": point_in_mask(cam_peak, target, 0),
+        "peak_xy": [float(v) for v in peak[0]], "hit": point_in_mask(peak, target, 0),
+        "cam_peak_xy": [float(v) for v in cam_peak[0]], "cam_hit": point_in_mask(cam_peak, target, 0),
         "mask_source": source, "lung_fraction": float(target[y0:y1, x0:x1].mean()),
         "lung_fraction_cells": float(np.mean([point_in_mask(c[None], target, 0) for c in cells])),
     }
