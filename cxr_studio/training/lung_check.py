@@ -114,6 +114,11 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (float(max(0.0, c - h)), float(min(1.0, c + h)))
 
 
+def rate(rows: list[dict[str, Any]], key: str) -> float | None:
+    """Fraction of ``rows`` whose ``key`` is true (None for no rows)."""
+    return sum(bool(r[key]) for r in rows) / len(rows) if rows else None
+
+
 def choose_samples(roots: list[str], split_file: str | None, use_all: bool, part: str,
                    checkpoint: Path) -> tuple[list[Sample], str]:
     """The abnormal samples to score and a description of where they come from (as ``eval`` picks:
@@ -170,11 +175,14 @@ def lung_check(checkpoint: str | Path, roots: list[str], *, split_file: str | No
         rows.append(row)
     n = len(rows)
     k = sum(r["hit"] for r in rows)
+    called = [r for r in rows if r["prob_abnormal"] >= 0.5]  # the images the model gets right
     summary = {
         "checkpoint": str(checkpoint), "checkpoint_sha256": getattr(ck, "sha256", ""), "images": source,
         "layer": layer, "receptive_field": {"stride": rf[0], "offset": rf[1]}, "dilation_px": dilation_px,
         "n_abnormal": n, "channel_hit_rate": k / n, "channel_hit_rate_ci95": wilson(k, n),
         "gradcam_hit_rate": sum(r["cam_hit"] for r in rows) / n,
+        "n_called_abnormal": len(called), "channel_hit_rate_called_abnormal": rate(called, "hit"),
+        "gradcam_hit_rate_called_abnormal": rate(called, "cam_hit"),
         "chance_fov": float(np.mean([r["lung_fraction"] for r in rows])),
         "chance_cells": float(np.mean([r["lung_fraction_cells"] for r in rows])),
         "top_channels": Counter(r["channel"] for r in rows).most_common(5),
@@ -199,6 +207,9 @@ def format_table(s: dict[str, Any]) -> str:
         f"  abnormal images            {s['n_abnormal']}",
         f"  strongest-channel hit rate {s['channel_hit_rate']:.3f}  (95% CI {lo:.3f}-{hi:.3f})",
         f"  Grad-CAM hit rate          {s['gradcam_hit_rate']:.3f}",
+        f"  ... on the {s['n_called_abnormal']} called abnormal (p >= 0.5): channel "
+        + " / Grad-CAM ".join("-" if v is None else f"{v:.3f}" for v in
+                              (s["channel_hit_rate_called_abnormal"], s["gradcam_hit_rate_called_abnormal"])),
         f"  chance (field of view)     {s['chance_fov']:.3f}",
         f"  chance (layer cells)       {s['chance_cells']:.3f}",
         "  strongest channels         " + ", ".join(f"{c} ({m}x)" for c, m in s["top_channels"]),

@@ -62,6 +62,9 @@ def test_rates_and_baselines_are_sane(result) -> None:
     rows = result["images_scored"]
     assert s["channel_hit_rate"] == pytest.approx(np.mean([r["hit"] for r in rows]))
     assert s["chance_fov"] == pytest.approx(np.mean([r["lung_fraction"] for r in rows]))
+    called = [r for r in rows if r["prob_abnormal"] >= 0.5]
+    assert s["n_called_abnormal"] == len(called) > 0
+    assert s["channel_hit_rate_called_abnormal"] == pytest.approx(np.mean([r["hit"] for r in called]))
 
 
 def test_hit_means_the_peak_is_on_the_dataset_mask(result, phantoms) -> None:
