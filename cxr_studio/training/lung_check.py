@@ -25,7 +25,7 @@ import numpy as np
 from .cli import Runner, subcommand
 from .data import DatasetError, Sample, read_mask, read_radiograph, read_split, scan_roots, select
 
-CAM_CLASS = 1  # Grad-CAM explains "abnormal"
+ABNORMAL = 1  # class index of "abnormal": Grad-CAM explains it, prob_abnormal reports it
 
 
 def dataset_lungs(sample: Sample, shape: tuple[int, int]) -> np.ndarray | None:
@@ -88,12 +88,12 @@ def check_image(model: Any, spec: Any, layer: str, rf: tuple[float, float], samp
     ch, score = rank_channels(act, "max")[0]
     n_in = pre.geometry.input_size
     cmap_in = cv2.resize(channel_map(act, ch), (n_in, n_in), interpolation=cv2.INTER_LINEAR)
-    cam = grad_cam(model, x, layer, class_index=CAM_CLASS)
+    cam = grad_cam(model, x, layer, class_index=ABNORMAL)
     peak = pre.geometry.input_to_original(aligned_peak(cmap_in, act.shape[1:], rf))
     cam_peak = pre.geometry.input_to_original(aligned_peak(cam, act.shape[1:], rf))
     cells = cell_centres_original(pre, act.shape[1:], rf)
     row = {
-        "id": sample.id, "path": str(sample.path), "prob_abnormal": float(fwd.probabilities[-1]),
+        "id": sample.id, "path": str(sample.path), "prob_abnormal": float(fwd.probabilities[ABNORMAL]),
         "channel": int(ch), "channel_score": float(score),
         "peak_xy": [float(v) for v in peak[0]], "hit": point_in_mask(peak, target, 0),
         "cam_peak_xy": [float(v) for v in cam_peak[0]], "cam_hit": point_in_mask(cam_peak, target, 0),
