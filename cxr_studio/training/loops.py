@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .ddp import DistInfo, all_finite
 from .recipes import Recipe
+from .tensors import collate
 
 CHANCE_LOSS = math.log(2.0)
 
@@ -77,7 +78,7 @@ def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
 
 def make_loader(ds: Dataset, batch_size: int, sampler: Any = None, workers: int = 0) -> DataLoader:
     return DataLoader(ds, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
-                      drop_last=False, persistent_workers=False)
+                      drop_last=False, persistent_workers=False, collate_fn=collate)
 
 
 def autocast_context(device: torch.device, amp: bool) -> Any:

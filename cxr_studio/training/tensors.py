@@ -8,13 +8,14 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, Sampler, default_collate
 
 from ..core.pipeline import NORMALIZATIONS
 
 
 class CachedImages(Dataset):
-    """(N, S, S) uint8 images + labels -> ((C, n, n) float32 normalised, label)."""
+    """(N, S, S) uint8 images + labels -> ((C, n, n) float32 normalised, label); batches come from
+    ``__getitems__`` (use ``collate`` below as the DataLoader's ``collate_fn``)."""
 
     def __init__(
         self,
@@ -75,9 +76,30 @@ class CachedImages(Dataset):
         return np.ascontiguousarray(img, dtype=np.float32) * (1.0 / 255.0)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        px = self.pixels(index)
-        x = (np.repeat(px[None], self.channels, axis=0) - self.mean) / self.std
-        return torch.from_numpy(x.astype(np.float32, copy=False)), int(self.labels[index])
+        x, y = self.__getitems__([index])
+        return x[0], int(y[0])
+
+    def __getitems__(self, indices: list[int]) -> "Batch":
+        """A whole batch at once (the DataLoader calls this): pixels gathered (and augmented) per
+        image, then normalised and widened to ``channels`` once per batch, not once per image."""
+        idx = np.asarray(indices, dtype=np.int64)
+        if self.train or self.images.shape[1] != self.n:
+            px = np.stack([self.pixels(int(i)) for i in idx]) if len(idx) else np.zeros((0, self.n, self.n), np.float32)
+        else:
+            px = self.images[idx].astype(np.float32) * np.float32(1.0 / 255.0)
+        x = (torch.from_numpy(px)[:, None] - torch.from_numpy(self.mean)) / torch.from_numpy(self.std)
+        return Batch((x, torch.from_numpy(self.labels[idx])))
+
+
+class Batch(tuple):
+    """(x, y) already collated by ``CachedImages.__getitems__``; ``collate`` passes it through."""
+
+
+def collate(items: Any) -> Any:
+    """DataLoader ``collate_fn``: batches made by ``__getitems__`` as they are, lists of samples stacked."""
+    if isinstance(items, Batch):
+        return tuple(items)
+    return default_collate(items)
 
 
 class GroupedSampler(Sampler[int]):

@@ -1,0 +1,43 @@
+"""CachedImages: batched fetching gives exactly the per-image tensors, augmentation is a pure
+function of (seed, epoch, key), and the DataLoader hands over whole batches."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cxr_studio.core.pipeline import PreprocessSpec
+from cxr_studio.training.loops import make_loader
+from cxr_studio.training.tensors import CachedImages
+
+
+def _images(n: int = 10, size: int = 40) -> np.ndarray:
+    return np.random.default_rng(3).integers(0, 256, (n, size, size), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("train, size", [(False, 32), (False, 40), (True, 40)])
+def test_batch_equals_stacked_items(train: bool, size: int) -> None:
+    spec = PreprocessSpec(input_size=32, channels=3, normalization="imagenet")
+    ds = CachedImages(_images(size=size), np.arange(10) % 2, spec, train=train, rotation_deg=8, translate_px=3)
+    ds.set_epoch(2)
+    x, y = ds.__getitems__([4, 1, 7])
+    singles = [ds[i] for i in (4, 1, 7)]
+    assert x.shape == (3, 3, 32, 32) and x.dtype == torch.float32
+    assert torch.equal(x, torch.stack([s[0] for s in singles]))
+    assert y.tolist() == [s[1] for s in singles] == [0, 1, 1]
+    # imagenet normalisation differs per channel, so the three planes are not copies of each other
+    assert not torch.equal(x[:, 0], x[:, 1])
+    if train:
+        ds.set_epoch(3)
+        assert not torch.equal(ds.__getitems__([4])[0][0], x[0])
+
+
+def test_loader_yields_whole_batches_in_sampler_order() -> None:
+    spec = PreprocessSpec(input_size=40, channels=1, normalization="center")
+    imgs = _images()
+    ds = CachedImages(imgs, np.arange(10) % 2, spec)
+    batches = list(make_loader(ds, 4, sampler=[9, 8, 7, 6, 5, 4, 3, 2, 1, 0]))
+    assert [b[0].shape[0] for b in batches] == [4, 4, 2]
+    first = batches[0][0]
+    expected = (torch.from_numpy(imgs[[9, 8, 7, 6]]).float() / 255 - 0.5) / 0.5
+    assert torch.allclose(first[:, 0], expected, atol=1e-6)
