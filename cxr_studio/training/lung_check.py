@@ -19,88 +19,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from .cli import Runner, subcommand
-from .data import DatasetError, Sample, read_mask, read_radiograph, read_split, scan_roots, select
-
-ABNORMAL = 1  # class index of "abnormal": Grad-CAM explains it, prob_abnormal reports it
-
-
-def dataset_lungs(sample: Sample, shape: tuple[int, int]) -> np.ndarray | None:
-    """The dataset's lung mask at the image's shape (nearest-neighbour resize as training did), or None."""
-    mask = read_mask(sample.mask_paths)
-    if mask is not None and mask.shape != tuple(shape):
-        mask = cv2.resize(mask.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST) > 0
-    return mask
-
-
-def grow(mask: np.ndarray, dilation_px: int) -> np.ndarray:
-    """``mask`` dilated by a disc of radius ``dilation_px`` (as the pointing game grows masks)."""
-    m = mask.astype(np.uint8)
-    if dilation_px > 0:
-        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * dilation_px + 1, 2 * dilation_px + 1))
-        m = cv2.dilate(m, k)
-    return m > 0
-
-
-def cell_centres_original(pre: Any, grid_hw: tuple[int, int], rf: tuple[float, float]) -> np.ndarray:
-    """(h*w, 2) original-image (x, y) of every cell's receptive-field centre."""
-    stride, offset = rf
-    ys, xs = np.meshgrid(offset + stride * np.arange(grid_hw[0]), offset + stride * np.arange(grid_hw[1]),
-                         indexing="ij")
-    return pre.geometry.input_to_original(np.stack([xs.ravel(), ys.ravel()], axis=1))
-
-
-def check_image(model: Any, spec: Any, layer: str, rf: tuple[float, float], sample: Sample,
-                use_masks: bool, dilation_px: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(JSON row, what a figure needs) for one image."""
-    from ..core.activations import forward_with_activations, rank_channels
-    from ..core.lungs import segment_lungs_detailed
-    from ..core.pipeline import preprocess
-    from ..core.saliency import channel_map, grad_cam
-    from .demo_check import aligned_peak, point_in_mask
-
-    try:
-        rad = read_radiograph(sample.path)
-        ds_mask = dataset_lungs(sample, rad.shape)
-        pre = preprocess(rad, spec, lung_mask=ds_mask if use_masks else None)
-    except DatasetError:
-        raise
-    except ValueError as exc:
-        raise DatasetError(f"cannot read or preprocess {sample.path}: {exc}") from None
-    if ds_mask is not None:
-        lungs, source = ds_mask, "dataset"
-    elif pre.lung_mask is not None and spec.segmentation == "auto":
-        lungs, source = pre.lung_mask, f"segment_lungs:{pre.segmentation_method}"  # the same call, reused
-    else:
-        seg = segment_lungs_detailed(rad.pixels, method="auto")
-        lungs, source = seg.mask, f"segment_lungs:{seg.method}"
-    target = grow(lungs, dilation_px)
-    y0, x0, y1, x1 = pre.geometry.crop_box
-
-    x = pre.tensor(next(model.parameters()).device)
-    fwd = forward_with_activations(model, x, [layer])
-    act = fwd.activations[layer]
-    if act.ndim != 3:
-        raise DatasetError(f"layer {layer!r} is not spatial (output {act.shape}); pick a conv or ReLU layer")
-    ch, score = rank_channels(act, "max")[0]
-    n_in = pre.geometry.input_size
-    cmap_in = cv2.resize(channel_map(act, ch), (n_in, n_in), interpolation=cv2.INTER_LINEAR)
-    cam = grad_cam(model, x, layer, class_index=ABNORMAL)
-    peak = pre.geometry.input_to_original(aligned_peak(cmap_in, act.shape[1:], rf))
-    cam_peak = pre.geometry.input_to_original(aligned_peak(cam, act.shape[1:], rf))
-    cells = cell_centres_original(pre, act.shape[1:], rf)
-    row = {
-        "id": sample.id, "path": str(sample.path), "prob_abnormal": float(fwd.probabilities[ABNORMAL]),
-        "channel": int(ch), "channel_score": float(score),
-        "peak_xy": [float(v) for v in peak[0]], "hit": point_in_mask(peak, target, 0),
-        "cam_peak_xy": [float(v) for v in cam_peak[0]], "cam_hit": point_in_mask(cam_peak, target, 0),
-        "mask_source": source, "lung_fraction": float(target[y0:y1, x0:x1].mean()),
-        "lung_fraction_cells": float(np.mean([point_in_mask(c[None], target, 0) for c in cells])),
-    }
-    return row, {"pre": pre, "forward": fwd, "lungs": lungs, "peak": peak}
+from .data import DatasetError, Sample, read_split, scan_roots, select
+from .lung_check_scoring import check_image, untrained_twin
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -139,8 +62,9 @@ def choose_samples(roots: list[str], split_file: str | None, use_all: bool, part
 def lung_check(checkpoint: str | Path, roots: list[str], *, split_file: str | None = None, use_all: bool = False,
                part: str = "test", layer: str | None = None, dilation_px: int = 0, json_out: str | None = None,
                figures: str | None = None, max_figures: int = 12, device: str | None = None,
-               progress: bool = False) -> dict[str, Any]:
-    """Score every selected abnormal image; write the JSON and figures; return the summary + rows."""
+               progress: bool = False, untrained_control: bool = False) -> dict[str, Any]:
+    """Score every selected abnormal image; write the JSON and figures; return the summary + rows.
+    ``untrained_control`` also scores the same images with `untrained_twin` (the recipe's seed)."""
     from ..core.checkpoint import load_checkpoint
     from ..core.models import deepest_conv
     from .demo_check import receptive_field
@@ -157,6 +81,8 @@ def lung_check(checkpoint: str | Path, roots: list[str], *, split_file: str | No
     if layer not in getattr(model, "layer_names", {}):
         raise DatasetError(f"the model has no layer {layer!r}; its layers: {', '.join(model.layer_names)}")
     rf = receptive_field(model, layer)
+    seed = int(recipe.get("seed", 0))
+    twin = untrained_twin(ck, seed) if untrained_control else None
     samples, source = choose_samples(roots, split_file, use_all, part, Path(checkpoint))
     it: Any = samples
     if progress:
@@ -172,6 +98,9 @@ def lung_check(checkpoint: str | Path, roots: list[str], *, split_file: str | No
                 raise RuntimeError(f"channel mismatch {heat.channel} != {row['channel']} on {s.path}")
             path = Path(figures) / figure_name(s.path, row["channel"])
             row["figure"] = str(write_figure(path, fig["pre"], heat.map_original, fig["lungs"], fig["peak"]))
+        if twin is not None:
+            ctl, _ = check_image(twin, spec, layer, rf, s, use_masks, dilation_px)
+            row.update(control_channel=ctl["channel"], control_hit=ctl["hit"], control_cam_hit=ctl["cam_hit"])
         rows.append(row)
     n = len(rows)
     k = sum(r["hit"] for r in rows)
@@ -189,6 +118,12 @@ def lung_check(checkpoint: str | Path, roots: list[str], *, split_file: str | No
         "mask_sources": dict(Counter(r["mask_source"] for r in rows)),
         "figures": sum("figure" in r for r in rows),
     }
+    if twin is not None:
+        kc = sum(r["control_hit"] for r in rows)
+        summary["untrained_control"] = {
+            "seed": seed, "channel_hit_rate": kc / n, "channel_hit_rate_ci95": wilson(kc, n),
+            "gradcam_hit_rate": rate(rows, "control_cam_hit"),
+            "top_channels": Counter(r["control_channel"] for r in rows).most_common(5)}
     out = {"summary": summary, "images_scored": rows}
     if json_out:
         from .data import write_json_atomic
@@ -215,6 +150,10 @@ def format_table(s: dict[str, Any]) -> str:
         "  strongest channels         " + ", ".join(f"{c} ({m}x)" for c, m in s["top_channels"]),
         "  lung masks                 " + ", ".join(f"{k} {v}" for k, v in s["mask_sources"].items()),
     ]
+    c = s.get("untrained_control")
+    if c:
+        lines += [f"  untrained control (seed {c['seed']}): channel hit rate {c['channel_hit_rate']:.3f}, Grad-CAM "
+                  f"{c['gradcam_hit_rate']:.3f}; channels " + ", ".join(f"{ch} ({m}x)" for ch, m in c["top_channels"])]
     return "\n".join(lines)
 
 
@@ -231,6 +170,8 @@ def _lung_check_setup(p: argparse.ArgumentParser) -> Runner:
     p.add_argument("--json", default=None, help="write the summary and per-image rows here")
     p.add_argument("--figures", default=None, metavar="DIR", help="write Fig. 4-style PNGs here")
     p.add_argument("--max-figures", type=int, default=12)
+    p.add_argument("--untrained-control", action="store_true",
+                   help="also score the same architecture untrained (the recipe's seed: the net before training)")
     p.add_argument("--device", default=None)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true")
@@ -242,7 +183,8 @@ def _lung_check_setup(p: argparse.ArgumentParser) -> Runner:
             torch.set_num_threads(a.threads)
         res = lung_check(a.checkpoint, a.data, split_file=a.split_file, use_all=a.all, part=a.part, layer=a.layer,
                          dilation_px=a.dilation_px, json_out=a.json, figures=a.figures, max_figures=a.max_figures,
-                         device=a.device, progress=not a.no_progress and sys.stderr.isatty())
+                         device=a.device, progress=not a.no_progress and sys.stderr.isatty(),
+                         untrained_control=a.untrained_control)
         print(format_table(res["summary"]))
         if a.json:
             print(f"per-image rows: {a.json}")

@@ -101,13 +101,16 @@ def test_split_file_selects_the_test_part(demo_ckpt, phantoms, tmp_path) -> None
     write_split(tmp_path / "split.json", split, 1, [0.4, 0.2, 0.4])
     rc = main(["lung-check", "--checkpoint", demo_ckpt, "--data", str(phantoms), "--split-file",
                str(tmp_path / "split.json"), "--json", str(tmp_path / "lc.json"), "--no-progress",
-               "--dilation-px", "400"])
+               "--dilation-px", "400", "--untrained-control"])
     assert rc == 0
     d = json.loads((tmp_path / "lc.json").read_text())
     want = sorted(i for i in split["test"] if i.endswith("_1.png"))
     assert sorted(r["id"] for r in d["images_scored"]) == want and want
     # a mask grown past the image edges covers every pixel: every peak hits, and so does chance
     assert d["summary"]["channel_hit_rate"] == 1.0 == d["summary"]["chance_fov"]
+    ctl = d["summary"]["untrained_control"]
+    assert ctl["seed"] == 0 and ctl["channel_hit_rate"] == 1.0 == ctl["gradcam_hit_rate"]
+    assert all(isinstance(r["control_channel"], int) for r in d["images_scored"])
 
 
 @pytest.mark.parametrize("case", ["missing checkpoint", "empty data root"])
