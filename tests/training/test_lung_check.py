@@ -113,15 +113,17 @@ def test_split_file_selects_the_test_part(demo_ckpt, phantoms, tmp_path) -> None
     assert all(isinstance(r["control_channel"], int) for r in d["images_scored"])
 
 
-@pytest.mark.parametrize("case", ["missing checkpoint", "empty data root"])
+@pytest.mark.parametrize("case", ["missing checkpoint", "empty data root", "unknown layer", "fc layer"])
 def test_bad_input_is_one_line_and_exit_2(case, demo_ckpt, phantoms, tmp_path, capsys) -> None:
-    ckpt, data = demo_ckpt, str(phantoms)
+    ckpt, data, extra = demo_ckpt, str(phantoms), []
     if case == "missing checkpoint":
         ckpt = str(tmp_path / "nope.pt")
-    else:
+    elif case == "empty data root":
         (tmp_path / "empty").mkdir()
         data = str(tmp_path / "empty")
-    rc = main(["lung-check", "--checkpoint", ckpt, "--data", data, "--all", "--no-progress"])
+    else:
+        extra = ["--layer", "nope" if case == "unknown layer" else "fc7"]
+    rc = main(["lung-check", "--checkpoint", ckpt, "--data", data, "--all", "--no-progress", *extra])
     err = capsys.readouterr().err.strip()
     assert rc == 2
     assert len(err.splitlines()) == 1 and "Traceback" not in err and "lung-check" in err
