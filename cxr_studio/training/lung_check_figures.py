@@ -1,6 +1,6 @@
 """Paper Fig. 4-style figures for ``cxr-studio-train lung-check``: the radiograph with the strongest
 deepest-conv channel as a MATLAB-jet overlay (placed at the cells' receptive-field centres, as the
-app draws it), the lung-mask outline, and a marker at the channel's peak.
+app draws it), the lung-mask outline, and a ring around the channel's peak.
 
 The heat map comes from `core.views.compute_heatmap` (the app's own placement) and is composited by
 `core.render.overlay` (the app's jet table, threshold-to-alpha and opacity) inside the model's crop
@@ -18,7 +18,7 @@ FIG_THRESHOLD = 0.3  # map values below this are transparent (the paper's "black
 FIG_OPACITY = 0.6
 MAX_SIDE = 1024  # larger radiographs are shrunk so a figure stays a few hundred kB
 OUTLINE_RGB = (255, 255, 255)  # lung outline: white
-MARKER_RGB = (255, 0, 255)  # peak marker: magenta (not a jet colour)
+MARKER_RGB = (255, 0, 255)  # ring around the peak: magenta (not a jet colour)
 
 
 def figure_name(image_path: Path, channel: int) -> str:
@@ -36,7 +36,7 @@ def strongest_channel_heatmap(model: Any, pre: Any, forward: Any, layer: str) ->
 def render_figure(pre: Any, heat_original: np.ndarray, lungs: np.ndarray, peak_xy: np.ndarray,
                   max_side: int = MAX_SIDE) -> np.ndarray:
     """(H', W', 3) uint8 RGB: ``pre.original`` with the jet overlay inside the crop box, the lung
-    outline and a marker at ``peak_xy`` (original-image (x, y)); shrunk to ``max_side`` at most."""
+    outline and a ring around ``peak_xy`` (original-image (x, y)); shrunk to ``max_side`` at most."""
     from ..core.render import overlay
 
     rgb = overlay(pre.original, heat_original, "jet", FIG_THRESHOLD, FIG_OPACITY, box=pre.geometry.crop_box)
@@ -51,8 +51,8 @@ def render_figure(pre: Any, heat_original: np.ndarray, lungs: np.ndarray, peak_x
     scaled = [np.round((c.astype(np.float64) + 0.5) * scale - 0.5).astype(np.int32) for c in contours]
     cv2.drawContours(rgb, scaled, -1, OUTLINE_RGB, thick, lineType=cv2.LINE_AA)
     px, py = (np.asarray(peak_xy, np.float64).reshape(-1)[:2] + 0.5) * scale - 0.5
-    cv2.drawMarker(rgb, (int(round(px)), int(round(py))), MARKER_RGB, cv2.MARKER_TILTED_CROSS,
-                   max(9, side // 24), thick + 1, cv2.LINE_AA)
+    # a ring, so the colour at the peak itself stays visible
+    cv2.circle(rgb, (int(round(px)), int(round(py))), max(6, side // 40), MARKER_RGB, thick + 1, cv2.LINE_AA)
     return rgb
 
 
