@@ -1,6 +1,7 @@
 """Lung segmentation benchmark on the real NLM sets: Dice per set and seconds per image.
 
     python benchmarks/bench_lungs.py [--data ../shared/data/nlm-tb] [--n N] [--methods heuristic,atlas,otsu]
+    python benchmarks/bench_lungs.py --full-size-timing   # U-Net on a 4892x4020 radiograph, resizing included
 
 For each set (Montgomery: leftMask + rightMask merged; Shenzhen: mask/) the images with a mask are
 sorted by name and split: even positions form the atlas, odd positions are scored, so no image is
@@ -61,6 +62,31 @@ def segmenter_test_names(data: Path) -> set[str]:
     return {p.image.name for p in split_pairs(find_mask_pairs([data]), seed)["test"]}
 
 
+def full_size_timing(data: Path, repeats: int = 9) -> None:
+    """U-Net segmentation of a full-size 16-bit radiograph (a real image upsampled to the Montgomery
+    scanner's 4892x4020), resizing included; baseline: one cv2.resize of it to 1024 in the same run."""
+    from cxr_studio.core.lungs_unet import load_segmenter, segment_unet
+
+    name, img, _ = load_set(data / SETS["Montgomery"])[0]
+    big = cv2.resize(img.astype(np.float32), (4020, 4892), interpolation=cv2.INTER_CUBIC).clip(0, 1)
+    loaded = load_segmenter()
+    segment_unet(big, loaded)  # warm-up
+
+    def median_s(fn) -> float:
+        ts = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+        return float(np.median(ts))
+
+    unet = median_s(lambda: segment_unet(big, loaded))
+    base = median_s(lambda: cv2.resize(big, (1024, 1024), interpolation=cv2.INTER_AREA))
+    print(f"{name} upsampled to {big.shape[1]}x{big.shape[0]}: U-Net {unet * 1000:.1f} ms "
+          f"(target < 150 ms), one cv2.resize to 1024 {base * 1000:.1f} ms, ratio {unet / base:.1f}x "
+          f"(median of {repeats}, {load_segmenter().spec.input_size} px model)")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "nlm-tb")
@@ -70,7 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--segmenter-split", action="store_true",
                     help="score the shipped U-Net's held-out test images (its seeded split) and build the"
                          " atlas from all the others, so no method is scored on an image it learned from")
+    ap.add_argument("--full-size-timing", action="store_true", help="only time the U-Net on a full-size image")
     args = ap.parse_args(argv)
+    if args.full_size_timing:
+        full_size_timing(args.data)
+        return 0
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if importlib.util.find_spec("cxr_studio.core.lungs_unet") is not None:
         methods += [m for m in ("unet", "auto") if m not in methods]
