@@ -264,6 +264,15 @@ def default_preprocess_fn(sample: Sample, spec: Any, use_masks: bool) -> np.ndar
     return preprocess(rad, spec, lung_mask=mask).enhanced
 
 
+def segmenter_id() -> str:
+    """sha256 of the shipped lung segmenter's weights ("none" when it is not installed): part of
+    the cache key when segmentation is learned, so retrained weights never reuse old crops."""
+    from ..core.resources import LUNG_SEGMENTER, find_resource
+
+    path = find_resource(LUNG_SEGMENTER)
+    return file_sha256(path) if path is not None else "none"
+
+
 class PreprocessCache:
     """Preprocessed images as uint8 (size, size) arrays on disk, keyed by spec + file hashes.
 
@@ -286,7 +295,10 @@ class PreprocessCache:
         # the cache holds the gray image before normalisation / channel replication: those two
         # settings do not change it and are left out of the key
         key_spec = {k: v for k, v in spec.to_dict().items() if k not in ("normalization", "channels")}
-        spec_text = json.dumps({"spec": key_spec, "size": self.size, "masks": use_masks}, sort_keys=True)
+        key_obj = {"spec": key_spec, "size": self.size, "masks": use_masks}
+        if key_spec.get("segmentation") in ("auto", "unet"):  # new segmenter weights -> new crops
+            key_obj["segmenter"] = segmenter_id()
+        spec_text = json.dumps(key_obj, sort_keys=True)
         self.spec_key = hashlib.sha256(spec_text.encode()).hexdigest()[:16]
         self.hits = 0
         self.misses = 0

@@ -184,3 +184,22 @@ def test_paired_phantoms_stay_together(tmp_path) -> None:
         a, b = (f"pairs/CXR_png/PHANTOM_{s:06d}_{lab}.png" for lab in (0, 1))
         assert part_of[a] == part_of[b]
     assert (len(split["train"]), len(split["val"]), len(split["test"])) == (28, 8, 4)
+
+
+def test_cache_key_follows_the_learned_segmenter(tmp_path, monkeypatch) -> None:
+    """New segmenter weights make new crops: with segmentation auto/unet the weights' hash is in
+    the key; with a fixed method (or none) it is not."""
+    from cxr_studio.core.pipeline import PreprocessSpec
+    from cxr_studio.training import data as data_mod
+
+    def key(seg: str) -> str:
+        return data_mod.PreprocessCache(tmp_path, PreprocessSpec(segmentation=seg), 64).spec_key
+
+    monkeypatch.setattr(data_mod, "segmenter_id", lambda: "weights-a")
+    a = {seg: key(seg) for seg in ("auto", "unet", "heuristic", "none")}
+    monkeypatch.setattr(data_mod, "segmenter_id", lambda: "weights-b")
+    b = {seg: key(seg) for seg in ("auto", "unet", "heuristic", "none")}
+    assert a["auto"] != b["auto"] and a["unet"] != b["unet"]
+    assert a["heuristic"] == b["heuristic"] and a["none"] == b["none"]
+    monkeypatch.undo()
+    assert len(data_mod.segmenter_id()) in (4, 64)  # the real one: a sha256 (or "none")
