@@ -410,3 +410,21 @@ def test_built_bundle_smoke_test(tmp_path: Path) -> None:
                         "--keep", str(tmp_path)], capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "0 failed" in p.stdout
+
+
+@pytest.mark.slow
+def test_a_wheel_carries_the_shipped_resources(tmp_path: Path) -> None:
+    """A non-editable install gets the demo model, the segmenter and the icons: the wheel holds
+    them under cxr_studio/resources (a symlink to the top-level folder in the source tree)."""
+    import zipfile
+
+    repo = Path(__file__).resolve().parents[1]
+    assert (repo / "cxr_studio" / "resources").resolve() == (repo / "resources").resolve()
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(repo), "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(tmp_path)], check=True, capture_output=True, timeout=300)
+    (wheel,) = tmp_path.glob("cxr_studio-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for rel in (resources.DEMO_MODEL, resources.LUNG_SEGMENTER, "icons/cxr-studio.svg", "cxr-studio.desktop"):
+        assert f"cxr_studio/resources/{rel}" in names, rel
+    pkg_dir = Path(resources.__file__).resolve().parents[1] / "resources"
+    assert pkg_dir in resources.resource_dirs()

@@ -1,7 +1,8 @@
 """Where shipped resources (demo model, segmenter weights, icons, style) are found.
 
-Searched in order: ``$CXR_STUDIO_RESOURCES``, a PyInstaller bundle's ``resources/``, and the
-top-level ``resources/`` folder of the source checkout (editable installs).
+Searched in order: ``$CXR_STUDIO_RESOURCES``, a PyInstaller bundle's ``resources/``, the package's
+own ``cxr_studio/resources/`` (a symlink to the top-level folder in the source tree, so wheels and
+non-editable installs carry the files), and the checkout's top-level ``resources/``.
 """
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ def resource_dirs() -> list[Path]:
     bundle = getattr(sys, "_MEIPASS", None)
     if bundle:
         dirs.append(Path(bundle) / "resources")
-    dirs.append(Path(__file__).resolve().parents[2] / "resources")
+    here = Path(__file__).resolve()
+    dirs.append(here.parents[1] / "resources")
+    dirs.append(here.parents[2] / "resources")
     return dirs
 
 
