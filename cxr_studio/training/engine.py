@@ -228,9 +228,11 @@ def fit(
                 kept = last_path if last_path.exists() else None
                 raise TrainingError(f"epoch {epoch}: {exc} Last good checkpoint: {kept or 'none yet'}.") from None
             except torch.cuda.OutOfMemoryError:
+                kept = last_path if last_path.exists() else None
                 raise TrainingError(
-                    f"the GPU ran out of memory with batch_size={recipe.batch_size}; try "
-                    f"--set batch_size={max(1, recipe.batch_size // 2)}"
+                    f"epoch {epoch}: the GPU ran out of memory with batch_size={recipe.batch_size}; try "
+                    f"--set batch_size={max(1, recipe.batch_size // 2)} (with --resume to go on). "
+                    f"Last good checkpoint: {kept or 'none yet'}."
                 ) from None
             finally:
                 if bar is not None:

@@ -95,6 +95,22 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(blobs, tmp_path, cach
     assert all(torch.isfinite(p).all() for p in ck.model.parameters())
 
 
+def test_out_of_memory_names_the_batch_size_to_try(blobs, tmp_path, cache_set) -> None:
+    calls = {"n": 0}
+
+    def oom_in_epoch_2(logits, y):
+        calls["n"] += 1
+        if calls["n"] > 3:  # epoch 1 has 3 batches of 8
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return F.cross_entropy(logits, y)
+
+    run = tmp_path / "run"
+    with pytest.raises(TrainingError, match=r"epoch 2: .*out of memory with batch_size=8; try --set batch_size=4"
+                                            r".*Last good checkpoint: .*last.pt"):
+        fit(tiny_recipe(cache_set, "epochs=3", "batch_size=8"), [blobs], run, progress=False, loss_fn=oom_in_epoch_2)
+    assert load_checkpoint(run / "last.pt").training_state["epoch"] == 1
+
+
 def test_huge_learning_rate_gives_a_clear_error(blobs, tmp_path, cache_set, capsys) -> None:
     from cxr_studio.training.cli import main
 
