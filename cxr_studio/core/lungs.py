@@ -5,35 +5,20 @@ One function per method lives in its own module (``lungs_heuristic``, ``lungs_at
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
+from .lungs_postprocess import LungSegmentation, check_pixels
+
+__all__ = ["METHODS", "LungSegmentation", "dice", "segment_lungs", "segment_lungs_detailed"]
+
 METHODS = ("auto", "unet", "atlas", "heuristic")
-
-
-@dataclass
-class LungSegmentation:
-    mask: np.ndarray  # bool, input's shape
-    method: str  # the method that produced the mask (never "auto")
-    confidence: float | None = None  # 0..1 where the method can tell
-    warnings: list[str] = field(default_factory=list)
-
-
-def _check_pixels(pixels: np.ndarray) -> np.ndarray:
-    a = np.asarray(pixels)
-    if a.ndim != 2:
-        raise ValueError(f"segment_lungs needs a 2-D grayscale image, got shape {a.shape}")
-    if min(a.shape) < 16:
-        raise ValueError(f"image too small to segment ({a.shape[1]}x{a.shape[0]} pixels)")
-    return a.astype(np.float32, copy=False)
 
 
 def segment_lungs_detailed(
     pixels: np.ndarray, method: str = "auto", atlas: str | None = None
 ) -> LungSegmentation:
     """Segment and say which method ran, how confident it is and any warning for the user."""
-    px = _check_pixels(pixels)
+    px = check_pixels(pixels)
     if method not in METHODS:
         raise ValueError(f"Unknown lung segmentation method {method!r}; choose one of {METHODS}")
     if method == "heuristic":

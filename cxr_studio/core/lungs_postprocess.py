@@ -7,7 +7,7 @@ their holes and smooths the outline; a learned segmenter can reuse it on its pro
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -15,6 +15,16 @@ from scipy import ndimage as ndi
 
 WORK_SIZE = 256  # side of the internal working grid, in pixels
 MIN_SIDE = 16  # smallest image side any method accepts
+
+
+@dataclass
+class LungSegmentation:
+    """What a segmenter returns: the mask, the method that made it, its confidence, warnings."""
+
+    mask: np.ndarray  # bool, input's shape
+    method: str  # the method that produced the mask (never "auto")
+    confidence: float | None = None  # 0..1 where the method can tell
+    warnings: list[str] = field(default_factory=list)
 
 
 class LungSegmentationError(ValueError):

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .lungs import LungSegmentation
+from .lungs_postprocess import LungSegmentation
 from .resources import LUNG_SEGMENTER, find_resource
 
 UNET_CONFIDENCE_THRESHOLD = 0.6
