@@ -96,6 +96,9 @@ def test_heuristic_handles_black_frame_and_uint8() -> None:
 def test_bad_input_is_a_clear_value_error(bad: np.ndarray, words: str) -> None:
     with pytest.raises(ValueError, match=words):
         segment_heuristic(bad)
+    for method in ("auto", "heuristic", "unet"):  # the dispatcher checks before any method runs
+        with pytest.raises(ValueError, match=words):
+            segment_lungs(bad, method=method)
 
 
 @pytest.mark.parametrize("value", [0.0, 0.5, 1.0])
