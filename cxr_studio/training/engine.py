@@ -90,14 +90,20 @@ def _score(row: dict, metric: str) -> float:
     return v if math.isfinite(v) else -math.inf
 
 
+_MAY_CHANGE_ON_RESUME = ("epochs", "stop_after_last_drop")
+
+
 def _check_resume_recipe(run: Path, recipe: Recipe) -> None:
     saved = json.loads((run / "config.json").read_text())
     now = recipe.to_dict()
-    diff = sorted(k for k in set(saved) | set(now) if k != "epochs" and saved.get(k) != now.get(k))
+    defaults = Recipe(name=recipe.name).to_dict()  # a field added since the run started has its default
+    diff = sorted(k for k in set(saved) | set(now)
+                  if k not in _MAY_CHANGE_ON_RESUME and saved.get(k, defaults.get(k)) != now.get(k))
     if diff:
         raise TrainingError(
             f"--resume: the recipe differs from the one {run} was started with ({', '.join(diff)}); "
-            "resume with the same recipe (only epochs may change) or use a new --out folder"
+            f"resume with the same recipe (only {' and '.join(_MAY_CHANGE_ON_RESUME)} may change) "
+            "or use a new --out folder"
         )
 
 
@@ -272,6 +278,11 @@ def fit(
                      "the network is not learning. With init='paper' this is expected (see the "
                      "paper-custom-tuned recipe: --set init=kaiming).", info)
             barrier(info)
+            if recipe.stop_after_last_drop and sched.drops >= sched.max_drops \
+                    and sched.bad_epochs >= recipe.stop_after_last_drop:
+                _say(f"stopping after epoch {epoch}: every lr drop is spent and {recipe.plateau_metric} has not "
+                     f"improved for {sched.bad_epochs} epochs (stop_after_last_drop)", info)
+                break
 
         summary: dict[str, Any] = {"run": str(run), "epochs": len(history), "history": history}
         if info.is_main and history:

@@ -49,6 +49,8 @@ class Recipe:
     lr_drop_factor: float = 0.1  # lr multiplied by this when plateau_metric stops improving
     lr_patience: int = 3  # epochs without plateau_metric improvement before a drop
     max_lr_drops: int = 3
+    stop_after_last_drop: int = 0  # once every lr drop is spent, stop after this many epochs without
+    #                                plateau_metric improvement (0 = run all epochs, as the paper)
     plateau_metric: str = "val_acc"  # what the lr schedule watches (the paper: validation accuracy)
     select_metric: str = "val_auc"  # which validation metric picks best.pt
     seed: int = 0
@@ -94,6 +96,11 @@ class Recipe:
         if self.aug_size and self.aug_size < spec.input_size:
             raise RecipeError(
                 f"aug_size ({self.aug_size}) must be 0 or at least preprocess.input_size ({spec.input_size})"
+            )
+        if self.lr_patience < 1 or self.max_lr_drops < 0 or self.stop_after_last_drop < 0:
+            raise RecipeError(
+                "lr_patience must be at least 1, max_lr_drops and stop_after_last_drop at least 0; got "
+                f"{self.lr_patience}, {self.max_lr_drops}, {self.stop_after_last_drop}"
             )
         for key in ("select_metric", "plateau_metric"):
             if getattr(self, key) not in ("val_auc", "val_acc", "val_loss"):

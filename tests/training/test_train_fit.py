@@ -159,3 +159,19 @@ def test_lr_drops_follow_the_plateau_metric(blobs, tmp_path, cache_set, watched)
         else:
             lr *= 0.1
     assert [r["lr"] for r in s["history"]] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("stop_after, epochs_run", [(1, 3), (0, 6)])
+def test_stop_after_last_drop(blobs, tmp_path, cache_set, capsys, stop_after, epochs_run) -> None:
+    """Zero gradients and no weight decay freeze the net: epoch 1 sets the best validation value,
+    epoch 2 spends the only lr drop, epoch 3 is one more epoch without improvement -> stop."""
+    def frozen(logits, y):
+        return (logits * 0.0).sum()
+
+    recipe = tiny_recipe(cache_set, "epochs=6", "lr_patience=1", "max_lr_drops=1", "weight_decay=0",
+                         "max_steps_per_epoch=1", f"stop_after_last_drop={stop_after}")
+    s = fit(recipe, [blobs], tmp_path / "run", progress=False, loss_fn=frozen)
+    assert len(s["history"]) == epochs_run
+    assert load_checkpoint(tmp_path / "run" / "last.pt").training_state["epoch"] == epochs_run
+    assert (tmp_path / "run" / "test_metrics.json").exists()
+    assert ("every lr drop is spent" in capsys.readouterr().err) == bool(stop_after)

@@ -45,6 +45,8 @@ def test_set_overrides_are_typed() -> None:
     ("lr=-1", "lr must be a positive number"),
     ("preprocess.segmentation=magic", "Unknown segmentation method"),
     ("plateau_metric=val_f1", "plateau_metric must be val_auc, val_acc or val_loss"),
+    ("stop_after_last_drop=-1", "stop_after_last_drop at least 0"),
+    ("lr_patience=0", "lr_patience must be at least 1"),
 ])
 def test_bad_set_gives_one_clear_error(item: str, words: str) -> None:
     with pytest.raises(RecipeError, match=words):

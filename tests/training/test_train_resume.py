@@ -70,3 +70,24 @@ def test_resume_without_a_run_is_a_clear_error(tmp_path) -> None:
     rc = main(["fit", "--recipe", "demo", "--data", str(data), "--out", str(tmp_path / "none"), "--resume",
                *TINY_SETS])
     assert rc == 2
+
+
+def test_resume_accepts_a_run_saved_before_a_field_existed(tmp_path) -> None:
+    """A run folder written by an older version lacks newer recipe fields: they count as their
+    defaults. Only epochs and stop_after_last_drop may change on resume."""
+    import json
+
+    import pytest
+
+    from cxr_studio.training.engine import _check_resume_recipe
+    from cxr_studio.training.loops import TrainingError
+    from cxr_studio.training.recipes import load_recipe
+
+    recipe = load_recipe("demo")
+    saved = recipe.to_dict()
+    del saved["stop_after_last_drop"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    _check_resume_recipe(tmp_path, recipe)
+    _check_resume_recipe(tmp_path, load_recipe("demo", sets=["epochs=80", "stop_after_last_drop=5"]))
+    with pytest.raises(TrainingError, match=r"differs .*\(lr\)"):
+        _check_resume_recipe(tmp_path, load_recipe("demo", sets=["lr=0.5"]))
