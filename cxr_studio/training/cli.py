@@ -79,6 +79,18 @@ def _fit_setup(p: argparse.ArgumentParser) -> Runner:
     return run
 
 
+def _threshold_arg(text: str) -> float | str:
+    if text == "val":
+        return text
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1 or 'val', got {text!r}") from None
+    if not 0.0 < v < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1 or 'val', got {text!r}")
+    return v
+
+
 @subcommand("eval", "evaluate a checkpoint: accuracy, AUC, sensitivity, specificity, ROC")
 def _eval_setup(p: argparse.ArgumentParser) -> Runner:
     p.add_argument("--checkpoint", required=True)
@@ -91,14 +103,19 @@ def _eval_setup(p: argparse.ArgumentParser) -> Runner:
     p.add_argument("--roc", default=None, help="ROC PNG path (default: next to --json or the checkpoint)")
     p.add_argument("--device", default=None)
     p.add_argument("--cache-dir", default=None)
+    p.add_argument("--threshold", default="0.5", type=_threshold_arg,
+                   help="probability of 'abnormal' from which an image is called abnormal (default 0.5), or "
+                        "'val': the Youden-optimal threshold on the split's validation part")
 
     def run(a: argparse.Namespace) -> int:
         from .evaluate import evaluate_checkpoint
 
         m = evaluate_checkpoint(a.checkpoint, a.data, split_file=a.split_file, use_all=a.all, part=a.part,
-                                json_out=a.json, roc_out=a.roc, device=a.device, cache_dir=a.cache_dir)
+                                json_out=a.json, roc_out=a.roc, device=a.device, cache_dir=a.cache_dir,
+                                threshold=a.threshold)
         print(json.dumps({k: m[k] for k in ("n", "accuracy", "auc", "sensitivity", "specificity",
-                                            "confusion_matrix", "images")}, indent=1))
+                                            "confusion_matrix", "threshold", "threshold_source", "images")},
+                         indent=1))
         return 0
 
     return run

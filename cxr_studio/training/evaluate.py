@@ -6,7 +6,7 @@ from typing import Any
 
 from .data import DatasetError, PreprocessCache, read_split, scan_roots, select, write_json_atomic
 from .loops import predict
-from .metrics import classification_metrics, roc_curve
+from .metrics import classification_metrics, roc_curve, youden_threshold
 from .plots import roc_png
 from .tensors import CachedImages
 
@@ -23,9 +23,15 @@ def evaluate_checkpoint(
     device: str | None = None,
     cache_dir: str | Path | None = None,
     preprocess_fn: Any = None,
+    threshold: float | str = 0.5,
 ) -> dict[str, Any]:
     """Metrics of ``checkpoint`` on the chosen images. Without ``split_file`` or ``use_all`` the
-    ``split.json`` beside the checkpoint (its run folder) is used when present, else every image."""
+    ``split.json`` beside the checkpoint (its run folder) is used when present, else every image.
+
+    ``threshold``: the probability of "abnormal" at or above which an image is called abnormal
+    (accuracy, sensitivity, specificity, confusion matrix; the AUC does not depend on it), or
+    ``"val"``: the threshold that maximises Youden's J on the split's validation part, chosen there
+    and then applied unchanged to the evaluated images."""
     from ..core.checkpoint import load_checkpoint
     from .engine import pick_device
 
@@ -34,21 +40,36 @@ def evaluate_checkpoint(
     samples = scan_roots(list(roots))
     if split_file is None and not use_all and (ckpt_path.parent / "split.json").exists():
         split_file = ckpt_path.parent / "split.json"
-    if use_all or split_file is None:
+    split = None if (use_all or split_file is None) else read_split(split_file, samples)
+    if split is None:
         chosen, source = samples, "all"
     else:
-        chosen, source = select(samples, read_split(split_file, samples)[part]), f"{split_file}:{part}"
+        chosen, source = select(samples, split[part]), f"{split_file}:{part}"
     if not chosen:
         raise DatasetError("no images to evaluate")
+    if threshold == "val" and (split is None or not split.get("val")):
+        raise DatasetError("--threshold val needs a split file with a validation part (not --all)")
+    if threshold != "val" and not (0.0 < float(threshold) < 1.0):
+        raise DatasetError(f"the threshold must be between 0 and 1 (or 'val'), got {threshold}")
     recipe = (ck.provenance or {}).get("recipe", {}) if isinstance(ck.provenance, dict) else {}
     use_masks = bool(recipe.get("use_dataset_masks", True))
     folder = Path(cache_dir) if cache_dir else (ckpt_path.resolve().parent.parent / ".cache")
     spec = ck.spec
     cache = PreprocessCache(folder, spec, int(spec.input_size), use_masks, preprocess_fn)
-    ds = CachedImages(cache.load_all(chosen), [s.label for s in chosen], spec)
     dev = next(ck.model.parameters()).device
-    labels, probs, loss = predict(ck.model, ds, dev)
-    m = classification_metrics(labels, probs)
+
+    def probabilities(images: list) -> tuple:
+        return predict(ck.model, CachedImages(cache.load_all(images), [s.label for s in images], spec), dev)
+
+    source_of_threshold = "given"
+    if threshold == "val":
+        val_labels, val_probs, _ = probabilities(select(samples, split["val"]))
+        threshold, source_of_threshold = youden_threshold(val_labels, val_probs), f"{split_file}:val (Youden)"
+        if threshold != threshold:  # NaN: one class only
+            raise DatasetError("the validation part holds one class only; cannot choose a threshold on it")
+    labels, probs, loss = probabilities(chosen)
+    m = classification_metrics(labels, probs, threshold=float(threshold))
+    m["threshold_source"] = source_of_threshold
     m.update(loss=loss, images=source, checkpoint=str(ckpt_path), checkpoint_sha256=getattr(ck, "sha256", ""))
     fpr, tpr, _ = roc_curve(labels, probs)
     m["roc"] = {"fpr": [float(v) for v in fpr], "tpr": [float(v) for v in tpr]}

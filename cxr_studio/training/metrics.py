@@ -34,6 +34,17 @@ def auc_score(labels: np.ndarray, scores: np.ndarray) -> float:
     return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
+def youden_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
+    """The score threshold that maximises sensitivity + specificity - 1 (Youden's J) on these
+    images; the lowest such threshold when several tie. NaN with only one class."""
+    y = np.asarray(labels).astype(int)
+    if len(y) == 0 or y.min() == y.max():
+        return float("nan")
+    fpr, tpr, thr = roc_curve(y, scores)
+    j = (tpr - fpr)[1:]  # skip the (0, 0) start, whose threshold is +inf
+    return float(thr[1:][np.flatnonzero(j == j.max())[-1]])
+
+
 def classification_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float = 0.5) -> dict:
     """``probs`` = probability of class 1 (abnormal). Returns plain types (JSON-ready)."""
     y = np.asarray(labels).astype(int)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cxr_studio.training.cli import main
-from cxr_studio.training.metrics import auc_score, classification_metrics, roc_curve
+from cxr_studio.training.metrics import auc_score, classification_metrics, roc_curve, youden_threshold
 from cxr_studio.training.recipes import load_recipe
 
 from train_helpers import TINY_SETS, tiny_recipe, write_shenzhen
@@ -28,6 +28,15 @@ def test_metrics_by_hand() -> None:
     fpr, tpr, _ = roc_curve(y, p)
     assert fpr[0] == tpr[0] == 0 and fpr[-1] == tpr[-1] == 1
     assert np.trapezoid(tpr, fpr) == pytest.approx(8 / 9)
+
+
+def test_youden_threshold_by_hand() -> None:
+    y = np.array([0, 0, 1, 1, 1, 0])
+    p = np.array([0.1, 0.6, 0.8, 0.4, 0.9, 0.2])
+    # thresholds 0.8 (sens 2/3, spec 1) and 0.4 (sens 1, spec 2/3) both give J = 2/3: the lower wins
+    assert youden_threshold(y, p) == pytest.approx(0.4)
+    assert youden_threshold(np.array([0, 1]), np.array([0.3, 0.7])) == pytest.approx(0.7)
+    assert np.isnan(youden_threshold(np.array([1, 1]), np.array([0.2, 0.3])))
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +70,27 @@ def test_eval_writes_json_and_roc(trained, capsys) -> None:
     assert t["n"] == len(split["test"]) and t["images"].endswith(":test")
     rc = main(["eval", "--checkpoint", str(base / "nope.pt"), "--data", str(data)])
     assert rc == 2 and "error" in capsys.readouterr().err
+
+
+def test_eval_threshold_chosen_on_validation(trained, capsys) -> None:
+    data, out, base = trained
+    rc = main(["eval", "--checkpoint", str(out / "best.pt"), "--data", str(data), "--threshold", "val",
+               "--json", str(base / "v.json")])
+    assert rc == 0
+    v = json.loads((base / "v.json").read_text())
+    assert v["threshold_source"].endswith(":val (Youden)") and 0.0 < v["threshold"] < 1.0
+    # the same threshold given by hand gives the same counts on the same test images
+    rc = main(["eval", "--checkpoint", str(out / "best.pt"), "--data", str(data), "--threshold",
+               repr(v["threshold"]), "--json", str(base / "g.json")])
+    g = json.loads((base / "g.json").read_text())
+    assert rc == 0 and g["threshold_source"] == "given"
+    assert g["confusion_matrix"] == v["confusion_matrix"] and g["n"] == v["n"]
+    capsys.readouterr()
+    rc = main(["eval", "--checkpoint", str(out / "best.pt"), "--data", str(data), "--all", "--threshold", "val"])
+    assert rc == 2 and "validation part" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", "--checkpoint", str(out / "best.pt"), "--data", str(data), "--threshold", "1.5"])
+    assert exc.value.code == 2 and "between 0 and 1" in capsys.readouterr().err
 
 
 def test_search_writes_a_toml_that_fit_accepts(trained, tmp_path) -> None:
