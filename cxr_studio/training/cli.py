@@ -79,6 +79,19 @@ def _fit_setup(p: argparse.ArgumentParser) -> Runner:
     return run
 
 
+def checkpoint_and_images_args(p: argparse.ArgumentParser, verb: str, which: str = "") -> None:
+    """--checkpoint, --data, and which images: --split-file/--part or --all (default: the
+    split.json beside the checkpoint, its test part)."""
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", nargs="+", required=True, metavar="ROOT")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--split-file", default=None,
+                   help=f"{verb} the {which}images of this split's --part (default: the split.json beside the "
+                        "checkpoint)")
+    g.add_argument("--all", action="store_true", help=f"{verb} every {which}image")
+    p.add_argument("--part", default="test", choices=["train", "val", "test"], help="which part of the split")
+
+
 def _threshold_arg(text: str) -> float | str:
     if text == "val":
         return text
@@ -93,12 +106,7 @@ def _threshold_arg(text: str) -> float | str:
 
 @subcommand("eval", "evaluate a checkpoint: accuracy, AUC, sensitivity, specificity, ROC")
 def _eval_setup(p: argparse.ArgumentParser) -> Runner:
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--data", nargs="+", required=True, metavar="ROOT")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--split-file", default=None, help="evaluate this split's test part")
-    g.add_argument("--all", action="store_true", help="evaluate every image")
-    p.add_argument("--part", default="test", choices=["train", "val", "test"], help="which part of the split")
+    checkpoint_and_images_args(p, "evaluate")
     p.add_argument("--json", default=None, help="write the metrics here")
     p.add_argument("--roc", default=None, help="ROC PNG path (default: next to --json or the checkpoint)")
     p.add_argument("--device", default=None)

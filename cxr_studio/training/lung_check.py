@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .cli import Runner, subcommand
+from .cli import Runner, checkpoint_and_images_args, subcommand
 from .data import DatasetError, Sample, read_split, scan_roots, select
 from .lung_check_scoring import check_image, untrained_twin
 
@@ -159,12 +159,7 @@ def format_table(s: dict[str, Any]) -> str:
 
 @subcommand("lung-check", "the paper's visual claim: does the strongest deepest-conv channel peak inside the lungs?")
 def _lung_check_setup(p: argparse.ArgumentParser) -> Runner:
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--data", nargs="+", required=True, metavar="ROOT")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--split-file", default=None, help="score this split's --part (default: test)")
-    g.add_argument("--all", action="store_true", help="score every abnormal image")
-    p.add_argument("--part", default="test", choices=["train", "val", "test"])
+    checkpoint_and_images_args(p, "score", "abnormal ")
     p.add_argument("--layer", default=None, help="readable layer name (default: the deepest conv, e.g. relu5)")
     p.add_argument("--dilation-px", type=int, default=0, help="grow the lung mask by this many pixels")
     p.add_argument("--json", default=None, help="write the summary and per-image rows here")
