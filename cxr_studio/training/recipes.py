@@ -178,14 +178,16 @@ RECIPES: dict[str, dict[str, Any]] = {
         arch="cxrnet", init="paper", lr=1e-3, epochs=60, batch_size=32, preprocess=_PAPER_PRE,
     ),
     "paper-custom-tuned": dict(
-        description="paper-custom with three changes: He (Kaiming) initialisation instead of N(0, 0.01) (the "
+        description="paper-custom with four changes: He (Kaiming) initialisation instead of N(0, 0.01) (the "
         "literal init leaves the 8-layer net's signal vanishing so the loss never leaves ln 2); the input "
         "centred to [-1, 1] (MATLAB's imageInputLayer zero-centres by default); the lr drop watches the "
         "validation loss, not the accuracy (at chance level the accuracy does not move for several epochs "
-        "and the paper's rule then cuts the lr before learning starts). Everything else as the paper. "
+        "and the paper's rule then cuts the lr before learning starts); and it waits 8 epochs, not 3, "
+        "before a drop (with 3, all three drops were spent by epoch 23 of 60 on the NLM data; with 8, "
+        "validation AUC 0.840 instead of 0.789). Everything else as the paper. "
         "Cached at 256 with random 227 crops, +-10 deg rotations, +-15 px shifts. " + _PAPER_NOTE,
         arch="cxrnet", init="kaiming", lr=1e-3, epochs=60, batch_size=32, aug_size=256,
-        plateau_metric="val_loss", preprocess=_PAPER_CENTRED_PRE,
+        plateau_metric="val_loss", lr_patience=8, preprocess=_PAPER_CENTRED_PRE,
     ),
     "paper-alexnet": dict(
         description="AlexNet, ImageNet weights, the last fc replaced by a 2-class fc with 10x learning rate; "

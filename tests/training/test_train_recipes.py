@@ -18,6 +18,11 @@ def test_named_recipes_resolve_and_paper_custom_is_literal() -> None:
     assert p.plateau_metric == "val_acc" and p.spec.normalization == "none"
     tuned = load_recipe("paper-custom-tuned")
     assert (tuned.init, tuned.plateau_metric, tuned.spec.normalization) == ("kaiming", "val_loss", "center")
+    assert (p.lr_patience, tuned.lr_patience) == (3, 8)
+    # everything else is the paper's
+    same = {k for k, v in tuned.to_dict().items() if p.to_dict()[k] == v}
+    assert set(p.to_dict()) - same == {"name", "description", "init", "plateau_metric", "lr_patience",
+                                       "preprocess", "aug_size"}
     for name in ("paper-alexnet", "paper-vgg16", "paper-vgg19"):
         r = load_recipe(name)
         assert r.weights == "imagenet" and r.head_lr_factor > 1 and r.lr == 1e-3 and r.epochs == 60
