@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .lungs_postprocess import LungSegmentation, check_pixels
+from .lungs_postprocess import LungSegmentation
 
 __all__ = ["METHODS", "LungSegmentation", "dice", "segment_lungs", "segment_lungs_detailed"]
 
@@ -17,23 +17,23 @@ METHODS = ("auto", "unet", "atlas", "heuristic")
 def segment_lungs_detailed(
     pixels: np.ndarray, method: str = "auto", atlas: str | None = None
 ) -> LungSegmentation:
-    """Segment and say which method ran, how confident it is and any warning for the user."""
-    px = check_pixels(pixels)
+    """Segment and say which method ran, how confident it is and any warning for the user.
+    Each method checks its input itself (``check_pixels``), so a full-size image is scanned once."""
     if method not in METHODS:
         raise ValueError(f"Unknown lung segmentation method {method!r}; choose one of {METHODS}")
     if method == "heuristic":
         from .lungs_heuristic import segment_heuristic
 
-        return LungSegmentation(segment_heuristic(px), "heuristic")
+        return LungSegmentation(segment_heuristic(pixels), "heuristic")
     if method == "atlas":
         from .lungs_atlas import segment_atlas
 
-        return LungSegmentation(segment_atlas(px, atlas), "atlas")
+        return LungSegmentation(segment_atlas(pixels, atlas), "atlas")
     if method == "unet":
         from .lungs_unet import segment_unet
 
-        return segment_unet(px)
-    return _auto(px, atlas)
+        return segment_unet(pixels)
+    return _auto(pixels, atlas)
 
 
 def _auto(px: np.ndarray, atlas: str | None) -> LungSegmentation:

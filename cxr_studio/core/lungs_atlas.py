@@ -177,12 +177,12 @@ def segment_atlas_work(g: np.ndarray, atlas: Atlas, k: int = DEFAULT_K) -> np.nd
 
 def segment_atlas(pixels: np.ndarray, atlas: "str | os.PathLike | Atlas | None", k: int = DEFAULT_K) -> np.ndarray:
     """Bool lung mask of ``pixels``'s shape using an atlas folder (NLM layout) or an Atlas."""
+    px = check_pixels(pixels)  # the image's own faults first, as every method reports them
     if atlas is None:
         raise AtlasFolderError(
             "The atlas method needs an atlas: a folder of radiographs with lung masks (NLM Montgomery"
             " or Shenzhen layout) or an Atlas object; none was given."
         )
-    px = check_pixels(pixels)
     at = atlas if isinstance(atlas, Atlas) else load_atlas(atlas)
     box = content_box(px)
     g = to_work(px, box, WORK_SIZE)

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .lungs_postprocess import LungSegmentation
+from .lungs_postprocess import LungSegmentation, check_pixels
 from .resources import LUNG_SEGMENTER, find_resource
 
 UNET_CONFIDENCE_THRESHOLD = 0.6
@@ -90,6 +90,7 @@ def confidence(prob: np.ndarray, mask: np.ndarray) -> float:
 
 def segment_unet(pixels: np.ndarray, loaded=None) -> LungSegmentation:
     """Segment with the learned U-Net; the result carries its confidence."""
+    pixels = check_pixels(pixels)
     prob = predict_probability(pixels, loaded)
     mask_small = clean_mask(prob > 0.5)
     conf = confidence(prob, mask_small)

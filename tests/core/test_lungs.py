@@ -96,7 +96,7 @@ def test_heuristic_handles_black_frame_and_uint8() -> None:
 def test_bad_input_is_a_clear_value_error(bad: np.ndarray, words: str) -> None:
     with pytest.raises(ValueError, match=words):
         segment_heuristic(bad)
-    for method in ("auto", "heuristic", "unet"):  # the dispatcher checks before any method runs
+    for method in ("auto", "heuristic", "unet", "atlas"):  # every method, before any work (atlas: before its folder)
         with pytest.raises(ValueError, match=words):
             segment_lungs(bad, method=method)
 
