@@ -93,15 +93,12 @@ def checkpoint_and_images_args(p: argparse.ArgumentParser, verb: str, which: str
 
 
 def _threshold_arg(text: str) -> float | str:
-    if text == "val":
-        return text
+    from .evaluate import parse_threshold
+
     try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1 or 'val', got {text!r}") from None
-    if not 0.0 < v < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1 or 'val', got {text!r}")
-    return v
+        return parse_threshold(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 @subcommand("eval", "evaluate a checkpoint: accuracy, AUC, sensitivity, specificity, ROC")

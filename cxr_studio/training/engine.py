@@ -230,16 +230,12 @@ def fit(
             try:
                 tr = train_epoch(net, loader, optimizer, dev, amp=use_amp, scaler=scaler, info=info,
                                  max_steps=recipe.max_steps_per_epoch, bar=bar, loss_fn=loss_fn)
-            except TrainingError as exc:
-                kept = last_path if last_path.exists() else None
-                raise TrainingError(f"epoch {epoch}: {exc} Last good checkpoint: {kept or 'none yet'}.") from None
-            except torch.cuda.OutOfMemoryError:
-                kept = last_path if last_path.exists() else None
-                raise TrainingError(
-                    f"epoch {epoch}: the GPU ran out of memory with batch_size={recipe.batch_size}; try "
-                    f"--set batch_size={max(1, recipe.batch_size // 2)} (with --resume to go on). "
-                    f"Last good checkpoint: {kept or 'none yet'}."
-                ) from None
+            except (TrainingError, torch.cuda.OutOfMemoryError) as exc:
+                why = str(exc) if isinstance(exc, TrainingError) else (
+                    f"the GPU ran out of memory with batch_size={recipe.batch_size}; try "
+                    f"--set batch_size={max(1, recipe.batch_size // 2)} (with --resume to go on).")
+                kept = last_path if last_path.exists() else "none yet"
+                raise TrainingError(f"epoch {epoch}: {why} Last good checkpoint: {kept}.") from None
             finally:
                 if bar is not None:
                     bar.close()

@@ -1,6 +1,7 @@
 """``eval``: a checkpoint on data roots (a split's test part, or every image) -> metrics JSON + ROC PNG."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,19 @@ from .loops import predict
 from .metrics import classification_metrics, roc_curve, youden_threshold
 from .plots import roc_png
 from .tensors import CachedImages
+
+
+def parse_threshold(value: float | str) -> float | str:
+    """A decision threshold strictly between 0 and 1, or ``"val"``; DatasetError otherwise."""
+    if value == "val":
+        return value
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = float("nan")
+    if not 0.0 < v < 1.0:
+        raise DatasetError(f"the threshold must be a number between 0 and 1 or 'val', got {value!r}")
+    return v
 
 
 def evaluate_checkpoint(
@@ -47,10 +61,9 @@ def evaluate_checkpoint(
         chosen, source = select(samples, split[part]), f"{split_file}:{part}"
     if not chosen:
         raise DatasetError("no images to evaluate")
+    threshold = parse_threshold(threshold)
     if threshold == "val" and (split is None or not split.get("val")):
         raise DatasetError("--threshold val needs a split file with a validation part (not --all)")
-    if threshold != "val" and not (0.0 < float(threshold) < 1.0):
-        raise DatasetError(f"the threshold must be between 0 and 1 (or 'val'), got {threshold}")
     recipe = (ck.provenance or {}).get("recipe", {}) if isinstance(ck.provenance, dict) else {}
     use_masks = bool(recipe.get("use_dataset_masks", True))
     folder = Path(cache_dir) if cache_dir else (ckpt_path.resolve().parent.parent / ".cache")
@@ -65,7 +78,7 @@ def evaluate_checkpoint(
     if threshold == "val":
         val_labels, val_probs, _ = probabilities(select(samples, split["val"]))
         threshold, source_of_threshold = youden_threshold(val_labels, val_probs), f"{split_file}:val (Youden)"
-        if threshold != threshold:  # NaN: one class only
+        if math.isnan(threshold):  # one class only
             raise DatasetError("the validation part holds one class only; cannot choose a threshold on it")
     labels, probs, loss = probabilities(chosen)
     m = classification_metrics(labels, probs, threshold=float(threshold))
