@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 DEMO_MODEL = "models/cxrnet-demo.pt"
+TB_MODEL = "models/cxrnet-tb.pt"  # trained on the NLM sets (resources/models/README.md)
 LUNG_SEGMENTER = "models/lung-unet.pt"
 
 

@@ -18,6 +18,7 @@ Runner = Callable[[argparse.Namespace], int]
 SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Runner]]] = {}
 OPTIONAL_MODULES = ["cxr_studio.training.segmenter"]
 OPTIONAL_MODULES.append("cxr_studio.training.lung_check")  # lung-check (issue 4: the paper's visual claim)
+OPTIONAL_MODULES.append("cxr_studio.training.ship")  # ship: release a run as a shipped model (issue 12)
 
 
 def subcommand(name: str, help: str) -> Callable:
@@ -82,7 +83,8 @@ def _fit_setup(p: argparse.ArgumentParser) -> Runner:
 def checkpoint_and_images_args(p: argparse.ArgumentParser, verb: str, which: str = "") -> None:
     """--checkpoint, --data, and which images: --split-file/--part or --all (default: the
     split.json beside the checkpoint, its test part)."""
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", default=None,
+                   help="checkpoint to use (default: the shipped model for radiographs, when exactly one ships)")
     p.add_argument("--data", nargs="+", required=True, metavar="ROOT")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--split-file", default=None,
@@ -108,12 +110,16 @@ def _eval_setup(p: argparse.ArgumentParser) -> Runner:
     p.add_argument("--roc", default=None, help="ROC PNG path (default: next to --json or the checkpoint)")
     p.add_argument("--device", default=None)
     p.add_argument("--cache-dir", default=None)
-    p.add_argument("--threshold", default="0.5", type=_threshold_arg,
-                   help="probability of 'abnormal' from which an image is called abnormal (default 0.5), or "
+    p.add_argument("--threshold", default=None, type=_threshold_arg,
+                   help="probability of 'abnormal' from which an image is called abnormal (default: the "
+                        "checkpoint's operating threshold when it declares one, else 0.5), or "
                         "'val': the Youden-optimal threshold on the split's validation part")
 
     def run(a: argparse.Namespace) -> int:
         from .evaluate import evaluate_checkpoint
+        from .shipped_defaults import resolve_model_and_split
+
+        resolve_model_and_split(a)
 
         m = evaluate_checkpoint(a.checkpoint, a.data, split_file=a.split_file, use_all=a.all, part=a.part,
                                 json_out=a.json, roc_out=a.roc, device=a.device, cache_dir=a.cache_dir,

@@ -176,6 +176,9 @@ def _lung_check_setup(p: argparse.ArgumentParser) -> Runner:
             import torch
 
             torch.set_num_threads(a.threads)
+        from .shipped_defaults import resolve_model_and_split
+
+        resolve_model_and_split(a)
         res = lung_check(a.checkpoint, a.data, split_file=a.split_file, use_all=a.all, part=a.part, layer=a.layer,
                          dilation_px=a.dilation_px, json_out=a.json, figures=a.figures, max_figures=a.max_figures,
                          device=a.device, progress=not a.no_progress and sys.stderr.isatty(),

@@ -1,0 +1,106 @@
+"""The models that ship with CXR Studio, described from their own checkpoints' metadata.
+
+A shipped model is a CXR Studio checkpoint in the resources' ``models/`` folder (the lung segmenter
+excepted). What the app shows about it (name, what it was trained on, its measured test AUC, its
+operating threshold) is read from the file's provenance, never written a second time in code.
+
+``kind`` tells which images a model is meant for: ``"radiographs"`` (trained on real chest X-rays) or
+``"phantoms"`` (the demo model). ``default_model_for_radiographs()`` is the model a real radiograph opens
+with when the user names none: the only shipped model of kind ``"radiographs"``; when there is none,
+or more than one, there is no default and callers say which models ship.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .resources import DEMO_MODEL, LUNG_SEGMENTER, TB_MODEL, resource_dirs
+
+__all__ = ["ShippedModel", "shipped_models", "default_model_for_radiographs", "describe_shipped",
+           "operating_threshold", "no_default_message", "TB_MODEL", "DEMO_MODEL"]
+
+
+@dataclass(frozen=True)
+class ShippedModel:
+    path: Path
+    name: str  # short title shown in lists
+    kind: str  # "radiographs" | "phantoms"
+    trained_on: str
+    test_auc: float | None  # pooled held-out AUC as stored in the file
+    threshold: float | None  # operating threshold for the positive class
+
+    def label(self) -> str:
+        auc = f", test AUC {self.test_auc:.3f}" if self.test_auc is not None else ""
+        return f"{self.name} — trained on {self.trained_on}{auc}"
+
+
+def operating_threshold(provenance: Any) -> float | None:
+    """The operating threshold a checkpoint's provenance declares (``operating_point.threshold``), or None."""
+    if not isinstance(provenance, dict):
+        return None
+    op = provenance.get("operating_point")
+    if isinstance(op, dict) and isinstance(op.get("threshold"), (int, float)):
+        t = float(op["threshold"])
+        return t if 0.0 < t < 1.0 else None
+    return None
+
+
+def _pooled_auc(provenance: dict) -> float | None:
+    tm = provenance.get("test_metrics")
+    if isinstance(tm, dict):
+        pooled = tm.get("pooled")
+        if isinstance(pooled, dict) and isinstance(pooled.get("auc"), (int, float)):
+            return float(pooled["auc"])
+    return None
+
+
+def describe_shipped(path: Path, meta: dict) -> ShippedModel:
+    """A ShippedModel from a checkpoint's metadata (``peek_checkpoint``'s dict)."""
+    prov = meta.get("provenance") if isinstance(meta.get("provenance"), dict) else {}
+    release = prov.get("release") if isinstance(prov.get("release"), dict) else {}
+    kind = str(release.get("kind") or ("phantoms" if path.name == Path(DEMO_MODEL).name else "radiographs"))
+    name = str(release.get("title") or path.stem)
+    trained_on = str(release.get("trained_on") or ("synthetic phantoms" if kind == "phantoms" else "unknown data"))
+    return ShippedModel(path=path, name=name, kind=kind, trained_on=trained_on,
+                        test_auc=_pooled_auc(prov), threshold=operating_threshold(prov))
+
+
+def _candidate_files() -> list[Path]:
+    seen: dict[str, Path] = {}
+    for d in resource_dirs():
+        folder = d / "models"
+        if not folder.is_dir():
+            continue
+        for p in sorted(folder.glob("*.pt")):
+            if p.name != Path(LUNG_SEGMENTER).name and p.name not in seen:
+                seen[p.name] = p
+    return list(seen.values())
+
+
+def shipped_models() -> list[ShippedModel]:
+    """Every shipped classifier, models for real radiographs first, then by name."""
+    from .checkpoint import CheckpointError, peek_checkpoint
+
+    out = []
+    for p in _candidate_files():
+        try:
+            out.append(describe_shipped(p, peek_checkpoint(p)))
+        except (CheckpointError, OSError):
+            continue  # an unreadable file in the resources is reported by bundle_check, not here
+    return sorted(out, key=lambda m: (m.kind != "radiographs", m.name))
+
+
+def default_model_for_radiographs() -> Path | None:
+    """The one shipped model for real radiographs (None when none or several ship)."""
+    real = [m for m in shipped_models() if m.kind == "radiographs"]
+    return real[0].path if len(real) == 1 else None
+
+
+def no_default_message() -> str:
+    """One sentence for a command that needs a model when the user named none and none is the default."""
+    models = shipped_models()
+    if not models:
+        return "Name a model with --checkpoint FILE (no models ship with this installation)."
+    listed = "; ".join(f"{m.path} ({m.name}, for {m.kind})" for m in models)
+    return f"Name a model with --checkpoint FILE; the shipped models are: {listed}."
