@@ -261,3 +261,29 @@ def tile_maps(
         y, x = r * (h + gap), c * (w + gap)
         out[y: y + h, x: x + w] = a
     return out
+
+
+#: the LUT entry kept for "no data" (outside the crop box and the cells' receptive-field centres):
+#: transparent at any threshold. Pixels with data never use it (their index is at least 1).
+NO_DATA_INDEX = 0
+
+
+def lut_index_with_gaps(heat: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+    """`lut_index`, with :data:`NO_DATA_INDEX` where ``valid`` is False and at least 1 elsewhere
+    (a value of 0 then shows as index 1, 1/255 above it: the same colour to the eye)."""
+    idx = lut_index(heat)
+    if valid is None:
+        return idx
+    v = np.asarray(valid, dtype=bool)
+    if v.shape != idx.shape:
+        raise RenderError(f"The data mask {v.shape} does not match the map {idx.shape}.")
+    np.maximum(idx, 1, out=idx)
+    idx[~v] = NO_DATA_INDEX
+    return idx
+
+
+def no_data_lut(lut: np.ndarray) -> np.ndarray:
+    """A copy of a (thresholded) LUT whose :data:`NO_DATA_INDEX` entry is transparent."""
+    out = _check_lut(lut).copy()
+    out[NO_DATA_INDEX, 3] = 0
+    return out

@@ -28,6 +28,8 @@ from .render import COLORMAPS
 METHODS: tuple[str, ...] = ("activation", "gradcam", "gradcam++")
 SCALES: tuple[str, ...] = ("channel", "layer")
 RANKINGS: tuple[str, ...] = ("max", "mean", "lungs", "region")
+#: the paper's look: map values below it (the weakest activations) are transparent
+DEFAULT_THRESHOLD = 0.3
 
 #: every observable field, in a stable order (one Signal each)
 FIELDS: tuple[str, ...] = (
@@ -96,7 +98,7 @@ class Session:
             "channel": 0,
             "method": "activation",
             "class_index": 1,
-            "threshold": 0.0,
+            "threshold": DEFAULT_THRESHOLD,
             "opacity": 0.5,
             "colormap": "jet",
             "scale": "channel",

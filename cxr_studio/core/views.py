@@ -191,3 +191,22 @@ def compute_heatmap(
         map_input=m, map_original=to_original(m, preprocessed.geometry), channel=None, ranking=order,
         layer=layer, method=method, class_index=k, scale=scale, ranking_method=ranking,
     )
+
+
+def data_mask(grid_shape: tuple[int, int], placement: Any, input_size: int) -> np.ndarray:
+    """(N, N) bool: where a layer map drawn by `place_on_input` has a value (its cells'
+    receptive-field-centre span); the rest of the input is "no data", drawn transparent."""
+    ones = np.ones(tuple(int(v) for v in grid_shape), dtype=np.float32)
+    return place_on_input(ones, placement, int(input_size)) > 0.5
+
+
+def channel_view(act: np.ndarray, channel: int, scale: str, placement: Any,
+                 input_size: int) -> tuple[np.ndarray, tuple[float, float]]:
+    """One channel of a (C, h, w) activation on the model input (0..1, cells at their receptive-field
+    centres) and the activation values its 0 and 1 stand for (the colour bar's units)."""
+    a = np.asarray(act, dtype=np.float32)
+    ch = int(channel) % a.shape[0]
+    m = place_on_input(channel_map(a, ch, scale), placement, int(input_size))
+    part = a[ch] if scale == "channel" else a
+    lo = float(part.min()) if scale == "channel" else min(0.0, float(part.min()))
+    return m, (lo, float(part.max()))

@@ -35,6 +35,7 @@ class HeatmapView:
     layer: str
     channel: int | None
     method: str
+    valid: np.ndarray | None = None  # (h, w) bool like map_input: False where the map has no value
 
 
 class Controller(QObject):
@@ -53,7 +54,9 @@ class Controller(QObject):
         self.session = session
         self.bridge = bridge
         self.manager = manager
-        self.given_mask: np.ndarray | None = None  # a known lung mask (the demo phantom's)
+        # the current image's lung masks, by what was asked ("auto", "unet", "atlas:DIR"...), with the
+        # method that made each ("given" for a known mask such as the demo phantom's)
+        self.lungs: dict[str, tuple[np.ndarray, str]] = {}
         self.prep_cache: dict[str, Any] = {}  # spec json -> Preprocessed
         self.forward_cache: dict[tuple[str, str], Any] = {}  # (model id, spec json) -> ForwardResult
         self.layer_cache: dict[str, list[Any]] = {}
@@ -103,23 +106,26 @@ class Controller(QObject):
             return None
         return fwd.activations.get(name)
 
-    def mask_for(self, spec: Any) -> np.ndarray | None:
-        """A lung mask preprocessing can use instead of segmenting: the known one (demo phantom)
-        for "auto", or for "none" without cropping (it then only draws the outline and feeds the
-        "lungs" ranking); else one already computed with the same segmentation method."""
-        if self.given_mask is not None and (spec.segmentation == "auto" or (spec.segmentation == "none" and not spec.crop)):
-            return self.given_mask
-        if spec.segmentation != "none":
-            for r in self.prep_cache.values():
-                p = r.preprocessed
-                if p.spec.segmentation == spec.segmentation and p.spec.atlas_dir == spec.atlas_dir:
-                    return p.lung_mask
-        return None
+    @staticmethod
+    def lung_key(spec: Any) -> str:
+        """Which segmentation a spec asks for; "none" still gets the "auto" lungs for display."""
+        seg = "auto" if spec.segmentation == "none" else spec.segmentation
+        return f"atlas:{spec.atlas_dir}" if seg == "atlas" else seg
+
+    def mask_for(self, spec: Any) -> tuple[np.ndarray | None, str | None]:
+        """(mask, method that made it) preprocessing can use instead of segmenting again: the known
+        one (demo phantom) or one already computed for the same request; (None, None) when none."""
+        return self.lungs.get(self.lung_key(spec), (None, None))
+
+    def _keep_lungs(self, res: jobs.PipelineResult) -> None:
+        p = res.preprocessed
+        if p.lung_mask is not None and res.lung_method != "none":
+            self.lungs.setdefault(self.lung_key(p.spec), (p.lung_mask, res.lung_method))
 
     # -- opening things -------------------------------------------------------------------------
     def open_image(self, source: Any, lung_mask: np.ndarray | None = None) -> None:
         """Open a path or a Radiograph: read + preprocess in the worker, then everything else."""
-        self.given_mask = lung_mask
+        self.lungs = {} if lung_mask is None else {"auto": (np.asarray(lung_mask, dtype=bool), "given")}
         self.auto_strongest = True
         self.prep_cache.clear()
         self.forward_cache.clear()
@@ -128,7 +134,7 @@ class Controller(QObject):
         self._forward_waiters.clear()
         self._rank_waiters.clear()
         spec = self.spec_for()
-        self.bridge.submit("opening image", jobs.run_pipeline, source, spec, self.mask_for(spec), key="pipeline",
+        self.bridge.submit("opening image", jobs.run_pipeline, source, spec, *self.mask_for(spec), key="pipeline",
                            on_result=self._image_opened, on_error=self.error.emit)
 
     def _image_opened(self, res: jobs.PipelineResult) -> None:
@@ -146,8 +152,7 @@ class Controller(QObject):
             res = self.prep_cache[key]
             self._pipeline_done(res)
             return
-        mask = self.mask_for(spec)
-        self.bridge.submit("preprocessing", jobs.run_pipeline, rad, spec, mask, key="pipeline",
+        self.bridge.submit("preprocessing", jobs.run_pipeline, rad, spec, *self.mask_for(spec), key="pipeline",
                            on_result=self._pipeline_done, on_error=self._pipeline_failed)
 
     def _pipeline_failed(self, message: str) -> None:
@@ -159,6 +164,7 @@ class Controller(QObject):
     def _pipeline_done(self, res: jobs.PipelineResult) -> None:
         p = res.preprocessed
         self._good_user_spec = self.session.spec
+        self._keep_lungs(res)
         self.prep_cache[self.spec_key(p.spec)] = res
         self.session.set_preprocessed(p)
         for w in p.warnings:
@@ -211,10 +217,10 @@ class Controller(QObject):
         self._forward_waiters[key] = [then] if then else []
         cached = self.prep_cache.get(key[1])
 
-        def run(loaded: Any, rad: Any, spec: Any, cached: Any, mask: Any) -> tuple[Any, Any]:
+        def run(loaded: Any, rad: Any, spec: Any, cached: Any, lungs: tuple[Any, Any]) -> tuple[Any, Any]:
             res = cached
             if res is None:
-                res = jobs.run_pipeline(rad, spec, mask)
+                res = jobs.run_pipeline(rad, spec, *lungs)
             return res, jobs.forward(loaded, res.preprocessed)
 
         def done(out: tuple[Any, Any]) -> None:
@@ -222,6 +228,7 @@ class Controller(QObject):
             callbacks = self._forward_waiters.pop(key, [])
             if rad is not self.session.radiograph or model_id not in self.session.models:
                 return  # stale: the image or the model changed meanwhile
+            self._keep_lungs(res)
             self.prep_cache.setdefault(self.spec_key(res.preprocessed.spec), res)
             self.forward_cache[key] = fwd
             self.forward_ready.emit(model_id)
@@ -233,7 +240,7 @@ class Controller(QObject):
             self.error.emit(msg)
 
         self.bridge.submit(f"forward pass ({model_id})", run, self.loaded(model_id), rad, spec, cached,
-                           None if cached else self.mask_for(spec), on_result=done, on_error=failed)
+                           (None, None) if cached else self.mask_for(spec), on_result=done, on_error=failed)
 
     def refresh_forward(self) -> None:
         mid = self.session.current_model_id
@@ -309,6 +316,10 @@ class Controller(QObject):
         if method == "region" and s.region is None:
             self.message.emit("Draw a region on the image to rank channels inside it; ranking by max instead.")
             method = "max"
+        p = s.preprocessed
+        if method == "lungs" and (p is None or p.lung_mask is None or not p.lung_mask.any()):
+            self.message.emit("No lung mask for this image (segmentation failed or is off): ranking by max instead.")
+            method = "max"
         key = self._layer_key() + (method, repr(s.region) if method == "region" else "")
         layer = s.layer
         if key in self.rankings:
@@ -328,7 +339,6 @@ class Controller(QObject):
             self._rank_waiters.pop(key, None)
             self.error.emit(msg)
 
-        p = s.preprocessed
         loaded = self.loaded()
         placement = jobs.placement(loaded.model, layer) if loaded is not None else None
         self.bridge.submit("ranking channels", jobs.rank, act, method, p.geometry, p.lung_mask, s.region,
@@ -361,27 +371,25 @@ class Controller(QObject):
         act = fwd.activations.get(s.layer)
         if act is None:
             return
+        from cxr_studio.core.views import channel_view, data_mask
+
+        loaded, n = self.loaded(mid), p.geometry.input_size
+        placement = jobs.placement(loaded.model, s.layer) if loaded is not None else None
+        valid = data_mask(act.shape[1:], placement, n) if act.ndim == 3 else None
         if s.method == "activation":
             if act.ndim != 3:
                 self.message.emit(f"{s.layer} is fully connected: it has no spatial map. Pick a conv layer.")
                 return
-            from cxr_studio.core.placement import place_on_input
-            from cxr_studio.core.saliency import channel_map
-
             ch = int(s.channel or 0) % act.shape[0]
-            loaded = self.loaded(mid)
-            placement = jobs.placement(loaded.model, s.layer) if loaded is not None else None
-            m = place_on_input(channel_map(act, ch, s.scale), placement, p.geometry.input_size)
-            a = act[ch] if s.scale == "channel" else act
-            lo = float(a.min()) if s.scale == "channel" else min(0.0, float(a.min()))
-            self._show(HeatmapView(m, p.geometry.crop_box, (lo, float(a.max())), mid, s.layer, ch, "activation"))
+            m, vrange = channel_view(act, ch, s.scale, placement, n)
+            self._show(HeatmapView(m, p.geometry.crop_box, vrange, mid, s.layer, ch, "activation", valid))
             return
         layer, method = s.layer, s.method
 
         def done(res: Any) -> None:
-            self._show(HeatmapView(res.map_input, p.geometry.crop_box, (0.0, 1.0), mid, layer, None, method))
+            self._show(HeatmapView(res.map_input, p.geometry.crop_box, (0.0, 1.0), mid, layer, None, method, valid))
 
-        self.bridge.submit(method, jobs.heatmap, self.loaded(mid), p, fwd, layer, s.channel, method,
+        self.bridge.submit(method, jobs.heatmap, loaded, p, fwd, layer, s.channel, method,
                            s.class_index, s.scale, s.ranking, s.region, key="heatmap", on_result=done,
                            on_error=self.error.emit)
 
@@ -392,6 +400,8 @@ class Controller(QObject):
 
     # -- session observer -----------------------------------------------------------------------
     def _on_session_changed(self, name: str, value: Any) -> None:
+        if name == "current_model_id":
+            self.auto_strongest = True  # another model: its own strongest channel (by the current ranking)
         if name in ("channel", "method", "class_index"):
             self.refresh_heatmap()  # cheap for activations: no worker trip, no deferral
         elif name in ("current_model_id", "spec", "layer", "scale", "ranking", "region"):

@@ -132,6 +132,8 @@ class ImageView(QWidget):
         self.heat_rect: tuple[float, float, float, float] | None = None  # x0, y0, w, h
         self.value_range = (0.0, 1.0)
         self.lut = np.zeros((256, 4), np.uint8)
+        self.heat_lut = self.lut
+        self.heat_valid: np.ndarray | None = None  # display-resolution data mask of the heatmap
         self.roi: pg.ROI | None = None
         self.region_kind: str | None = None
         self.showing_stage = "original"
@@ -177,10 +179,12 @@ class ImageView(QWidget):
 
     # -- heatmap --------------------------------------------------------------------------------
     def set_heatmap(self, map_input: np.ndarray | None, crop_box: tuple[int, int, int, int] | None = None,
-                    value_range: tuple[float, float] = (0.0, 1.0)) -> None:
+                    value_range: tuple[float, float] = (0.0, 1.0), valid: np.ndarray | None = None) -> None:
         """Show a 0..1 map covering the model input, placed over ``crop_box`` (y0, x0, y1, x1) of
-        the original; ``value_range`` gives the colour bar its activation units. None clears."""
-        from cxr_studio.core.render import INDEX_LEVELS, lut_index
+        the original; ``value_range`` gives the colour bar its activation units; ``valid`` (bool,
+        the map's shape) marks where it has a value: elsewhere it is transparent at any threshold.
+        None clears."""
+        from cxr_studio.core.render import INDEX_LEVELS, lut_index_with_gaps
 
         if map_input is None:
             self.heat_map = None
@@ -196,10 +200,14 @@ class ImageView(QWidget):
         s = min(1.0, HEAT_DISPLAY_MAX / max(ch, cw))
         dw, dh = max(1, round(cw * s)), max(1, round(ch * s))
         m = _resize(np.asarray(map_input, dtype=np.float32), dw, dh)
+        v = None
+        if valid is not None:
+            v = _cv2().resize(np.asarray(valid, np.uint8), (dw, dh), interpolation=_cv2().INTER_NEAREST) > 0
         self.heat_map = m
+        self.heat_valid = v
         self.heat_rect = (float(x0), float(y0), float(cw), float(ch))
-        self.heat.setImage(lut_index(m), levels=INDEX_LEVELS, autoLevels=False)
-        self.heat.setLookupTable(self.lut)
+        self.heat.setImage(lut_index_with_gaps(m, v), levels=INDEX_LEVELS, autoLevels=False)
+        self.heat.setLookupTable(self.heat_lut)
         self.heat.setRect(QRectF(x0, y0, cw, ch))
         self.heat.setVisible(self.showing_stage == "original")
         self.value_range = (float(value_range[0]), float(value_range[1]))
@@ -209,8 +217,11 @@ class ImageView(QWidget):
     def set_lut(self, lut: np.ndarray, threshold: float | None = None) -> None:
         """Swap the overlay's 256-entry lookup table (thresholded already); the only work a
         threshold or colormap change does."""
+        from cxr_studio.core.render import no_data_lut
+
         self.lut = lut
-        self.heat.setLookupTable(lut)
+        self.heat_lut = no_data_lut(lut)
+        self.heat.setLookupTable(self.heat_lut)
         self.colorbar.set_lut(lut)
         if threshold is not None:
             self.colorbar.set_threshold(threshold)
@@ -284,7 +295,7 @@ class ImageView(QWidget):
             x0, y0, w, h = self.heat_rect
             dh, dw = self.heat_map.shape
             j, i = int((x + 0.5 - x0) * dw / w), int((y + 0.5 - y0) * dh / h)
-            if 0 <= i < dh and 0 <= j < dw:
+            if 0 <= i < dh and 0 <= j < dw and (self.heat_valid is None or self.heat_valid[i, j]):
                 lo, hi = self.value_range
                 act = lo + float(self.heat_map[i, j]) * (hi - lo)
         return gray, act

@@ -39,19 +39,53 @@ class PipelineResult:
     radiograph: Any
     preprocessed: Any
     thumbnails: dict[str, np.ndarray]  # stage name -> uint8 thumbnail
+    lung_method: str = "none"  # what made ``preprocessed.lung_mask``: "given", "unet", "heuristic", ... or "none"
 
 
-def run_pipeline(radiograph: Any, spec: Any, lung_mask: np.ndarray | None = None) -> PipelineResult:
-    """Read (when given a path) and preprocess a radiograph; thumbnails of every stage."""
+def run_pipeline(radiograph: Any, spec: Any, lung_mask: np.ndarray | None = None,
+                 mask_method: str | None = None) -> PipelineResult:
+    """Read (when given a path) and preprocess a radiograph; thumbnails of every stage.
+
+    ``lung_mask`` (made by ``mask_method``, e.g. "given" or a reused "unet" mask) replaces the
+    segmentation. When the spec does not segment, the model input never sees a mask, but the lungs
+    are still segmented ("auto", or ``lung_mask`` when given) for the outline and the "lungs"
+    ranking; the mask then rides on the result, and a failure only adds a warning."""
     from cxr_studio.core.pipeline import preprocess
 
     if isinstance(radiograph, (str, os.PathLike)):
         from cxr_studio.core.io import read_image
 
         radiograph = read_image(radiograph)
-    prep = preprocess(radiograph, spec, lung_mask=lung_mask)
+    if spec.segmentation != "none":
+        prep = preprocess(radiograph, spec, lung_mask=lung_mask)
+        if lung_mask is not None and mask_method:
+            prep.segmentation_method = mask_method
+        method = prep.segmentation_method
+    else:
+        prep = preprocess(radiograph, spec)
+        method = "none"
+        if lung_mask is None:
+            lung_mask, mask_method = _display_lungs(radiograph.pixels, spec, prep.warnings)
+        if lung_mask is not None:
+            prep.lung_mask, method = np.asarray(lung_mask, dtype=bool), mask_method or "given"
     thumbs = {name: thumbnail(a, STAGE_THUMB) for name, a in prep.stages().items()}
-    return PipelineResult(radiograph, prep, thumbs)
+    return PipelineResult(radiograph, prep, thumbs, method)
+
+
+def _display_lungs(pixels: np.ndarray, spec: Any, warnings: list[str]) -> tuple[np.ndarray | None, str | None]:
+    """The lungs for display and ranking when the model's own preprocessing does not segment."""
+    from cxr_studio.core.lungs import segment_lungs_detailed
+
+    try:
+        seg = segment_lungs_detailed(pixels, "auto", atlas=spec.atlas_dir)
+    except (ValueError, OSError, RuntimeError) as e:
+        warnings.append(f"No lung outline: the lungs could not be segmented ({e}).")
+        return None, None
+    warnings.extend(seg.warnings)
+    if not seg.mask.any():
+        warnings.append("No lung outline: the segmentation found no lung.")
+        return None, None
+    return seg.mask, seg.method
 
 
 def load_model(manager: Any, path: str | os.PathLike) -> tuple[str, Any]:

@@ -54,6 +54,8 @@ class MainWindow(ExportActions, QMainWindow):
         self._closed = False
 
         self.view = ImageView()
+        self.auto_default_model = True  # a radiograph opened with no model loads the shipped TB model
+        self._default_model_requested = False
         self.welcome = WelcomePage()
         self.stack = QStackedWidget()
         self.stack.addWidget(self.welcome)
@@ -191,7 +193,7 @@ class MainWindow(ExportActions, QMainWindow):
     def _show_heatmap(self, hv: Any) -> None:
         if self.view.pixels is None:
             return
-        self.view.set_heatmap(hv.map_input, hv.crop_box, hv.value_range)
+        self.view.set_heatmap(hv.map_input, hv.crop_box, hv.value_range, getattr(hv, "valid", None))
         what = f"channel {hv.channel}" if hv.channel is not None else hv.method
         self.view.colorbar.getPlotItem().getAxis("right").setLabel(
             "activation" if hv.method == "activation" else f"{hv.method} (relative)")
@@ -236,6 +238,22 @@ class MainWindow(ExportActions, QMainWindow):
         self._fill_recent()
         self.setWindowTitle(f"CXR Studio — {p.name}")
         self.controller.open_image(str(p))
+        if self.auto_default_model:
+            self.load_default_model()
+
+    def load_default_model(self) -> None:
+        """A real radiograph opened with no model: load the shipped model for radiographs, once."""
+        from cxr_studio.core.shipped import default_model_for_radiographs, no_default_message
+
+        if self.session.models or self._default_model_requested:
+            return
+        self._default_model_requested = True
+        path = default_model_for_radiographs()
+        if path is None:
+            self.statusBar().showMessage(no_default_message(), 15000)
+            return
+        self.controller.load_checkpoint(str(path))
+        self.statusBar().showMessage(f"Opened with the shipped model {path.name}", 8000)
 
     def open_radiograph(self, radiograph: Any, lung_mask: np.ndarray | None = None, title: str = "") -> None:
         self.image_path = None
@@ -250,8 +268,6 @@ class MainWindow(ExportActions, QMainWindow):
 
         ph = make_phantom(seed, size=size, abnormal=True)
         saved = self.settings.view_settings()
-        if "threshold" not in saved and self.session.threshold == 0.0:
-            self.session.threshold = 0.3  # the paper's look: weak activations transparent
         if "ranking" not in saved:
             self.session.ranking = "lungs"  # strongest inside the lungs, where the lesions are
         self.open_radiograph(ph.radiograph(), ph.lung_mask, f"demo phantom (seed {seed})")

@@ -10,6 +10,7 @@ from PySide6.QtCore import QByteArray, QSettings
 ORGANIZATION = "cxr-studio"
 APPLICATION = "CXR Studio"
 MAX_RECENT = 10
+VIEW_VERSION = 2  # view settings saved before 2 always held threshold 0 (the old default): not restored
 ENV_FILE = "CXR_STUDIO_SETTINGS"  # an INI file used instead of the platform store (tests, portable)
 
 
@@ -86,11 +87,14 @@ class Settings:
             v = self.value(f"view/{key}", None, t)
             if v is not None:
                 out[key] = v
+        if self.value("view/version", 1, int) < VIEW_VERSION:
+            out.pop("threshold", None)
         return out
 
     def set_view_settings(self, values: dict[str, Any]) -> None:
         for k, v in values.items():
             self._q.setValue(f"view/{k}", v)
+        self._q.setValue("view/version", VIEW_VERSION)
 
     @property
     def last_dir(self) -> str:

@@ -92,7 +92,10 @@ class PipelineDock(QDockWidget):
         self.show_spec(p.spec)
         total = sum(p.timings.values())
         h, w = p.original.shape
-        text = (f"{w}x{h} px; segmentation: {p.segmentation_method}; input {p.spec.input_size}px; "
+        seg = getattr(res, "lung_method", p.segmentation_method)
+        if p.spec.segmentation == "none" and seg != "none":
+            seg += " (outline and ranking only; the model input is not segmented)"
+        text = (f"{w}x{h} px; segmentation: {seg}; input {p.spec.input_size}px; "
                 f"{total * 1000:.0f} ms")
         if p.warnings:
             text += "\n" + "\n".join(p.warnings)
