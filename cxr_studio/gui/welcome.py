@@ -1,11 +1,33 @@
-"""The welcome page shown when the app starts without an image: open the demo, an image or a
-recent file."""
+"""The welcome page shown when the app starts without an image: open the demo, a radiograph (with
+the shipped TB model when one ships) or a recent file."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QLabel, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout, QWidget
+
+
+def _default_model() -> Any:
+    from cxr_studio.core.shipped import default_model_for_radiographs, shipped_models
+
+    path = default_model_for_radiographs()
+    return next((m for m in shipped_models() if m.path == path), None) if path else None
+
+
+def open_button_text() -> str:
+    m = _default_model()
+    with_model = f" with the {m.name}" if m is not None else ""
+    return f"Open a radiograph{with_model}…  (PNG, JPEG, TIFF, DICOM; or drop a file here)"
+
+
+def shipped_note() -> str:
+    m = _default_model()
+    if m is None:
+        return "No model for real radiographs ships with this installation: load your checkpoint in the Models dock."
+    auc = f", AUC {m.test_auc:.3f} on held-out test images" if m.test_auc is not None else ""
+    return f"Radiographs open with the shipped {m.name} (trained on {m.trained_on}{auc}); other models load from the Models dock."
 
 
 class WelcomePage(QWidget):
@@ -31,9 +53,13 @@ class WelcomePage(QWidget):
         self.demo_button.setMinimumHeight(40)
         self.demo_button.clicked.connect(self.demo_requested.emit)
         lay.addWidget(self.demo_button)
-        self.open_button = QPushButton("Open a radiograph…  (PNG, JPEG, TIFF, DICOM; or drop a file here)")
+        self.open_button = QPushButton(open_button_text())
+        self.open_button.setMinimumHeight(40)
         self.open_button.clicked.connect(self.open_requested.emit)
         lay.addWidget(self.open_button)
+        self.model_note = QLabel(shipped_note())
+        self.model_note.setWordWrap(True)
+        lay.addWidget(self.model_note)
         lay.addWidget(QLabel("Recent files"))
         self.recent = QListWidget()
         self.recent.setMaximumHeight(180)

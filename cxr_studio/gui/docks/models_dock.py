@@ -1,5 +1,6 @@
-"""Models dock: load / unload checkpoints (file dialog or drag-and-drop), the device and its
-memory, the current model, and the prediction for the current image."""
+"""Models dock: the shipped models (one click loads one), load / unload checkpoints (file dialog or
+drag-and-drop), the device and its memory, the current model, and the prediction for the current
+image, read against the model's own operating threshold when its checkpoint declares one."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,6 +11,17 @@ from PySide6.QtWidgets import (QDockWidget, QFileDialog, QHBoxLayout, QLabel, QL
                                QProgressBar, QPushButton, QVBoxLayout, QWidget)
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+
+
+def verdict(class_names: list[str], probabilities: Any, threshold: float | None) -> str:
+    """One line reading a two-class prediction against the operating threshold of class 1, e.g.
+    "tuberculosis 71 % — above the 0.52 operating point"; "" when there is no threshold to read against."""
+    if threshold is None or len(probabilities) != 2:
+        return ""
+    p = float(probabilities[1])
+    name = class_names[1] if len(class_names) > 1 else "class 1"
+    side = "above" if p >= threshold else "below"
+    return f"{name} {p * 100:.0f} % — {side} the {threshold:.2f} operating point"
 
 
 def _mb(v: Any) -> str:
@@ -26,6 +38,13 @@ class ModelsDock(QDockWidget):
         self.session, self.controller = session, controller
         w = QWidget()
         lay = QVBoxLayout(w)
+        lay.addWidget(QLabel("Shipped models (double-click to load)"))
+        self.shipped = QListWidget()
+        self.shipped.setMaximumHeight(70)
+        self.shipped.itemActivated.connect(self._load_shipped)
+        lay.addWidget(self.shipped)
+        self.fill_shipped()
+        lay.addWidget(QLabel("Loaded models"))
         self.list = QListWidget()
         self.list.setToolTip("Loaded models; drop checkpoint files here")
         self.list.setMaximumHeight(90)
@@ -48,6 +67,10 @@ class ModelsDock(QDockWidget):
         self.warning.hide()
         lay.addWidget(self.warning)
         lay.addWidget(QLabel("Prediction"))
+        self.verdict = QLabel("")
+        self.verdict.setWordWrap(True)
+        self.verdict.setStyleSheet("font-weight: bold")
+        lay.addWidget(self.verdict)
         self.pred_box = QVBoxLayout()
         lay.addLayout(self.pred_box)
         self.bars: list[tuple[QLabel, QProgressBar]] = []
@@ -60,6 +83,20 @@ class ModelsDock(QDockWidget):
         self.refresh()
 
     # -- loading --------------------------------------------------------------------------------
+    def fill_shipped(self) -> None:
+        from cxr_studio.core.shipped import shipped_models
+
+        self.shipped.clear()
+        for m in shipped_models():
+            item = QListWidgetItem(m.label())
+            thr = f"; operating threshold {m.threshold:.2f}" if m.threshold is not None else ""
+            item.setToolTip(f"{m.path}\nfor {m.kind}{thr}")
+            item.setData(Qt.ItemDataRole.UserRole, str(m.path))
+            self.shipped.addItem(item)
+
+    def _load_shipped(self, item: QListWidgetItem) -> None:
+        self.controller.load_checkpoint(item.data(Qt.ItemDataRole.UserRole))
+
     def ask_load(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Load checkpoint", "", "Checkpoints (*.pt *.pth *.ckpt);;All files (*)")
         if path:
@@ -126,10 +163,14 @@ class ModelsDock(QDockWidget):
                 it.widget().deleteLater()
         fwd, loaded = self.session.forward, self.session.current_model
         if fwd is None or loaded is None:
+            self.verdict.setText("")
             lab = QLabel("(no prediction yet)")
             self.pred_box.addWidget(lab)
             return
+        from cxr_studio.core.shipped import operating_threshold
+
         names = list(getattr(loaded, "class_names", []) or [])
+        self.verdict.setText(verdict(names, fwd.probabilities, operating_threshold(getattr(loaded, "provenance", None))))
         for i, p in enumerate(fwd.probabilities):
             bar = QProgressBar()
             bar.setRange(0, 1000)

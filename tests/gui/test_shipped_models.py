@@ -1,0 +1,76 @@
+"""A real radiograph opens with the shipped model for radiographs; the Models dock lists the shipped
+models for one-click loading and reads the prediction against the model's operating threshold."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cxr_studio.core.io import write_png
+from cxr_studio.gui.docks.models_dock import verdict
+
+
+def test_verdict_reads_the_probability_against_the_operating_point() -> None:
+    names = ["normal", "tuberculosis"]
+    assert verdict(names, [0.29, 0.71], 0.52) == "tuberculosis 71 % — above the 0.52 operating point"
+    assert verdict(names, [0.6, 0.4], 0.52) == "tuberculosis 40 % — below the 0.52 operating point"
+    assert verdict(names, [0.6, 0.4], None) == ""
+    assert verdict(["a", "b", "c"], [0.2, 0.3, 0.5], 0.5) == ""
+
+
+@pytest.fixture
+def radiograph_file(tmp_path: Path, phantom: Any) -> Path:
+    p = tmp_path / "chest.png"
+    write_png(p, phantom.image)
+    return p
+
+
+def test_an_image_opened_without_a_model_loads_the_default(qtbot: Any, window: Any, radiograph_file: Path,
+                                                            tiny_checkpoint: Path, monkeypatch: Any) -> None:
+    import cxr_studio.core.shipped as shipped
+
+    monkeypatch.setattr(shipped, "default_model_for_radiographs", lambda: tiny_checkpoint)
+    window.open_image(radiograph_file)
+    qtbot.waitUntil(lambda: len(window.session.models) == 1, timeout=30000)
+    loaded = next(iter(window.session.models.values()))
+    assert Path(loaded.path).resolve() == tiny_checkpoint.resolve()
+    window.open_image(radiograph_file)  # a second image keeps the model: no second load
+    qtbot.wait(300)
+    assert len(window.session.models) == 1
+
+
+def test_a_named_checkpoint_suppresses_the_default(qtbot: Any, window: Any, radiograph_file: Path,
+                                                   tiny_checkpoint: Path, monkeypatch: Any) -> None:
+    import cxr_studio.core.shipped as shipped
+
+    called = []
+    monkeypatch.setattr(shipped, "default_model_for_radiographs", lambda: called.append(1) or tiny_checkpoint)
+    window.auto_default_model = False  # what `cxr-studio IMAGE --checkpoint C` sets
+    window.open_image(radiograph_file)
+    qtbot.wait(300)
+    assert not called and not window.session.models
+
+
+def test_no_default_says_which_models_ship(qtbot: Any, window: Any, radiograph_file: Path, monkeypatch: Any) -> None:
+    import cxr_studio.core.shipped as shipped
+
+    monkeypatch.setattr(shipped, "default_model_for_radiographs", lambda: None)
+    window.open_image(radiograph_file)
+    msg = window.statusBar().currentMessage()
+    assert "--checkpoint" in msg or "Name a model" in msg
+    assert not window.session.models
+
+
+def test_models_dock_lists_shipped_models_and_loads_one_by_double_click(qtbot: Any, window: Any) -> None:
+    from cxr_studio.core.shipped import shipped_models
+
+    dock = window.models_dock
+    listed = [dock.shipped.item(i).data(256) for i in range(dock.shipped.count())]
+    assert listed == [str(m.path) for m in shipped_models()]
+    demo = next(i for i in range(dock.shipped.count()) if listed[i].endswith("cxrnet-demo.pt"))
+    item = dock.shipped.item(demo)
+    assert "trained on synthetic phantoms" in item.text()
+    dock.shipped.itemActivated.emit(item)
+    qtbot.waitUntil(lambda: len(window.session.models) == 1, timeout=30000)
+    assert Path(next(iter(window.session.models.values())).path).name == "cxrnet-demo.pt"
