@@ -8,19 +8,22 @@ name is chosen; nothing is overwritten unless ``--overwrite``). ``summary.csv`` 
 its prediction, channel and status.
 
 Exit codes: 0 all images exported, 1 some failed (each reported in one line on stderr),
-2 usage error (bad option, unreadable checkpoint, unknown layer, no images).
+2 usage error (bad option, unreadable checkpoint, unknown layer, no images, an output folder that
+cannot be written: checked before any work), 130 interrupted (Ctrl-C: the summary of what was done
+is written; ``--skip-existing`` continues). Two exports into one folder never overwrite each other:
+every file is published with an exclusive create.
 """
 from __future__ import annotations
 
 import argparse
-import csv
-import io as _io
+import math
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .core.render import COLORMAPS
-from .core.atomic import write_text_atomic
+from .batch_files import _no_images_message, already_exported, collect_images, write_summary  # noqa: F401
+from .core.atomic import check_writable_dir, remove_stale_temps
 
 METHODS = ("activation", "gradcam", "gradcam++")
 RANKINGS = ("max", "mean", "lungs")
@@ -59,10 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cxr-studio export",
         description="Export heatmap overlays (PNG + raw map .npy + JSON sidecar) for images or folders, "
         "without opening a window.",
-        epilog="Exit codes: 0 all exported, 1 some images failed, 2 usage error.",
+        epilog="Exit codes: 0 all exported, 1 some images failed, 2 usage error, 130 interrupted.",
     )
     p.add_argument("inputs", nargs="+", metavar="IMAGES_OR_FOLDERS", help="image files and/or folders of images")
-    p.add_argument("--checkpoint", required=True, help="trained checkpoint (.pt) to explain")
+    p.add_argument("--checkpoint", default=None,
+                   help="trained checkpoint (.pt) to explain (default: the shipped model for radiographs, "
+                        "when exactly one ships)")
     p.add_argument("--out", required=True, help="output folder (created when missing)")
     p.add_argument("--layer", default=None, help="layer name (default: the model's deepest conv layer)")
     p.add_argument("--channel", type=_channel, default="strongest", help="channel number or 'strongest' (default)")
@@ -77,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lung segmentation method (default: the checkpoint's)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
     p.add_argument("--overwrite", action="store_true", help="overwrite existing exports of the same name")
+    p.add_argument("--skip-existing", action="store_true",
+                   help="skip images this checkpoint has already exported into --out (to continue an interrupted run)")
     p.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
     return p
 
@@ -97,33 +104,19 @@ def _device(pref: str | None) -> Any:
         raise UsageError(str(e)) from None
 
 
-def collect_images(inputs: Sequence[str]) -> list[Path]:
-    """Files as given (order kept) and the supported images directly inside folders."""
-    from .core.io import list_images
-
-    out: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            out.extend(list_images(p))
-        else:
-            out.append(p)  # a missing or unreadable file is reported per image later
-    seen: set[Path] = set()
-    unique = []
-    for p in out:
-        key = p.resolve()
-        if key not in seen:
-            seen.add(key)
-            unique.append(p)
-    return unique
-
-
 def _prepare(args: argparse.Namespace) -> tuple[Any, Any, str]:
     """Load the checkpoint, resolve the spec and the layer; every failure is a UsageError."""
     from .core.checkpoint import load_checkpoint
     from .core.models.layers import deepest_conv, resolve_layer
 
     device = _device(args.device)
+    if args.checkpoint is None:
+        from .core.shipped import default_model_for_radiographs, no_default_message
+
+        default = default_model_for_radiographs()
+        if default is None:
+            raise UsageError(no_default_message())
+        args.checkpoint = str(default)
     if not Path(args.checkpoint).is_file():
         raise UsageError(f"Checkpoint {args.checkpoint} does not exist.")
     try:
@@ -158,7 +151,7 @@ def export_one(
 
     ``taken``: stems already written in this run (two inputs called ``a.png`` never share a name,
     even with ``--overwrite``)."""
-    from .core.export import export_view, unique_stem
+    from .core.export import ExportError, ExportExists, export_view, unique_stem
     from .core.io import read_image
     from .core.pipeline import preprocess
     from .core.views import compute_forward, compute_heatmap
@@ -166,18 +159,16 @@ def export_one(
     radiograph = read_image(path)
     pre = preprocess(radiograph, spec)
     forward = compute_forward(loaded, pre, [layer])
+    probs = [float(p) for p in forward.probabilities]
+    if not all(math.isfinite(p) for p in probs):
+        raise ValueError("the model's output is not a finite number (NaN or infinity): the checkpoint's "
+                         "weights are probably damaged or come from a run that diverged.")
     hm = compute_heatmap(
         loaded, pre, forward, layer, channel=args.channel, method=args.method,
         class_index=args.class_index, scale=args.scale, ranking=args.ranking,
     )
     out = Path(args.out)
     taken = set() if taken is None else taken
-    stem, i = None, 0
-    while stem is None or stem.name in taken:  # --overwrite: deterministic names; else free ones
-        name = path.stem if i == 0 else f"{path.stem}_{i}"
-        stem = out / name if args.overwrite else unique_stem(out, name)
-        i += 1
-    probs = [float(p) for p in forward.probabilities]
     settings = {
         "image_path": str(path),
         "checkpoint_path": str(loaded.path) if getattr(loaded, "path", None) else args.checkpoint,
@@ -192,9 +183,27 @@ def export_one(
         "spec": spec.to_dict(),
         "geometry": pre.geometry.to_dict(),
         "segmentation_used": pre.segmentation_method,
-        "warnings": list(pre.warnings),
+        "warnings": list(radiograph.meta.get("warnings", [])) + list(pre.warnings),
     }
-    res = export_view(stem, radiograph.pixels, hm.map_original, settings, overwrite=args.overwrite)
+    for warning in radiograph.meta.get("warnings", []):
+        from tqdm import tqdm
+
+        tqdm.write(f"{path}: warning: {warning}", file=sys.stderr)
+    for attempt in range(1000):  # another process may take a free name first: then the next one
+        stem, i = None, 0
+        while stem is None or stem.name in taken:  # --overwrite: deterministic names; else free ones
+            name = path.stem if i == 0 else f"{path.stem}_{i}"
+            stem = out / name if args.overwrite else unique_stem(out, name)
+            i += 1
+        try:
+            res = export_view(stem, radiograph.pixels, hm.map_original, settings, overwrite=args.overwrite)
+            break
+        except ExportExists:
+            if args.overwrite:
+                raise
+            taken.add(stem.name)
+    else:
+        raise ExportError(f"Could not find a free file name for {path.stem!r} in {out}.")
     taken.add(stem.name)
     row: dict[str, Any] = {"file": str(path), "status": "ok", "output": res.png.name, "error": ""}
     row.update({f"p_{name}": f"{p:.6f}" for name, p in zip(loaded.class_names, probs)})
@@ -204,28 +213,20 @@ def export_one(
     return row
 
 
-def write_summary(
-    out: Path, rows: list[dict[str, Any]], class_names: Sequence[str], overwrite: bool = False
-) -> Path:
-    """Write summary.csv atomically (summary_1.csv... when taken, unless ``overwrite``); returns its path."""
-    cols = ["file", "status", "output", "predicted"] + [f"p_{c}" for c in class_names]
-    cols += ["layer", "channel", "error"]
-    buf = _io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({c: r.get(c, "") for c in cols})
-    dest = out / "summary.csv"
-    i = 1
-    while dest.exists() and not overwrite:
-        dest = out / f"summary_{i}.csv"
-        i += 1
-    return write_text_atomic(dest, buf.getvalue())
-
-
 def _one_line(e: BaseException) -> str:
     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     return msg if isinstance(e, ValueError) else f"{type(e).__name__}: {msg}"
+
+
+def _check_out(out: Path) -> None:
+    """Prove, before any work, that the output folder can be written (without creating it yet)."""
+    probe = out
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent  # the nearest existing folder must let us create ``out``
+    try:
+        check_writable_dir(probe, "the output folder" if probe == out else f"the folder above {out}")
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def main(
@@ -234,7 +235,8 @@ def main(
     cancel: Any = None,
     progress: Callable[[float, str], None] | None = None,
 ) -> int:
-    """Run the batch exporter; returns the exit code (0 ok, 1 some failed or cancelled, 2 usage error).
+    """Run the batch exporter; returns the exit code (0 ok, 1 some failed or cancelled, 2 usage error,
+    130 interrupted by Ctrl-C: the summary of what was done is written first).
 
     ``cancel`` (a ``threading.Event``) is checked between images: the rest are marked "cancelled" in
     the summary. ``progress(fraction, message)`` is called after each image. Both match the engine
@@ -245,47 +247,84 @@ def main(
         args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     except SystemExit as e:  # --help (0) or a usage error (2)
         return int(e.code or 0)
+    from .core.io import ImageReadError
+
+    out = Path(args.out)
+    skipped: list[tuple[Path, str]] = []
     try:
+        _check_out(out)
         loaded, spec, layer = _prepare(args)
-        images = collect_images(args.inputs)
-        if not images:
-            raise UsageError("No images found in " + ", ".join(args.inputs) + ".")
-        out = Path(args.out)
+        try:
+            images = collect_images(args.inputs, skipped)
+        except ImageReadError as e:
+            raise UsageError(str(e)) from None
+        if not images and not skipped:
+            raise UsageError(_no_images_message(args.inputs))
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UsageError(f"Cannot create the output folder {out}: {e.strerror}.") from None
+        remove_stale_temps(out)  # what an export killed mid-write (SIGKILL) left behind
     except UsageError as e:
         print(f"cxr-studio export: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("cxr-studio export: interrupted before any image was exported.", file=sys.stderr)
+        return 130
 
     from tqdm import tqdm
 
     rows: list[dict[str, Any]] = []
+    for p, why in skipped:
+        print(f"{p}: skipped: it is {why}.", file=sys.stderr)
+        rows.append({"file": str(p), "status": "skipped", "error": f"skipped: {why}"})
     taken: set[str] = set()
-    failed = 0
+    failed = done = 0
+    interrupted = False
     bar = tqdm(images, desc="Exporting", unit="image", file=sys.stderr, disable=args.no_progress)
-    for i, path in enumerate(bar):
-        if cancel is not None and cancel.is_set():
-            rows.extend({"file": str(p), "status": "cancelled", "error": "cancelled"} for p in images[i:])
-            failed += len(images) - i
-            break
-        if progress is not None:
-            progress(i / len(images), f"Exporting {path.name} ({i + 1}/{len(images)})")
-        try:
-            rows.append(export_one(path, loaded, spec, layer, args, taken))
-        except Exception as e:  # noqa: BLE001 - one bad image must not stop the batch
-            failed += 1
-            msg = _one_line(e)
-            tqdm.write(f"{path}: {msg}", file=sys.stderr)
-            rows.append({"file": str(path), "status": "failed", "error": msg})
-    bar.close()
+    try:
+        for i, path in enumerate(bar):
+            if cancel is not None and cancel.is_set():
+                rows.extend({"file": str(p), "status": "cancelled", "error": "cancelled"} for p in images[i:])
+                failed += len(images) - i
+                break
+            if progress is not None:
+                progress(i / len(images), f"Exporting {path.name} ({i + 1}/{len(images)})")
+            earlier = already_exported(path, out, getattr(loaded, "sha256", None)) if args.skip_existing else None
+            if earlier:
+                rows.append({"file": str(path), "status": "done earlier", "output": earlier, "error": ""})
+                done += 1
+                continue
+            try:
+                rows.append(export_one(path, loaded, spec, layer, args, taken))
+                done += 1
+            except Exception as e:  # noqa: BLE001 - one bad image must not stop the batch
+                failed += 1
+                msg = _one_line(e)
+                tqdm.write(f"{path}: {msg}", file=sys.stderr)
+                rows.append({"file": str(path), "status": "failed", "error": msg})
+    except KeyboardInterrupt:  # the image being exported left nothing (export_view cleans up)
+        interrupted = True
+        listed = {r["file"] for r in rows}
+        rows.extend({"file": str(p), "status": "interrupted", "error": "interrupted"}
+                    for p in images if str(p) not in listed)
+    finally:
+        bar.close()
     if progress is not None:
         progress(1.0, "Export finished")
-    summary = write_summary(Path(args.out), rows, loaded.class_names, overwrite=args.overwrite)
-    ok = len(images) - failed
-    print(f"Exported {ok} of {len(images)} image(s) to {args.out}; {failed} failed. Summary: {summary}")
-    return 0 if failed == 0 else 1
+    try:
+        summary: Any = write_summary(out, rows, loaded.class_names, overwrite=args.overwrite)
+    except OSError as e:
+        print(f"cxr-studio export: error: the summary could not be written into {out}: {e.strerror or e}.",
+              file=sys.stderr)
+        summary = "not written"
+    if interrupted:
+        print(f"Interrupted: {done} of {len(images)} image(s) exported to {args.out}, {failed} failed. "
+              f"Summary: {summary}. To continue, run the same command again with --skip-existing: the images "
+              "already exported are skipped.", file=sys.stderr)
+        return 130
+    print(f"Exported {done} of {len(images)} image(s) to {args.out}; {failed} failed. Summary: {summary}")
+    return 0 if failed == 0 and summary != "not written" else 1
 
 
 if __name__ == "__main__":

@@ -18,8 +18,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import math
 import sys
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
@@ -29,6 +29,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .atomic import publish_exclusive, temp_name
 from .hashing import file_sha256
 from .render import overlay
 
@@ -40,6 +41,10 @@ RENDER_KEYS = ("colormap", "threshold", "opacity")
 
 class ExportError(ValueError):
     """An export could not be written or re-rendered; the message says why."""
+
+
+class ExportExists(ExportError):
+    """One of the three files already exists (perhaps written a moment ago by another process)."""
 
 
 @dataclass(frozen=True)
@@ -151,9 +156,9 @@ def _check_arrays(pixels: Any, heat: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _write_temp(dest: Path, data: bytes | None = None, array: np.ndarray | None = None) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    tmp = temp_name(dest)  # carries the pid: a killed export's leftovers can be told apart and removed
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "xb") as f:
             if array is not None:
                 np.save(f, array, allow_pickle=False)
             else:
@@ -161,9 +166,9 @@ def _write_temp(dest: Path, data: bytes | None = None, array: np.ndarray | None 
             f.flush()
             os.fsync(f.fileno())
     except BaseException:
-        _unlink(Path(tmp))
+        _unlink(tmp)
         raise
-    return Path(tmp)
+    return tmp
 
 
 def _unlink(p: Path) -> None:
@@ -192,7 +197,7 @@ def export_view(
     if not overwrite:
         existing = [str(p) for p in (png, npy, js) if p.exists()]
         if existing:
-            raise ExportError(
+            raise ExportExists(
                 f"Not overwriting existing file(s): {', '.join(existing)}. Choose another name or "
                 "allow overwriting."
             )
@@ -231,10 +236,23 @@ def export_view(
         try:
             text = json.dumps(side, indent=2, sort_keys=True, default=_json_default, allow_nan=False)
         except (TypeError, ValueError) as e:
+            bad = _non_finite_keys(side)
+            if bad:
+                raise ExportError(
+                    f"The export settings hold values that are not finite numbers (NaN or infinity) in "
+                    f"{', '.join(bad)}; the model's output is probably not finite (damaged or diverged weights)."
+                ) from e
             raise ExportError(f"The export settings cannot be stored as JSON: {e}") from e
         temps.append((_write_temp(js, text.encode("utf-8")), js))
         for tmp, dest in temps:  # the sidecar goes last: its presence marks a complete export
-            os.replace(tmp, dest)
+            if overwrite:
+                os.replace(tmp, dest)
+            else:  # exclusive: a name another process took since the check above is never replaced
+                try:
+                    publish_exclusive(tmp, dest)
+                except FileExistsError:
+                    raise ExportExists(f"Not overwriting {dest}: it appeared while this export was written "
+                                       "(another export into the same folder?).") from None
             done.append(dest)
     except BaseException:
         for tmp, _ in temps:
@@ -244,6 +262,20 @@ def export_view(
                 _unlink(dest)
         raise
     return ExportResult(png, npy, js)
+
+
+def _non_finite_keys(obj: Any, prefix: str = "") -> list[str]:
+    """Where a nested settings dict holds NaN or infinity (e.g. ``probabilities``)."""
+    out: list[str] = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out += _non_finite_keys(v, f"{prefix}{k}" if not prefix else f"{prefix}.{k}")
+    elif isinstance(obj, (list, tuple)):
+        if any(_non_finite_keys(v, prefix) for v in obj):
+            out.append(prefix)
+    elif isinstance(obj, (float, np.floating)) and not math.isfinite(float(obj)):
+        out.append(prefix)
+    return out
 
 
 def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:

@@ -30,6 +30,8 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import tempfile
+import threading
 import warnings
 from pathlib import Path
 from typing import Any, Iterator
@@ -43,7 +45,7 @@ from .radiograph import Radiograph
 __all__ = [
     "ImageReadError", "ImageWriteError", "Radiograph", "MAX_PIXELS", "MIN_SIDE",
     "SUPPORTED_SUFFIXES", "DICOM_SUFFIXES", "is_supported", "read_image", "write_png",
-    "list_images",
+    "list_images", "scan_folder", "link_problem",
 ]
 
 MAX_PIXELS: int = 10_000 * 10_000
@@ -129,6 +131,11 @@ def read_image(path: str | os.PathLike) -> Radiograph:
 
 def _read(p: Path, name: str) -> Radiograph:
     if not p.exists():
+        from .io_folders import link_problem
+
+        why = link_problem(p)
+        if why:
+            raise ImageReadError(f"{name} is {why}, not an image file.")
         raise ImageReadError(f"{name} does not exist (looked for {p}).")
     if p.is_dir():
         raise ImageReadError(f"{name} is a folder, not an image file.")
@@ -263,7 +270,8 @@ def _damaged(name: str, kind: str, e: BaseException) -> str:
 def _decode(p: Path, name: str, kind: str) -> np.ndarray:
     """Decode with OpenCV (fast, keeps 16 bits); when it refuses, Pillow decodes or explains."""
     buf = np.fromfile(str(p), dtype=np.uint8)  # works with non-ASCII paths, unlike cv2.imread
-    array = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    with quiet_native_stderr():  # libpng / libtiff / OpenCV print their own [ERROR] lines
+        array = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     if array is not None and (kind != "JPEG" or b"\xff\xd9" in buf[-64:].tobytes()):
         if array.ndim == 3 and array.shape[2] == 3:
             return array[:, :, ::-1]  # BGR -> RGB
@@ -280,6 +288,36 @@ def _decode(p: Path, name: str, kind: str) -> np.ndarray:
         raise ImageReadError(_bomb_message(name, e)) from e
     except Exception as e:
         raise ImageReadError(_damaged(name, kind, e)) from e
+
+
+_NOISE = (b"libpng ", b"[ERROR:", b"[ WARN:", b"TIFFRead", b"TIFFFetch", b"Corrupt JPEG", b"Premature end of JPEG")
+_QUIET_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Keep the C libraries under OpenCV from printing on stderr while a file is decoded: damaged
+    files are reported in our one sentence (the ImageReadError), not beside it. Output of anything
+    else that wrote to stderr meanwhile is passed on afterwards."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr (a windowed app): nothing to keep quiet
+        yield
+        return
+    level = cv2.utils.logging.getLogLevel()
+    with _QUIET_LOCK, tempfile.TemporaryFile() as sink:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+        try:
+            os.dup2(sink.fileno(), 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            cv2.utils.logging.setLogLevel(level)
+            sink.seek(0)
+            kept = [ln for ln in sink.read().splitlines(keepends=True) if not ln.lstrip().startswith(_NOISE)]
+            if kept:
+                os.write(2, b"".join(kept))
 
 
 def _to_gray01(array: np.ndarray, name: str) -> np.ndarray:
@@ -381,34 +419,5 @@ def write_png(path: str | os.PathLike, array: np.ndarray, bits: int = 8) -> Path
 
 
 # ----------------------------------------------------------------------------- folders
-
-def _natural_key(p: Path) -> list[Any]:
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.name)]
-
-
-def _is_dicom_without_suffix(p: Path) -> bool:
-    if p.suffix:
-        return False
-    try:
-        with open(p, "rb") as f:
-            head = f.read(132)
-    except OSError:
-        return False
-    return head[128:132] == b"DICM"
-
-
-def list_images(folder: str | os.PathLike) -> list[Path]:
-    """Readable image files directly inside `folder`, in natural order (img2 before img10).
-
-    Files are chosen by suffix (`is_supported`); suffix-less files are included when they
-    start like DICOM. Hidden files are skipped. Raises `ImageReadError` if `folder` is not one.
-    """
-    d = Path(folder)
-    if not d.is_dir():
-        raise ImageReadError(f"{d} is not a folder.")
-    found = [
-        p for p in d.iterdir()
-        if not p.name.startswith(".") and p.is_file()
-        and (is_supported(p) or _is_dicom_without_suffix(p))
-    ]
-    return sorted(found, key=_natural_key)
+# (in io_folders.py; re-exported here, where callers have always found them)
+from .io_folders import link_problem, list_images, scan_folder  # noqa: E402

@@ -3,16 +3,20 @@
 Order of operations (DICOM PS3.3 C.11 / PS3.4 N.2): stored values -> modality LUT or rescale
 slope/intercept -> VOI LUT or window centre/width (the first of several) -> min/max to 0..1 ->
 MONOCHROME1 inverted so bone is bright. When the window would leave a blank image (every pixel
-outside it) the window is skipped and the meta says so.
+outside it) the window is skipped and the meta says so. When the pixel data holds values beyond
+BitsStored (a wrong header), the real values are used and ``meta["warnings"]`` says so.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .io import ImageReadError, check_dimensions
+
+log = logging.getLogger(__name__)
 
 
 def _pydicom():
@@ -79,6 +83,7 @@ def read_dicom_pixels(p: Path, name: str, has_preamble: bool = True) -> tuple[np
         raise ImageReadError(
             f"{name}: the DICOM pixel data could not be decoded (truncated, damaged or an "
             f"unsupported encoding: {e}).") from e
+    stored, bits_note = _check_bits_stored(ds, stored, tsyntax, name)
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
     if photometric == "PALETTE COLOR" and stored.ndim == 2:
@@ -111,7 +116,48 @@ def read_dicom_pixels(p: Path, name: str, has_preamble: bool = True) -> tuple[np
         "rescale": (float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)),
         "transfer_syntax": str(tsyntax.name) if tsyntax is not None else None,
     }
+    if bits_note:
+        meta["warnings"] = [bits_note]
+        log.warning("%s", bits_note)
     return pixels.astype(np.float32, copy=False), meta
+
+
+def _has_overlay_in_pixels(ds: Any) -> bool:
+    """Retired overlays kept in the unused high bits of the pixel data (OverlayBitPosition > 0 with
+    no OverlayData): there the bits above BitsStored are meant to be masked away."""
+    for group in range(0x6000, 0x6020, 2):
+        pos = ds.get((group, 0x0102))
+        if pos is not None and (group, 0x3000) not in ds and int(pos.value or 0) > 0:
+            return True
+    return False
+
+
+def _check_bits_stored(ds: Any, stored: np.ndarray, tsyntax: Any, name: str) -> tuple[np.ndarray, str | None]:
+    """pydicom keeps only the BitsStored low bits. When the data really uses more (a header that
+    says BitsStored 4 over 12-bit values gives 16 grey levels of garbage), use the data's real
+    values and say so; returns (pixels, warning or None)."""
+    allocated = int(ds.get("BitsAllocated", 0) or 0)
+    bits = int(ds.get("BitsStored", allocated) or allocated)
+    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1  # high bits there may be sign extension
+    if not (0 < bits < allocated) or stored.ndim != 2 or signed or _has_overlay_in_pixels(ds):
+        return stored, None
+    if tsyntax is not None and tsyntax.is_compressed:
+        return stored, None  # the codec decides the bit depth; nothing above BitsStored to find
+    try:
+        from pydicom.pixels import pixel_array
+
+        full = pixel_array(ds, bits_stored=allocated)
+    except Exception:  # noqa: BLE001 - keep pydicom's reading when the raw one fails
+        return stored, None
+    if full.shape != stored.shape or np.array_equal(full, stored):
+        return stored, None
+    top = int(full.max())
+    used = max(top, 1).bit_length()
+    return full, (
+        f"{name}: the pixel values use {used} bits but the header says BitsStored={bits} "
+        f"(HighBit={ds.get('HighBit', '?')}); the data's real range (up to {top}) was used instead of "
+        f"keeping only {bits} bits ({2 ** bits} grey levels). Check the file's header."
+    )
 
 
 def _modality(stored: np.ndarray, ds: Any, modality_lut: Any) -> np.ndarray:

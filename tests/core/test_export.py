@@ -116,6 +116,7 @@ def test_failure_mid_write_leaves_nothing(tmp_path: Path, image_and_map, monkeyp
             real(src, dst)
 
         monkeypatch.setattr(ex.os, "replace", flaky)
+        monkeypatch.setattr(ex, "publish_exclusive", flaky)  # the no-overwrite path publishes exclusively
     with pytest.raises(OSError, match="disk full"):
         export_view(out / "v", px, heat, settings_for(path))
     assert list(out.iterdir()) == []
