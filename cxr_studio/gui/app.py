@@ -28,6 +28,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--checkpoint", action="append", default=[], metavar="CKPT", help="checkpoint to load (repeatable)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the best available)")
     p.add_argument("--screenshot", metavar="PNG", help="save the window once the first heatmap is drawn, then exit")
+    p.add_argument("--geometry", metavar="WxH", help="open the window at exactly this size, e.g. 1366x768 "
+                   "(with the default layout; --screenshot then saves that size)")
     p.add_argument("--screenshot-timeout", type=float, default=SCREENSHOT_TIMEOUT_S, help=argparse.SUPPRESS)
     p.add_argument("--light", action="store_true", help="light theme (default: dark)")
     return p.parse_args(argv)
@@ -85,7 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     from .main_window import MainWindow
     from .settings import Settings
 
+    from .layout import parse_geometry
+
     try:
+        geometry = parse_geometry(args.geometry) if args.geometry else None
         device = choose_device(args.device)
     except (DeviceError, ValueError) as e:
         print(f"cxr-studio: {e}", file=sys.stderr)
@@ -135,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         QTimer.singleShot(int(args.screenshot_timeout * 1000), timeout)
 
     window.show()
+    if geometry is not None:  # once shown: the dock layout then knows its real sizes
+        window.set_exact_size(*geometry)
     if args.demo:
         window.open_demo()
     elif args.image:

@@ -15,7 +15,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QStackedWidget, QWidget
 
-from . import jobs
+from . import jobs, layout
 from .bridge import WorkerBridge
 from .controller import Controller
 from .docks.channels_dock import ChannelsDock
@@ -80,18 +80,12 @@ class MainWindow(ExportActions, QMainWindow):
         self.heatmap_dock = HeatmapDock(s, c, self)
         self.mosaic_dock = MosaicDock(s, c, self)
         self.compare_dock = CompareDock(s, c, self)
-        L, R, B = Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea, Qt.DockWidgetArea.BottomDockWidgetArea
-        self.addDockWidget(L, self.pipeline_dock)
-        self.addDockWidget(L, self.layers_dock)
-        self.addDockWidget(R, self.models_dock)
-        self.addDockWidget(R, self.heatmap_dock)
-        self.addDockWidget(R, self.channels_dock)
-        self.addDockWidget(B, self.mosaic_dock)
-        self.addDockWidget(B, self.compare_dock)
-        self.tabifyDockWidget(self.mosaic_dock, self.compare_dock)
-        self.mosaic_dock.raise_()
         self.docks = [self.pipeline_dock, self.models_dock, self.layers_dock, self.channels_dock,
                       self.heatmap_dock, self.mosaic_dock, self.compare_dock]
+        for d in self.docks:
+            if d is not self.compare_dock:  # the compare panes scale themselves
+                layout.scrollable(d)
+        layout.arrange(self, layout.available(self).height())
 
     def _build_status(self) -> None:
         sb = self.statusBar()
@@ -131,6 +125,8 @@ class MainWindow(ExportActions, QMainWindow):
         self._action(f, "&Quit", self.close, QKeySequence.StandardKey.Quit)
         v = mb.addMenu("&View")
         self._action(v, "&Fit to window", self.view.fit, "Ctrl+0")
+        self._action(v, "&Compare models", lambda: layout.show_compare(self), "Ctrl+K")
+        self._action(v, "&Reset layout", lambda: layout.arrange(self))
         self.outline_action = self._action(v, "Lung &outline", lambda on: setattr(self.session, "show_lung_outline", on), "O", True)
         self.light_action = self._action(v, "&Light theme", self._toggle_theme, None, True)
         v.addSeparator()
@@ -337,13 +333,7 @@ class MainWindow(ExportActions, QMainWindow):
         apply_theme("light" if light else "dark")
 
     def restore_settings(self) -> None:
-        geom, state = self.settings.window_state()
-        if geom is not None:
-            self.restoreGeometry(geom)
-        else:
-            self.resize(1500, 950)
-        if state is not None:
-            self.restoreState(state)
+        self._restored = layout.restore(self, self.settings)
         s = self.session
         for k, v in self.settings.view_settings().items():
             try:
@@ -355,7 +345,7 @@ class MainWindow(ExportActions, QMainWindow):
 
     def save_settings(self) -> None:
         s = self.session
-        self.settings.set_window_state(self.saveGeometry(), self.saveState())
+        layout.save(self, self.settings)
         self.settings.set_view_settings({"threshold": s.threshold, "opacity": s.opacity, "colormap": s.colormap,
                                          "method": s.method, "scale": s.scale,
                                          "ranking": s.ranking if s.ranking != "region" else "max"})
@@ -365,18 +355,16 @@ class MainWindow(ExportActions, QMainWindow):
 
     def showEvent(self, e: Any) -> None:  # noqa: N802 - Qt API
         super().showEvent(e)
-        if not self._sized and self.settings.window_state()[1] is None:  # first run: sensible sizes
+        if not self._sized and not self._restored:  # first run: sensible sizes once laid out
             self._sized = True
             from PySide6.QtCore import QTimer
 
-            QTimer.singleShot(0, self._default_dock_sizes)
+            QTimer.singleShot(0, lambda: layout.size_docks(self))
 
-    def _default_dock_sizes(self) -> None:
-        H, V = Qt.Orientation.Horizontal, Qt.Orientation.Vertical
-        self.resizeDocks([self.pipeline_dock, self.models_dock], [260, 360], H)
-        self.resizeDocks([self.mosaic_dock], [190], V)
-        self.resizeDocks([self.models_dock, self.heatmap_dock, self.channels_dock], [190, 250, 400], V)
-        self.resizeDocks([self.pipeline_dock, self.layers_dock], [330, 330], V)
+    def set_exact_size(self, width: int, height: int) -> None:
+        """``--geometry WxH``: exactly this size, with the default layout."""
+        self._restored = False
+        layout.exact_size(self, width, height)
 
     def closeEvent(self, e: Any) -> None:  # noqa: N802 - Qt API
         if not self._closed:
