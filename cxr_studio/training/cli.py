@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
-import json
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -121,12 +120,18 @@ def _eval_setup(p: argparse.ArgumentParser) -> Runner:
 
         resolve_model_and_split(a)
 
-        m = evaluate_checkpoint(a.checkpoint, a.data, split_file=a.split_file, use_all=a.all, part=a.part,
-                                json_out=a.json, roc_out=a.roc, device=a.device, cache_dir=a.cache_dir,
-                                threshold=a.threshold)
-        print(json.dumps({k: m[k] for k in ("n", "accuracy", "auc", "sensitivity", "specificity",
-                                            "confusion_matrix", "threshold", "threshold_source", "images")},
-                         indent=1))
+        from ..core.atomic import strict_json
+
+        def show(m: dict) -> None:  # printed before any file is written: a failed write loses nothing
+            print(strict_json({k: m[k] for k in ("n", "accuracy", "auc", "sensitivity", "specificity",
+                                                 "confusion_matrix", "threshold", "threshold_source", "images")},
+                              indent=1), flush=True)
+            for note in m.get("notes", []):
+                print(f"note: {note}", file=sys.stderr)
+
+        evaluate_checkpoint(a.checkpoint, a.data, split_file=a.split_file, use_all=a.all, part=a.part,
+                            json_out=a.json, roc_out=a.roc, device=a.device, cache_dir=a.cache_dir,
+                            threshold=a.threshold, on_metrics=show)
         return 0
 
     return run
@@ -231,7 +236,9 @@ def _demo_check_setup(p: argparse.ArgumentParser) -> Runner:
         ck = load_checkpoint(a.checkpoint)
         acc = phantom_accuracy(ck.model, ck.spec, n=a.n_accuracy, size=a.size)
         pg = pointing_game_scores(ck.model, ck.spec, n=a.n_pointing, dilation_px=a.dilation_px)
-        print(json.dumps({"accuracy": acc["accuracy"], "auc": acc["auc"], "n_accuracy": acc["n"],
+        from ..core.atomic import strict_json
+
+        print(strict_json({"accuracy": acc["accuracy"], "auc": acc["auc"], "n_accuracy": acc["n"],
                           "n_pointing": pg["n"], **{k: v for k, v in pg.items() if k not in ("channels", "n")}},
                          indent=1))
         return 0
@@ -282,7 +289,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return runners[args.command](args)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        out = Path(getattr(args, "out", "") or ".")
+        hint = f"; continue with the same command and --resume (from {out / 'last.pt'})" \
+            if args.command == "fit" and (out / "last.pt").exists() else ""
+        print(f"cxr-studio-train {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
     except ValueError as exc:  # every user-caused error is a ValueError subclass with a sentence
         print(f"cxr-studio-train {args.command}: error: {exc}", file=sys.stderr)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from ..core.atomic import atomic_file, write_text_atomic
+from ..core.atomic import atomic_file, strict_json, write_text_atomic
 from ..core.hashing import file_sha256
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".bmp")
@@ -109,7 +109,10 @@ def _scan_csv(csv_path: Path) -> list[Sample]:
                 raise DatasetError(f"{csv_path} line {i}: label must be 0 or 1, got {row['label']!r}") from None
             if label not in (0, 1):
                 raise DatasetError(f"{csv_path} line {i}: label must be 0 or 1, got {label}")
-            p = (csv_path.parent / row["path"]).resolve()
+            try:
+                p = (csv_path.parent / row["path"]).resolve()
+            except (OSError, RuntimeError):  # a symbolic link loop
+                raise DatasetError(f"{csv_path} line {i}: {row['path']} is a symbolic link loop") from None
             if not p.exists():
                 raise DatasetError(f"{csv_path} line {i}: image not found: {row['path']}")
             out.append(Sample(id=f"{csv_path.stem}/{row['path']}", path=p, label=label))
@@ -185,7 +188,25 @@ def stratified_split(samples: list[Sample], fractions: list[float], seed: int) -
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2))
+    """Strict JSON (NaN and infinities become null: a metric that is undefined, like the AUC of one
+    class), written atomically."""
+    write_text_atomic(path, strict_json(obj, indent=2))
+
+
+CLASS_NAMES = ("normal", "abnormal")
+
+
+def check_both_classes(samples: list[Sample], where: str) -> None:
+    """Refuse a set of images that holds only one class (a classifier trained or validated on it
+    reports accuracy 1.000 and an undefined AUC), naming the missing class."""
+    present = {s.label for s in samples}
+    if len(present) == 1:
+        (have,) = present
+        missing = CLASS_NAMES[1 - have]
+        raise DatasetError(
+            f"{where}: all {len(samples)} images are labelled '{CLASS_NAMES[have]}' ({have}); no "
+            f"'{missing}' ({1 - have}) image was found. Training needs both classes: add {missing} images "
+            "(file names ending in _0 / _1, or normal/ and abnormal/ folders).")
 
 
 def write_split(path: Path, split: dict[str, list[str]], seed: int, fractions: list[float]) -> None:
@@ -207,8 +228,8 @@ def read_split(path: str | Path, samples: list[Sample]) -> dict[str, list[str]]:
     missing = [i for k in ("train", "val", "test") for i in data[k] if i not in known]
     if missing:
         raise DatasetError(
-            f"{path} names {len(missing)} image(s) not found in the data roots (first: {missing[0]}); "
-            "pass the same --data roots the split was made from"
+            f"{path} names {len(missing)} image(s) not found in the data roots (first: {missing[0]}): "
+            "the split was made from other --data roots, or these images were removed since"
         )
     return {k: list(data[k]) for k in ("train", "val", "test")}
 

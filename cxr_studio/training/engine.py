@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data.distributed import DistributedSampler
 
-from .data import write_json_atomic
+from .data import check_both_classes, scan_roots, write_json_atomic
 from .ddp import DistInfo, barrier, cleanup, dist_from_env, init_distributed
 from .loops import CHANCE_LOSS, PlateauDrops, TrainingError, make_loader, make_optimizer, predict, train_epoch
 from .metrics import classification_metrics, roc_curve
@@ -30,7 +30,7 @@ from .data import select
 from .prepare import PreparedData, group_ids, prepare_data
 from .tensors import GroupedSampler
 from .recipes import Recipe
-from ..core.atomic import write_text_atomic
+from ..core.atomic import remove_stale_temps, strict_json, write_text_atomic
 
 LOG_FIELDS = ["epoch", "lr", "train_images", "train_loss", "train_acc", "val_loss", "val_acc", "val_auc", "val_sensitivity",
               "val_specificity", "epoch_time_s", "best"]
@@ -127,19 +127,20 @@ def fit(
     info = dist_from_env()
     dev = choose_training_device(device, info)
     init_distributed(info, dev)
+    run = Path(out)
+    last_path, best_path = run / "last.pt", run / "best.pt"
+    created: list[Path] = []  # what this run wrote; removed again if it fails before its first checkpoint
+    run_was_there = run.exists()
     try:
-        run = Path(out)
-        last_path, best_path = run / "last.pt", run / "best.pt"
         if resume and not last_path.exists():
             raise TrainingError(f"--resume: no last.pt in {run} to continue from")
         if not resume and last_path.exists():
             raise TrainingError(f"{run} already holds a run (last.pt); pass --resume to continue it or choose a new --out")
         if info.is_main:
-            run.mkdir(parents=True, exist_ok=True)
+            _check_run_folder(run, resume, split_file)
             if resume:
                 _check_resume_recipe(run, recipe)
-            (run / "config.toml").write_text(recipe.to_toml(), encoding="utf-8")
-            write_json_atomic(run / "config.json", recipe.to_dict())
+            remove_stale_temps(run)  # e.g. a .last.pt.*.tmp a SIGKILL left mid-write
         torch.manual_seed(recipe.seed)
         if dev.type == "cuda":
             torch.backends.cudnn.benchmark = True
@@ -149,7 +150,22 @@ def fit(
         # rank 0 fills the cache and writes split.json, the others then read them
         data: PreparedData | None = None
         if info.is_main:
-            data = prepare_data(recipe, roots, run, split_file, preprocess_fn, progress=progress)
+            check_both_classes(scan_roots(list(roots)), "the data roots " + ", ".join(str(r) for r in roots))
+            reused = split_file or (run / "split.json" if (run / "split.json").exists() else None)
+            data = prepare_data(recipe, roots, run, split_file, preprocess_fn, progress=progress, write=False)
+            check_both_classes(select(data.samples, data.split["train"]), "the training part of the split")
+            if reused is not None:
+                _report_split_coverage(reused, data, info)
+            # the run starts here: only now does the run folder get its files
+            for name, text in (("split.json", strict_json({"seed": recipe.seed, "fractions": list(recipe.split),
+                                                             **data.split}, indent=2)),
+                               ("config.toml", recipe.to_toml()),
+                               ("config.json", strict_json(recipe.to_dict(), indent=2))):
+                if name == "split.json" and resume and (run / name).exists():
+                    continue
+                if not (run / name).exists():
+                    created.append(run / name)
+                write_text_atomic(run / name, text)
         barrier(info)
         if data is None:
             data = prepare_data(recipe, roots, run, run / "split.json", preprocess_fn, progress=False, write=False)
@@ -261,6 +277,7 @@ def fit(
                 _say(f"{recipe.plateau_metric} stopped improving: lr -> {optimizer.param_groups[0]['lr']:.3g} "
                      f"(drop {sched.drops}/{sched.max_drops})", info)
             if info.is_main:
+                created += [p for p in (best_path, last_path, run / "log.csv", run / "curves.png") if not p.exists()]
                 if row["best"]:
                     save(best_path, row, with_state=False)
                 save(last_path, row, with_state=True)
@@ -271,8 +288,7 @@ def fit(
                  + (" *" if row["best"] else ""), info)
             if recipe.chance_warn_epochs and chance_epochs >= recipe.chance_warn_epochs:
                 _say(f"WARNING: the training loss has stayed at chance (ln 2 = 0.693) for {chance_epochs} epochs: "
-                     "the network is not learning. With init='paper' this is expected (see the "
-                     "paper-custom-tuned recipe: --set init=kaiming).", info)
+                     "the network is not learning. " + _chance_hint(recipe), info)
             barrier(info)
             if recipe.stop_after_last_drop and sched.drops >= sched.max_drops \
                     and sched.bad_epochs >= recipe.stop_after_last_drop:
@@ -296,5 +312,52 @@ def fit(
                      f"sens {tm['sensitivity']:.3f} spec {tm['specificity']:.3f}", info)
         barrier(info)
         return summary
+    except BaseException:
+        if info.is_main and not last_path.exists():  # failed before its first checkpoint: leave nothing
+            for p in created:
+                p.unlink(missing_ok=True)
+            if not run_was_there and run.is_dir() and not any(run.iterdir()):
+                run.rmdir()
+        raise
     finally:
         cleanup(info)
+
+
+def _check_run_folder(run: Path, resume: bool, split_file: str | Path | None) -> None:
+    """Without --resume, --out must not hold another run's files: they would be overwritten
+    (config.toml) or silently reused (split.json). Also proves the folder writable before any work."""
+    from ..core.atomic import check_writable_dir
+
+    if not resume:
+        given = Path(split_file).resolve() if split_file else None
+        theirs = [n for n in ("config.toml", "config.json", "split.json") if (run / n).exists()
+                  and not (n == "split.json" and given == (run / n).resolve())]
+        if theirs:
+            raise TrainingError(
+                f"{run} already holds {', '.join(theirs)} of another run; fit does not overwrite them. Choose a "
+                f"new --out, delete them, or pass --resume to continue that run"
+                + (" (--split-file " + str(run / "split.json") + " reuses its split)" if "split.json" in theirs else ""))
+    try:
+        check_writable_dir(run, "the run folder (--out)")
+    except ValueError as e:
+        raise TrainingError(str(e)) from None
+
+
+def _report_split_coverage(split_path: str | Path, data: PreparedData, info: DistInfo) -> None:
+    """A reused split may not name every image now in the data roots: say how many it leaves out."""
+    named = {i for part in ("train", "val", "test") for i in data.split[part]}
+    left_out = [s.id for s in data.samples if s.id not in named]
+    if left_out:
+        _say(f"WARNING: the split {split_path} names {len(named)} of the {len(data.samples)} images in the data "
+             f"roots; {len(left_out)} image(s) are in no part and are not used (first: {left_out[0]}). Use a new "
+             "--out (a fresh split) to train on all of them.", info)
+    else:
+        _say(f"reusing the split {split_path} ({len(named)} images)", info)
+
+
+def _chance_hint(recipe: Recipe) -> str:
+    if recipe.init == "paper":
+        return ("With init='paper' (N(0, 0.01)) this is expected for the 8-layer net (see the paper-custom-tuned "
+                "recipe: --set init=kaiming).")
+    return (f"With init={recipe.init!r} and lr={recipe.lr:g}, try a lower learning rate (--set lr=...), "
+            "check that the labels match the images, or look at the preprocessed inputs.")
