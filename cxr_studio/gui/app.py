@@ -18,6 +18,8 @@ from typing import Any
 log = logging.getLogger("cxr_studio.gui")
 SCREENSHOT_TIMEOUT_S = 180.0
 EXIT_SCREENSHOT_TIMEOUT = 3
+EXIT_SCREENSHOT_ERROR = 4
+ERROR_POLL_MS = 200
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -92,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         geometry = parse_geometry(args.geometry) if args.geometry else None
         device = choose_device(args.device)
+        if args.screenshot:  # the output path is checked before the window opens
+            from cxr_studio.core.atomic import check_writable_file
+
+            check_writable_file(args.screenshot, "the screenshot")
     except (DeviceError, ValueError) as e:
         print(f"cxr-studio: {e}", file=sys.stderr)
         return 2
@@ -119,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.screenshot)
 
         def shoot() -> None:
+            errors.stop()
             window.view.graphics.repaint()
             ok = window.grab().save(str(out))
             status["code"] = 0 if ok else 1
@@ -136,8 +143,18 @@ def main(argv: list[str] | None = None) -> int:
             status["code"] = EXIT_SCREENSHOT_TIMEOUT
             window.close()
 
+        def error_shown() -> None:  # a broken image, a missing checkpoint: no heatmap will come
+            if window.last_error and not window._closed:
+                errors.stop()
+                print(f"cxr-studio: no screenshot written: {window.last_error}", file=sys.stderr)
+                status["code"] = EXIT_SCREENSHOT_ERROR
+                window.close()
+
         window.heatmap_drawn.connect(on_heatmap)
         QTimer.singleShot(int(args.screenshot_timeout * 1000), timeout)
+        errors = QTimer(window)  # errors are polled: show_error is reached from many signals
+        errors.timeout.connect(error_shown)
+        errors.start(ERROR_POLL_MS)
 
     window.show()
     if geometry is not None:  # once shown: the dock layout then knows its real sizes

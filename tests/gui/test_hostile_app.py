@@ -1,0 +1,58 @@
+"""Issue 16 case 12: `cxr-studio --screenshot` with a broken image or a missing checkpoint ends on
+its own with the error and a non-zero exit code (not after the screenshot timeout); an unwritable
+screenshot path is refused before the window opens.
+
+Rule: an error that makes the requested output impossible ends a non-interactive run at once, in
+words. The timeout below is long on purpose: exit code 4 (not 3, the timeout's) proves the run
+ended because of the error, without measuring time.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from cxr_studio.core.io import write_png
+from cxr_studio.core.phantom import make_phantom
+
+
+def run_app(args: list[str], tmp_path: Path, monkeypatch: Any) -> int:
+    from cxr_studio.gui.app import main
+
+    monkeypatch.setenv("CXR_STUDIO_SETTINGS", str(tmp_path / "settings.ini"))
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # main() installs its own; restored after
+    return main(args + ["--screenshot-timeout", "600"])
+
+
+def test_screenshot_with_a_broken_image_exits_with_the_error(qapp: Any, tiny_checkpoint: Path, tmp_path: Path,
+                                                             monkeypatch: Any, capsys: Any) -> None:
+    from cxr_studio.gui.app import EXIT_SCREENSHOT_ERROR
+
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    shot = tmp_path / "shot.png"
+    code = run_app([str(broken), "--checkpoint", str(tiny_checkpoint), "--screenshot", str(shot)], tmp_path,
+                   monkeypatch)
+    err = capsys.readouterr().err
+    assert code == EXIT_SCREENSHOT_ERROR and not shot.exists()
+    assert "no screenshot written" in err and "broken.png" in err
+
+
+def test_screenshot_with_a_missing_checkpoint_exits_with_the_error(qapp: Any, tmp_path: Path, monkeypatch: Any,
+                                                                   capsys: Any) -> None:
+    from cxr_studio.gui.app import EXIT_SCREENSHOT_ERROR
+
+    image = tmp_path / "phantom.png"
+    write_png(image, make_phantom(0, size=256).image)
+    shot = tmp_path / "shot.png"
+    code = run_app([str(image), "--checkpoint", str(tmp_path / "missing.pt"), "--screenshot", str(shot)],
+                   tmp_path, monkeypatch)
+    err = capsys.readouterr().err
+    assert code == EXIT_SCREENSHOT_ERROR and not shot.exists()
+    assert "no screenshot written" in err and "missing.pt" in err
+
+
+def test_unwritable_screenshot_path_is_refused_first(tmp_path: Path, monkeypatch: Any, capsys: Any) -> None:
+    code = run_app(["--demo", "--screenshot", str(tmp_path)], tmp_path, monkeypatch)  # a folder
+    err = capsys.readouterr().err
+    assert code == 2 and "is a folder" in err and "Traceback" not in err
