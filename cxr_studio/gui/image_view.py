@@ -15,6 +15,8 @@ import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtWidgets import QHBoxLayout, QWidget
 
+from . import window_level as wl
+
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
 
 HEAT_DISPLAY_MAX = 1024
@@ -100,17 +102,42 @@ class ColorBar(pg.PlotWidget):
         self.line.setValue(lo + self.threshold * (hi - lo))
 
 
+class WindowLevelViewBox(pg.ViewBox):
+    """A ViewBox where a right-drag reports window/level moves and a double right-click a reset
+    (the left button still pans, the wheel zooms)."""
+
+    def __init__(self, view: "ImageView", **kw: Any) -> None:
+        super().__init__(**kw)
+        self._view = view
+
+    def mouseDragEvent(self, ev: Any, axis: Any = None) -> None:  # noqa: N802 - pyqtgraph API
+        if ev.button() != Qt.MouseButton.RightButton:
+            super().mouseDragEvent(ev, axis)
+            return
+        ev.accept()
+        d = ev.pos() - ev.buttonDownPos()
+        self._view.drag_window(float(d.x()), float(d.y()), start=ev.isStart())
+
+    def mouseClickEvent(self, ev: Any) -> None:  # noqa: N802 - pyqtgraph API
+        if ev.button() == Qt.MouseButton.RightButton and ev.double():
+            ev.accept()
+            self._view.reset_window()
+            return
+        super().mouseClickEvent(ev)
+
+
 class ImageView(QWidget):
     """Radiograph + heatmap + lung outline + region of interest, with a colour bar."""
 
     cursor_info = Signal(str)  # "x=…, y=…, value=…, activation=…" for the status bar
     region_changed = Signal(object)  # (kind, points (N, 2) float array) or None when cleared
     heatmap_drawn = Signal()
+    window_changed = Signal(str)  # the status-bar text of the display window
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.graphics = pg.GraphicsView()
-        self.vb = pg.ViewBox(lockAspect=True, invertY=True, enableMenu=False)
+        self.vb = WindowLevelViewBox(self, lockAspect=True, invertY=True, enableMenu=False)
         self.vb.setBackgroundColor((16, 16, 16))
         self.graphics.setCentralItem(self.vb)
         self.base = pg.ImageItem(axisOrder="row-major")
@@ -128,6 +155,12 @@ class ImageView(QWidget):
         lay.addWidget(self.graphics, 1)
         lay.addWidget(self.colorbar)
         self.pixels: np.ndarray | None = None
+        self.meta: dict[str, Any] = {}
+        self.lung_mask: np.ndarray | None = None
+        self.window = wl.Window()
+        self.window_name = "full"
+        self._display_top = 255.0  # the display data's value for 1.0
+        self._drag_start = self.window
         self.heat_map: np.ndarray | None = None  # float display-resolution map (for the readout)
         self.heat_rect: tuple[float, float, float, float] | None = None  # x0, y0, w, h
         self.value_range = (0.0, 1.0)
@@ -141,25 +174,59 @@ class ImageView(QWidget):
         self.graphics.scene().sigMouseMoved.connect(self._mouse_moved)
 
     # -- image ----------------------------------------------------------------------------------
-    def set_image(self, pixels: np.ndarray, fit: bool = True) -> None:
-        """Show a 0..1 grayscale image (the original radiograph)."""
-        from cxr_studio.core.render import to_uint8
-
+    def set_image(self, pixels: np.ndarray, fit: bool = True, meta: dict[str, Any] | None = None) -> None:
+        """Show a 0..1 grayscale image (the original radiograph) in its default window; ``meta``
+        (the Radiograph's) gives its bit depth and DICOM window."""
+        new = self.pixels is None or pixels is not self.pixels
         self.pixels = np.asarray(pixels)
-        self.base.setImage(to_uint8(self.pixels), levels=(0, 255), autoLevels=False)
+        if meta is not None:
+            self.meta = dict(meta)
+        data, self._display_top = wl.display_data(self.pixels, self.meta)
+        if new:
+            self.window, self.window_name = wl.Window(), "full"
+        self.base.setImage(data, levels=self._levels(), autoLevels=False)
         self.base.setRect(QRectF(0, 0, self.pixels.shape[1], self.pixels.shape[0]))
         self.showing_stage = "original"
         self.heat.setVisible(self.heat_map is not None)
         self.outline.setVisible(self._outline_data is not None and self._outline_wanted)
+        if new:
+            self.window_changed.emit(wl.describe(self.window, self.meta, self.window_name))
         if fit:
             self.fit()
 
     _outline_wanted = True
 
+    # -- window / level (display only) ------------------------------------------------------------
+    def _levels(self) -> tuple[float, float]:
+        lo, hi = self.window.levels
+        return lo * self._display_top, hi * self._display_top
+
+    def set_window(self, window: "wl.Window", name: str = "") -> None:
+        """Show the radiograph through this window (the base image's levels; nothing recomputed)."""
+        self.window, self.window_name = window, name
+        if self.pixels is not None and self.showing_stage == "original":
+            self.base.setLevels(self._levels())
+        self.window_changed.emit(wl.describe(window, self.meta, name))
+
+    def apply_preset(self, name: str) -> None:
+        if self.pixels is not None:
+            self.set_window(wl.preset(name, self.pixels, self.lung_mask), name)
+
+    def reset_window(self) -> None:
+        """Back to the default: the whole range (a DICOM file's own VOI window)."""
+        self.set_window(wl.Window(), "full")
+
+    def drag_window(self, dx: float, dy: float, start: bool = False) -> None:
+        """A right-drag of (dx, dy) screen pixels since the button went down."""
+        if start:
+            self._drag_start = self.window
+        self.set_window(self._drag_start.dragged(dx, dy))
+
     def show_stage(self, name: str, array: np.ndarray) -> None:
         """Show a pipeline stage centrally (the overlay stays only on the original)."""
         if name == "original" and self.pixels is not None:
             self.set_image(self.pixels)
+            self.base.setLevels(self._levels())
             return
         from cxr_studio.core.render import to_uint8
 
@@ -231,6 +298,7 @@ class ImageView(QWidget):
 
     # -- lung outline ---------------------------------------------------------------------------
     def set_lung_mask(self, mask: np.ndarray | None) -> None:
+        self.lung_mask = mask
         if mask is None or not np.any(mask):
             self._outline_data = None
             self.outline.setData([], [])

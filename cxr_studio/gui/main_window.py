@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QStackedWidget, QWidget
+from PySide6.QtWidgets import QComboBox, QFileDialog, QLabel, QMainWindow, QMessageBox, QStackedWidget, QWidget
 
 from . import jobs, layout
 from .bridge import WorkerBridge
@@ -29,6 +29,7 @@ from .export_actions import ExportActions
 from .image_view import ImageView
 from .settings import Settings
 from .welcome import WelcomePage
+from .window_level import PRESETS
 
 log = logging.getLogger(__name__)
 IMAGE_FILTER = "Radiographs (*.png *.jpg *.jpeg *.tif *.tiff *.bmp *.dcm *.dicom);;All files (*)"
@@ -92,7 +93,15 @@ class MainWindow(ExportActions, QMainWindow):
         self.cursor_label = QLabel("")
         self.busy_label = QLabel("ready")
         self.step_label = QLabel("")
+        self.wl_label = QLabel("")
+        self.wl_label.setToolTip("Window/level of the radiograph (display only): right-drag to change it, "
+                                 "double right-click to reset")
+        self.wl_preset = QComboBox()
+        self.wl_preset.addItems(["W/L preset…", *PRESETS])
+        self.wl_preset.activated.connect(self._preset_chosen)
         sb.addWidget(self.cursor_label, 1)
+        sb.addPermanentWidget(self.wl_label)
+        sb.addPermanentWidget(self.wl_preset)
         sb.addPermanentWidget(self.busy_label)
         sb.addPermanentWidget(self.step_label)
 
@@ -148,6 +157,7 @@ class MainWindow(ExportActions, QMainWindow):
         self.welcome.open_requested.connect(self.ask_open)
         self.welcome.recent_requested.connect(self.open_image)
         self.view.cursor_info.connect(self.cursor_label.setText)
+        self.view.window_changed.connect(self.wl_label.setText)
         self.view.region_changed.connect(self._region_changed)
         self.pipeline_dock.stage_clicked.connect(self._show_stage)
         self.heatmap_dock.region_requested.connect(self.view.start_region)
@@ -173,6 +183,11 @@ class MainWindow(ExportActions, QMainWindow):
         s = self.session
         self.view.set_lut(threshold_lut(colormap_lut(s.colormap), s.threshold), s.threshold)
 
+    def _preset_chosen(self, index: int) -> None:
+        if index > 0:
+            self.view.apply_preset(self.wl_preset.itemText(index))
+        self.wl_preset.setCurrentIndex(0)
+
     def _outline_changed(self, on: bool) -> None:
         self.outline_action.setChecked(bool(on))
         self.view.show_outline(on)
@@ -181,7 +196,7 @@ class MainWindow(ExportActions, QMainWindow):
         p = res.preprocessed
         if self.view.pixels is not p.original:
             self.view.set_heatmap(None)
-            self.view.set_image(p.original)
+            self.view.set_image(p.original, meta=getattr(self.session.radiograph, "meta", None))
         self.view.set_lung_mask(p.lung_mask)
         self.view.show_outline(self.session.show_lung_outline)
         self.stack.setCurrentWidget(self.view)
