@@ -4,6 +4,10 @@
     cxr-studio --demo                demo phantom + demo model
     cxr-studio IMAGE --checkpoint C  open an image with one or more checkpoints
     cxr-studio ... --screenshot PNG  save the window once the first heatmap is drawn, then exit
+
+--screenshot exit codes: 0 written; 2 the path cannot be written (checked before the window opens);
+3 no heatmap within the timeout; 4 an error was shown first (a broken image, a missing checkpoint),
+which ends the run at once with that message.
 """
 from __future__ import annotations
 

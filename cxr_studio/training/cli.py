@@ -17,6 +17,7 @@ Runner = Callable[[argparse.Namespace], int]
 SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Runner]]] = {}
 OPTIONAL_MODULES = ["cxr_studio.training.segmenter"]
 OPTIONAL_MODULES.append("cxr_studio.training.lung_check")  # lung-check (issue 4: the paper's visual claim)
+OPTIONAL_MODULES.append("cxr_studio.training.localize")  # localize (issue 14: lesion-level scores)
 OPTIONAL_MODULES.append("cxr_studio.training.ship")  # ship: release a run as a shipped model (issue 12)
 
 
@@ -105,6 +106,9 @@ def _threshold_arg(text: str) -> float | str:
 @subcommand("eval", "evaluate a checkpoint: accuracy, AUC, sensitivity, specificity, ROC")
 def _eval_setup(p: argparse.ArgumentParser) -> Runner:
     checkpoint_and_images_args(p, "evaluate")
+    from ..core.models.importers import add_model_arguments
+
+    add_model_arguments(p)  # --arch, --classes, --input-size, --preset, --multi-label
     p.add_argument("--json", default=None, help="write the metrics here")
     p.add_argument("--roc", default=None, help="ROC PNG path (default: next to --json or the checkpoint)")
     p.add_argument("--device", default=None)
@@ -131,10 +135,16 @@ def _eval_setup(p: argparse.ArgumentParser) -> Runner:
 
         evaluate_checkpoint(a.checkpoint, a.data, split_file=a.split_file, use_all=a.all, part=a.part,
                             json_out=a.json, roc_out=a.roc, device=a.device, cache_dir=a.cache_dir,
-                            threshold=a.threshold, on_metrics=show)
+                            threshold=a.threshold, on_metrics=show, model_options=_model_options(a))
         return 0
 
     return run
+
+
+def _model_options(a: argparse.Namespace) -> dict[str, Any]:
+    from ..core.models.importers import model_options
+
+    return model_options(a)
 
 
 @subcommand("search", "randomized hyper-parameter search; writes the best config as TOML")
@@ -185,15 +195,24 @@ def _phantoms_setup(p: argparse.ArgumentParser) -> Runner:
     return run
 
 
-@subcommand("export-release", "strip optimizer/training state from a checkpoint for sharing")
+@subcommand("export-release", "strip optimizer/training state from a checkpoint for sharing; with --arch, "
+            "turn a state dict (torchvision, timm:, xrv:) into a self-describing CXR Studio checkpoint")
 def _export_setup(p: argparse.ArgumentParser) -> Runner:
     p.add_argument("checkpoint")
     p.add_argument("out")
+    from ..core.models.importers import add_model_arguments
+
+    add_model_arguments(p)
 
     def run(a: argparse.Namespace) -> int:
         from ..core.checkpoint import export_release
 
-        export_release(a.checkpoint, a.out)
+        if any(v is not None for v in _model_options(a).values()):
+            from ..core.models.importers import release_imported
+
+            release_imported(a.checkpoint, a.out, **_model_options(a))
+        else:
+            export_release(a.checkpoint, a.out)
         print(f"wrote {a.out} ({Path(a.out).stat().st_size / 1e6:.2f} MB)")
         return 0
 

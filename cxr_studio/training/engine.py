@@ -30,6 +30,7 @@ from .data import select
 from .prepare import PreparedData, group_ids, prepare_data
 from .tensors import GroupedSampler
 from .recipes import Recipe
+from .run_folder import chance_hint, check_run_folder, lock_run, report_split_coverage, unlock_run
 from ..core.atomic import remove_stale_temps, strict_json, write_text_atomic
 
 LOG_FIELDS = ["epoch", "lr", "train_images", "train_loss", "train_acc", "val_loss", "val_acc", "val_auc", "val_sensitivity",
@@ -131,13 +132,15 @@ def fit(
     last_path, best_path = run / "last.pt", run / "best.pt"
     created: list[Path] = []  # what this run wrote; removed again if it fails before its first checkpoint
     run_was_there = run.exists()
+    lock = None
     try:
         if resume and not last_path.exists():
             raise TrainingError(f"--resume: no last.pt in {run} to continue from")
         if not resume and last_path.exists():
             raise TrainingError(f"{run} already holds a run (last.pt); pass --resume to continue it or choose a new --out")
         if info.is_main:
-            _check_run_folder(run, resume, split_file)
+            lock = lock_run(run)  # two fits into one --out at once: the second is refused
+            check_run_folder(run, resume, split_file)
             if resume:
                 _check_resume_recipe(run, recipe)
             remove_stale_temps(run)  # e.g. a .last.pt.*.tmp a SIGKILL left mid-write
@@ -155,7 +158,7 @@ def fit(
             data = prepare_data(recipe, roots, run, split_file, preprocess_fn, progress=progress, write=False)
             check_both_classes(select(data.samples, data.split["train"]), "the training part of the split")
             if reused is not None:
-                _report_split_coverage(reused, data, info)
+                report_split_coverage(reused, data, lambda m: _say(m, info))
             # the run starts here: only now does the run folder get its files
             for name, text in (("split.json", strict_json({"seed": recipe.seed, "fractions": list(recipe.split),
                                                              **data.split}, indent=2)),
@@ -288,7 +291,7 @@ def fit(
                  + (" *" if row["best"] else ""), info)
             if recipe.chance_warn_epochs and chance_epochs >= recipe.chance_warn_epochs:
                 _say(f"WARNING: the training loss has stayed at chance (ln 2 = 0.693) for {chance_epochs} epochs: "
-                     "the network is not learning. " + _chance_hint(recipe), info)
+                     "the network is not learning. " + chance_hint(recipe), info)
             barrier(info)
             if recipe.stop_after_last_drop and sched.drops >= sched.max_drops \
                     and sched.bad_epochs >= recipe.stop_after_last_drop:
@@ -316,48 +319,11 @@ def fit(
         if info.is_main and not last_path.exists():  # failed before its first checkpoint: leave nothing
             for p in created:
                 p.unlink(missing_ok=True)
+            unlock_run(lock)
+            lock = None
             if not run_was_there and run.is_dir() and not any(run.iterdir()):
                 run.rmdir()
         raise
     finally:
+        unlock_run(lock)
         cleanup(info)
-
-
-def _check_run_folder(run: Path, resume: bool, split_file: str | Path | None) -> None:
-    """Without --resume, --out must not hold another run's files: they would be overwritten
-    (config.toml) or silently reused (split.json). Also proves the folder writable before any work."""
-    from ..core.atomic import check_writable_dir
-
-    if not resume:
-        given = Path(split_file).resolve() if split_file else None
-        theirs = [n for n in ("config.toml", "config.json", "split.json") if (run / n).exists()
-                  and not (n == "split.json" and given == (run / n).resolve())]
-        if theirs:
-            raise TrainingError(
-                f"{run} already holds {', '.join(theirs)} of another run; fit does not overwrite them. Choose a "
-                f"new --out, delete them, or pass --resume to continue that run"
-                + (" (--split-file " + str(run / "split.json") + " reuses its split)" if "split.json" in theirs else ""))
-    try:
-        check_writable_dir(run, "the run folder (--out)")
-    except ValueError as e:
-        raise TrainingError(str(e)) from None
-
-
-def _report_split_coverage(split_path: str | Path, data: PreparedData, info: DistInfo) -> None:
-    """A reused split may not name every image now in the data roots: say how many it leaves out."""
-    named = {i for part in ("train", "val", "test") for i in data.split[part]}
-    left_out = [s.id for s in data.samples if s.id not in named]
-    if left_out:
-        _say(f"WARNING: the split {split_path} names {len(named)} of the {len(data.samples)} images in the data "
-             f"roots; {len(left_out)} image(s) are in no part and are not used (first: {left_out[0]}). Use a new "
-             "--out (a fresh split) to train on all of them.", info)
-    else:
-        _say(f"reusing the split {split_path} ({len(named)} images)", info)
-
-
-def _chance_hint(recipe: Recipe) -> str:
-    if recipe.init == "paper":
-        return ("With init='paper' (N(0, 0.01)) this is expected for the 8-layer net (see the paper-custom-tuned "
-                "recipe: --set init=kaiming).")
-    return (f"With init={recipe.init!r} and lr={recipe.lr:g}, try a lower learning rate (--set lr=...), "
-            "check that the labels match the images, or look at the preprocessed inputs.")
