@@ -68,11 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None,
                    help="trained checkpoint (.pt) to explain (default: the shipped model for radiographs, "
                         "when exactly one ships)")
+    from .core.models.importers import add_model_arguments
+
+    add_model_arguments(p)  # --arch, --classes, --input-size, --preset, --multi-label
     p.add_argument("--out", required=True, help="output folder (created when missing)")
     p.add_argument("--layer", default=None, help="layer name (default: the model's deepest conv layer)")
     p.add_argument("--channel", type=_channel, default="strongest", help="channel number or 'strongest' (default)")
     p.add_argument("--method", choices=METHODS, default="activation", help="heatmap source (default: activation)")
     p.add_argument("--class-index", type=int, default=None, help="class explained by Grad-CAM (default: predicted)")
+    p.add_argument("--class", dest="class_name", default=None, metavar="NAME|INDEX",
+                   help="class explained by Grad-CAM, by name or index (default: the most probable)")
     p.add_argument("--threshold", type=_unit, default=0.0, help="map values below this are transparent (0..1)")
     p.add_argument("--opacity", type=_unit, default=0.5, help="overlay opacity (0..1, default 0.5)")
     p.add_argument("--colormap", choices=COLORMAPS, default="jet", help="colormap (default: jet, as the paper)")
@@ -106,23 +111,26 @@ def _device(pref: str | None) -> Any:
 
 def _prepare(args: argparse.Namespace) -> tuple[Any, Any, str]:
     """Load the checkpoint, resolve the spec and the layer; every failure is a UsageError."""
-    from .core.checkpoint import load_checkpoint
+    from .core.models.importers import model_options, open_model
     from .core.models.layers import deepest_conv, resolve_layer
 
     device = _device(args.device)
-    if args.checkpoint is None:
+    published = bool(args.arch and args.arch.startswith("xrv:") and args.checkpoint is None)
+    if args.checkpoint is None and not published:
         from .core.shipped import default_model_for_radiographs, no_default_message
 
         default = default_model_for_radiographs()
         if default is None:
             raise UsageError(no_default_message())
         args.checkpoint = str(default)
-    if not Path(args.checkpoint).is_file():
+    if not published and not Path(args.checkpoint).is_file():
         raise UsageError(f"Checkpoint {args.checkpoint} does not exist.")
     try:
-        loaded = load_checkpoint(args.checkpoint, device)
+        loaded = open_model(args.checkpoint, device=device, **model_options(args))
     except (ValueError, OSError, RuntimeError) as e:
-        raise UsageError(f"Cannot load checkpoint {args.checkpoint}: {e}") from None
+        raise UsageError(f"Cannot load checkpoint {args.checkpoint or args.arch}: {e}") from None
+    for warning in loaded.warnings:
+        print(f"cxr-studio export: note: {warning}", file=sys.stderr)
     spec = loaded.spec
     if args.segmentation:
         spec = spec.replace(segmentation=args.segmentation)
@@ -139,6 +147,14 @@ def _prepare(args: argparse.Namespace) -> tuple[Any, Any, str]:
             and args.method == "activation":
         raise UsageError("--ranking lungs needs a lung mask, but segmentation is 'none'; pass --segmentation.")
     n_cls = len(loaded.class_names)
+    if args.class_name is not None:  # --class NAME or INDEX
+        names = [str(c) for c in loaded.class_names]
+        if args.class_name in names:
+            args.class_index = names.index(args.class_name)
+        elif args.class_name.isdigit():
+            args.class_index = int(args.class_name)
+        else:
+            raise UsageError(f"--class {args.class_name!r} is not a class of this model ({', '.join(names[:20])}).")
     if args.class_index is not None and not 0 <= args.class_index < n_cls:
         raise UsageError(f"--class-index {args.class_index} is out of range: the model has {n_cls} classes.")
     return loaded, spec, layer
@@ -176,7 +192,9 @@ def export_one(
         "arch": loaded.arch,
         "class_names": list(loaded.class_names),
         "probabilities": probs,
+        "multi_label": bool(getattr(loaded, "multi_label", False)),
         **hm.settings(),
+        "class_name": None if hm.class_index is None else str(loaded.class_names[hm.class_index]),
         "threshold": args.threshold,
         "opacity": args.opacity,
         "colormap": args.colormap,

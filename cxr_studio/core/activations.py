@@ -122,7 +122,7 @@ class ForwardResult:
     """One forward pass: per-layer outputs of batch item 0, and its prediction."""
 
     activations: dict[str, np.ndarray]  # (C, h, w) for conv-like layers, (F,) for fc
-    probabilities: np.ndarray  # (K,) softmax of the logits, batch item 0
+    probabilities: np.ndarray  # (K,) softmax of the logits (sigmoid for multi-label models), batch item 0
     logits: np.ndarray  # (K,)
     input_size: tuple[int, int]  # (H, W) of the input
 
@@ -144,7 +144,8 @@ def forward_with_activations(model: nn.Module, x: Any, names: Sequence[str] | No
     if logits.ndim == 1:
         logits = logits[None]
     logits = logits.reshape(logits.shape[0], -1)[0]
-    probs = torch.softmax(logits, dim=0)
+    # a multi-label model (sigmoid outputs) gives one independent probability per class
+    probs = torch.sigmoid(logits) if getattr(model, "multi_label", False) else torch.softmax(logits, dim=0)
     acts = {n: store[n].float().cpu().numpy() for n in (names if names is not None else layer_table(model)) if n in store}
     return ForwardResult(
         activations=acts,

@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 
 from .hashing import file_sha256
-from .models import architectures, build_model, model_meta
+from .models import architectures, build_model, fitting, model_meta
 from .pipeline import PreprocessSpec
 
 FORMAT = "cxr-studio-checkpoint"
@@ -55,6 +55,7 @@ class LoadedCheckpoint:
     training_state: dict[str, Any] | None = None
     format_version: int = FORMAT_VERSION
     warnings: list[str] = field(default_factory=list)
+    multi_label: bool = False  # sigmoid outputs (one probability per class), else softmax
 
     @property
     def device(self) -> torch.device:
@@ -183,6 +184,8 @@ def save_checkpoint(
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "provenance": _plain(prov, "provenance"),
     }
+    if getattr(model, "multi_label", False):
+        payload["multi_label"] = True
     if training_state is not None:
         payload["training_state"] = _plain(dict(training_state), "training_state")
     _atomic_torch_save(payload, path)
@@ -202,13 +205,36 @@ _MAGIC = {
 }
 
 
+def code_archive_kind(path: Path) -> str | None:
+    """"TorchScript" / "exported program" when ``path`` is a zip archive of either (they carry code
+    or a graph and are opened by ``models.importers.open_model``), else None."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return None
+    tails = {n.split("/", 1)[-1] for n in names}
+    if "constants.pkl" in tails or any(t.startswith("code/") for t in tails):
+        return "TorchScript"
+    if any(t.startswith(("models/", "serialized_exported_program")) or "exported_program" in t for t in tails) \
+            or "archive_format" in tails:
+        return "exported program"
+    return None
+
+
 def _sniff(path: Path) -> str | None:
     """What the file looks like when it is clearly not a PyTorch file, else None."""
     with open(path, "rb") as f:
         head = f.read(132)
     if not head:
         return "an empty file"
-    if head.startswith(b"PK") or head[:1] == b"\x80":  # torch zip format / legacy pickle format
+    if head.startswith(b"PK"):
+        kind = code_archive_kind(path)
+        return f"a {kind} file, which carries code or a graph; open it explicitly (cxr-studio --checkpoint " \
+               "FILE, or cxr_studio.core.models.importers.open_model) to run it" if kind else None
+    if head[:1] == b"\x80":  # legacy pickle format
         return None
     for magic, what in _MAGIC.items():
         if head.startswith(magic):
@@ -234,7 +260,8 @@ def read_raw(path: str | os.PathLike) -> dict[str, Any]:
         if "GLOBAL" in str(exc) or "global" in str(exc):
             raise CheckpointError(
                 f"Refused to load {path}: it asks to run Python code or import modules "
-                "(a safe load never does that; the file may be malicious)."
+                "(a safe load never does that; the file may be malicious, or it is a whole pickled model: "
+                "save model.state_dict() instead)."
             ) from None
         raise CheckpointError(
             f"Refused to load {path}: it holds Python objects other than tensors and plain values, "
@@ -249,36 +276,6 @@ def read_raw(path: str | os.PathLike) -> dict[str, Any]:
     return obj
 
 
-def _bare_state_dict(obj: dict[str, Any]) -> dict[str, torch.Tensor] | None:
-    """The state dict when ``obj`` is a bare one (or ``{"state_dict": ...}``), else None."""
-    if isinstance(obj.get("state_dict"), dict) and "format" not in obj:
-        obj = obj["state_dict"]
-    if obj and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
-        return {k.removeprefix("module."): v for k, v in obj.items()}
-    return None
-
-
-def _fit_report(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str], list[str]]:
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [
-        f"{k} {tuple(state[k].shape)} in file vs {tuple(own[k].shape)}"
-        for k in own
-        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
-    ]
-    return missing, unexpected, shapes
-
-
-def _describe_misfit(missing: list[str], unexpected: list[str], shapes: list[str]) -> str:
-    parts = []
-    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
-        if items:
-            more = f" and {len(items) - 3} more" if len(items) > 3 else ""
-            parts.append(f"{label}: {', '.join(items[:3])}{more}")
-    return "; ".join(parts)
-
-
 def _new_layer_prefixes(model: nn.Module) -> tuple[str, ...]:
     names = getattr(model, "layer_names", {})
     return tuple(f"{names.get(n, n)}." for n in getattr(model, "new_layers", []))
@@ -289,13 +286,13 @@ def _interpret(
 ) -> tuple[str, dict[str, Any], dict[str, torch.Tensor], int, bool]:
     """(arch, kwargs, state dict, format version (0: bare), bare?) of a raw checkpoint dict."""
     if obj.get("format") != FORMAT:
-        bare = _bare_state_dict(obj)
+        bare = fitting.unwrap_state_dict(obj)
         if bare is None:
             raise CheckpointError(f"{path} is not a CXR Studio checkpoint or a state dict of tensors.")
         if arch is None:
             raise CheckpointError(
                 f"{path} is a bare state dict (weights without an architecture); "
-                "name the architecture (arch=...) to load it."
+                "name the architecture (arch=..., --arch resnet50) to load it."
             )
         return arch, dict(arch_kwargs or {}), bare, 0, True
     version = obj.get("format_version")
@@ -322,44 +319,56 @@ def _interpret(
     return stored_arch, kwargs, state, version, False
 
 
+def _known(path: Path, arch: str, bare: bool = False) -> None:
+    try:
+        model_meta(arch)
+    except ValueError:
+        known = f"known: {', '.join(architectures())}, or any torchvision classification model"
+        if bare:
+            raise CheckpointError(f"Unknown architecture {arch!r} for the state dict {path} ({known}).") from None
+        raise CheckpointError(
+            f"{path} uses the architecture {arch!r}, which this CXR Studio does not know ({known})."
+        ) from None
+
+
 def _rebuild(
     path: Path, arch: str, kwargs: dict[str, Any], state: dict[str, torch.Tensor], bare: bool
-) -> tuple[nn.Module, list[str]]:
-    """Build ``arch`` and load ``state`` into it: strictly for a checkpoint; for a bare state dict
-    a new head that does not fit keeps its random init (returned as warnings)."""
+) -> tuple[nn.Module, list[str], nn.Module]:
+    """(model, warnings, its meta-device twin): ``arch`` checked against ``state`` on the meta
+    device first (nothing is allocated for weights that do not fit), then built and loaded: strictly
+    for a checkpoint; for a bare state dict a new head that does not fit keeps its random init."""
+    _known(path, arch)
     try:
-        info = model_meta(arch)
-    except ValueError:
-        raise CheckpointError(
-            f"{path} uses the architecture {arch!r}, which this CXR Studio does not know "
-            f"(known: {', '.join(architectures())})."
-        ) from None
-    build_kwargs = {**kwargs, **{k: v for k, v in info.rebuild_overrides.items() if k in info.parameters}}
+        fitting.check_finite(state, str(path))
+        meta = fitting.meta_build(arch, kwargs)
+        if not bare:
+            fitting.check_strict_fit(str(path), arch, kwargs, meta, state)
+    except fitting.FitError as exc:
+        raise CheckpointError(str(exc)) from None
+    missing, unexpected, shapes = fitting.misfit(fitting.shapes_of(meta), state)
+    head_shapes: list[str] = []
+    head_missing: list[str] = []
+    if bare:
+        new = _new_layer_prefixes(meta)
+        head_shapes = [s for s in shapes if new and s.startswith(new)]
+        head_missing = [k for k in missing if new and k.startswith(new)]
+        others = ([k for k in missing if k not in head_missing], unexpected, [s for s in shapes if s not in head_shapes])
+        if any(others):
+            raise CheckpointError(
+                f"The state dict in {path} does not fit {arch}: {fitting.describe_misfit(*others)}.")
     try:
-        model = build_model(arch, **build_kwargs)
+        model = build_model(arch, **fitting.rebuild_kwargs(arch, kwargs))
     except ValueError as exc:
         raise CheckpointError(f"Cannot rebuild the {arch} model of {path}: {exc}") from None
     model.arch_kwargs = dict(kwargs)
-    missing, unexpected, shapes = _fit_report(model, state)
     if not bare:
-        if missing or unexpected or shapes:
-            raise CheckpointError(
-                f"The weights in {path} do not fit {arch}({_kwargs_text(kwargs)}): "
-                f"{_describe_misfit(missing, unexpected, shapes)}."
-            )
         model.load_state_dict(state, strict=True)
-        return model, []
-    new = _new_layer_prefixes(model)
-    head_shapes = [s for s in shapes if new and s.startswith(new)]
-    head_missing = [k for k in missing if new and k.startswith(new)]
-    others = ([k for k in missing if k not in head_missing], unexpected, [s for s in shapes if s not in head_shapes])
-    if any(others):
-        raise CheckpointError(f"The state dict in {path} does not fit {arch}: {_describe_misfit(*others)}.")
+        return model, [], meta
     skip = {s.split(" ")[0] for s in head_shapes}
     model.load_state_dict({k: v for k, v in state.items() if k not in skip}, strict=False)
     warnings = [f"not loaded, keeps its random init: {s}" for s in head_shapes]
     warnings += [f"not in the file, keeps its random init: {k}" for k in head_missing]
-    return model, warnings
+    return model, warnings, meta
 
 
 def load_checkpoint(
@@ -367,29 +376,56 @@ def load_checkpoint(
     device: str | torch.device = "cpu",
     arch: str | None = None,
     arch_kwargs: dict[str, Any] | None = None,
+    *,
+    classes: list[str] | None = None,
+    input_size: int | None = None,
+    preset: str | None = None,
+    multi_label: bool | None = None,
 ) -> LoadedCheckpoint:
     """Rebuild the model stored in ``path`` (eval mode, on ``device``).
 
-    ``arch`` / ``arch_kwargs`` are needed for a bare state dict (e.g. a torchvision one: what fits is
-    loaded, a head that does not fit keeps its random init and is reported in ``.warnings``); for a
-    CXR Studio checkpoint ``arch_kwargs`` override the stored ones and ``arch`` must match.
+    ``arch`` / ``arch_kwargs`` are needed for a bare state dict: a registered architecture or any
+    torchvision classifier (``resnet50``, ``densenet121``...); its number of outputs is read from
+    the state dict's head unless ``arch_kwargs`` give ``num_classes`` (a head that then does not
+    fit keeps its random init, reported in ``.warnings``). For a CXR Studio checkpoint
+    ``arch_kwargs`` override the stored ones and ``arch`` must match. ``classes``, ``input_size``,
+    ``preset`` and ``multi_label`` override what the file (or the architecture) says.
+    Weights are checked on the meta device before anything is allocated, for finiteness, and the
+    preprocessing's input against the model (a stored size that does not fit is corrected with a
+    warning; one given here is refused).
     """
     path = Path(path)
     obj = read_raw(path)
     arch, kwargs, state, version, bare = _interpret(obj, path, arch, arch_kwargs)
-    model, warnings = _rebuild(path, arch, kwargs, state, bare)
-    class_names = list(obj.get("class_names") or getattr(model, "class_names", []))
+    if bare:
+        _known(path, arch, bare=True)
+        kwargs = fitting.infer_outputs(arch, kwargs, state)
+    model, warnings, meta = _rebuild(path, arch, kwargs, state, bare)
     try:
         spec = PreprocessSpec.from_dict(dict(obj.get("preprocess") or model.default_preprocess))
+        if preset is not None:
+            spec = preset_spec(preset, model)
+        if input_size is not None:
+            spec = spec.replace(input_size=int(input_size))
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path} has an invalid preprocessing spec: {exc}") from None
-    outputs = _output_count(model)
+    try:
+        spec, spec_warnings, outputs = fitting.check_input(str(path), arch, meta, spec, user_size=input_size is not None)
+    except fitting.FitError as exc:
+        raise CheckpointError(str(exc)) from None
+    warnings += spec_warnings
+    outputs = outputs if outputs is not None else _output_count(model)
+    class_names = list(classes) if classes else list(obj.get("class_names") or getattr(model, "class_names", []))
     if outputs is not None and class_names and len(class_names) != outputs:
+        if classes:
+            raise CheckpointError(
+                f"{len(class_names)} class names are given (--classes) but the model of {path} has {outputs} outputs.")
         raise CheckpointError(
             f"{path} names {len(class_names)} classes ({', '.join(map(str, class_names))}) "
             f"but its model has {outputs} outputs."
         )
     model.class_names = class_names
+    model.multi_label = bool(obj.get("multi_label", False) if multi_label is None else multi_label)
     model.eval()
     try:
         model.to(torch.device(device))
@@ -397,19 +433,40 @@ def load_checkpoint(
         if "out of memory" in str(exc).lower():
             raise
         raise CheckpointError(f"Cannot put the model of {path} on device {device!r}: {exc}") from None
+    provenance = dict(obj.get("provenance") or {})
+    if bare:
+        provenance.setdefault("imported_from", f"{path.name} (a bare {arch} state dict)")
     return LoadedCheckpoint(
         model=model,
         arch=arch,
         arch_kwargs=kwargs,
         class_names=class_names,
         spec=spec,
-        provenance=dict(obj.get("provenance") or {}),
+        provenance=provenance,
         sha256=file_sha256(path),
         path=path,
         training_state=obj.get("training_state"),
         format_version=version,
         warnings=warnings,
+        multi_label=model.multi_label,
     )
+
+
+PRESETS = ("paper", "torchvision", "xrv")
+
+
+def preset_spec(name: str, model: nn.Module | None = None) -> PreprocessSpec:
+    """A named preprocessing (``paper``, ``torchvision``, ``xrv``) with the model's input channels."""
+    from .models.torchvision_any import first_conv_channels
+
+    if name == "xrv":  # TorchXRayVision: whole image, 224, one channel scaled to [-1024, 1024]
+        spec = PreprocessSpec(segmentation="none", crop=False, clahe=False, input_size=224, channels=1,
+                              normalization="xrv")
+    else:
+        spec = PreprocessSpec.preset(name)
+    if model is not None and name != "xrv":
+        spec = spec.replace(channels=first_conv_channels(model))
+    return spec
 
 
 def _output_count(model: nn.Module) -> int | None:
@@ -419,10 +476,6 @@ def _output_count(model: nn.Module) -> int | None:
         return None
     last = model.get_submodule(list(names.values())[-1])
     return int(last.out_features) if isinstance(last, nn.Linear) else None
-
-
-def _kwargs_text(kwargs: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
 
 
 def peek_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -341,6 +341,8 @@ class ModelManager:
         self.device = choose_device(device)
         self._models: collections.OrderedDict[str, LoadedCheckpoint] = collections.OrderedDict()
         self._lock = threading.RLock()
+        # absolute path -> open_model options (--arch, --classes...) for files opened by path later
+        self.open_options: dict[str, dict[str, Any]] = {}
 
     @property
     def models(self) -> collections.OrderedDict[str, LoadedCheckpoint]:
@@ -374,9 +376,21 @@ class ModelManager:
         arch: str | None = None,
         arch_kwargs: dict[str, Any] | None = None,
         model_id: str | None = None,
+        **options: Any,
     ) -> str:
-        """Load a checkpoint onto this manager's device; returns its id (the file stem, made unique)."""
-        loaded = load_checkpoint(path, device="cpu", arch=arch, arch_kwargs=arch_kwargs)
+        """Load a model file onto this manager's device; returns its id (the file stem, made unique).
+
+        Any file ``models.importers.open_model`` reads (checkpoints, state dicts with ``arch``,
+        TorchScript, exported programs); ``options`` (``classes``, ``input_size``, ``preset``,
+        ``multi_label``) and those set for this path in ``open_options`` (the command line's
+        ``--arch ...`` flags) say how to read a file that does not describe itself."""
+        from .models.importers import open_model
+
+        opts = {**self.open_options.get(os.path.abspath(os.fspath(path)), {}), **options}
+        if arch is not None:
+            opts["arch"] = arch
+        opts = {k: v for k, v in opts.items() if v is not None}
+        loaded = open_model(path, arch_kwargs=arch_kwargs, device="cpu", **opts)
         return self.add(loaded, model_id=model_id or Path(path).stem)
 
     def add(self, loaded: LoadedCheckpoint, model_id: str | None = None) -> str:

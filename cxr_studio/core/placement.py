@@ -34,7 +34,11 @@ def _first(v) -> int:
 def layer_placement(model: nn.Module, layer: str) -> Placement | None:
     """Placement of ``layer``'s output grid from the conv/pool chain before it (in the model's
     readable-layer order); None when it cannot be told (layer not in ``model.layer_names``, or the
-    chain holds a layer that breaks it, e.g. an adaptive pool)."""
+    chain holds a layer that breaks it, e.g. an adaptive pool). A model described by a discovery
+    pass (``models.discovery``) carries its placements in ``model.layer_placements``."""
+    known = getattr(model, "layer_placements", None)
+    if isinstance(known, dict):
+        return known.get(layer)
     names = getattr(model, "layer_names", None)
     if not isinstance(names, dict) or layer not in names and layer not in names.values():
         return None

@@ -84,6 +84,9 @@ def module_channels(model: Any, layer: str) -> int | None:
     (ReLU / LRN / pool); None for fully connected layers or unknown names."""
     from .models.layers import layer_names
 
+    shapes = getattr(model, "layer_shapes", None)  # output shapes found by models.discovery
+    if isinstance(shapes, dict) and layer in shapes:
+        return int(shapes[layer][0]) if len(shapes[layer]) == 3 else None
     modules = dict(model.named_modules())
     last = None
     for name, path in layer_names(model).items():

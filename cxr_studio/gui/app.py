@@ -38,6 +38,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    "(with the default layout; --screenshot then saves that size)")
     p.add_argument("--screenshot-timeout", type=float, default=SCREENSHOT_TIMEOUT_S, help=argparse.SUPPRESS)
     p.add_argument("--light", action="store_true", help="light theme (default: dark)")
+    from cxr_studio.core.models.importers import add_model_arguments
+
+    add_model_arguments(p)  # --arch, --classes, --input-size, --preset, --multi-label for --checkpoint files
     return p.parse_args(argv)
 
 
@@ -119,7 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     apply_theme("light" if args.light else settings.theme)
     worker = Worker()
-    window = MainWindow(Session(), worker, ModelManager(device), settings)
+    manager = ModelManager(device)
+    from cxr_studio.core.models.importers import model_options
+
+    for ck in args.checkpoint:  # how to read the files named on the command line
+        manager.open_options[os.path.abspath(ck)] = model_options(args)
+    window = MainWindow(Session(), worker, manager, settings)
     if args.light:
         window.light_action.setChecked(True)
     install_excepthook(lambda: window)

@@ -41,6 +41,7 @@ def evaluate_checkpoint(
     preprocess_fn: Any = None,
     threshold: float | str = 0.5,
     on_metrics: Callable[[dict[str, Any]], None] | None = None,
+    model_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Metrics of ``checkpoint`` on the chosen images. Without ``split_file`` or ``use_all`` the
     ``split.json`` beside the checkpoint (its run folder) is used when present, else every image.
@@ -74,7 +75,13 @@ def evaluate_checkpoint(
             except ValueError as e:
                 notes.append(f"The ROC picture was not written ({e}); pass --roc PATH to choose where.")
                 roc_out = None
-    ck = load_checkpoint(ckpt_path, device=pick_device(device))
+    if any(v is not None for v in (model_options or {}).values()):  # --arch, --classes... (any model file)
+        from ..core.models.importers import open_model
+
+        ck = open_model(ckpt_path, device=pick_device(device),
+                        **{k: v for k, v in model_options.items() if v is not None})
+    else:
+        ck = load_checkpoint(ckpt_path, device=pick_device(device))
     samples = scan_roots(list(roots))
     if split_file is None and not use_all and (ckpt_path.parent / "split.json").exists():
         split_file = ckpt_path.parent / "split.json"

@@ -198,7 +198,12 @@ def test_bare_torchvision_state_dict_needs_the_arch_and_loads_what_fits(tmp_path
     m = loaded.model
     assert torch.equal(m.features[0].weight, tv.features[0].weight)
     assert torch.equal(m.classifier[4].weight, tv.classifier[4].weight)
-    assert m.classifier[6].out_features == 2
+    # the number of outputs is read from the state dict's head (issue 13)
+    assert m.classifier[6].out_features == 1000 and torch.equal(m.classifier[6].weight, tv.classifier[6].weight)
+    assert loaded.warnings == [] and len(loaded.class_names) == 1000
+    # a head size asked for explicitly keeps its random init, said in a warning
+    loaded = load_checkpoint(path, arch="alexnet", arch_kwargs={"num_classes": 2})
+    assert loaded.model.classifier[6].out_features == 2
     assert any("classifier.6.weight (1000, 4096) in file vs (2, 4096)" in w for w in loaded.warnings)
     assert loaded.spec == PreprocessSpec.preset("torchvision")
     with pytest.raises(CheckpointError, match="does not fit cxrnet"):

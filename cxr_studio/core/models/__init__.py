@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 
-from . import cxrnet, torchvision_nets  # noqa: F401  (registers the builders)
+from . import cxrnet, torchvision_any, torchvision_nets  # noqa: F401  (registers the builders)
 from .layers import (
     LayerNotFoundError,
     conv_layers,

@@ -119,7 +119,10 @@ def cxrnet(
     # build on the meta device (no allocation, no default init), allocate, then apply our own init
     with torch.device("meta"):
         model = _layers(in_channels, (c1, c2, c3, c4, c5), sizes["pool5"], int(fc_width), int(num_classes), dropout)
-    model = model.to_empty(device="cpu")
+    from .discovery import building_on_meta
+
+    if not building_on_meta():  # on the meta device (shape checks) nothing is allocated
+        model = model.to_empty(device="cpu")
     _init_weights(model, init)
     names = OrderedDict((n, f"features.{n}") for n, _ in model.features.named_children())
     names.update((n, f"classifier.{n}") for n, _ in model.classifier.named_children())

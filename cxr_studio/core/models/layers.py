@@ -55,7 +55,14 @@ def conv_layers(model: nn.Module) -> list[str]:
 
 
 def deepest_conv(model: nn.Module) -> str:
-    """Readable name of the last conv layer's ReLU when one directly follows it, else the conv."""
+    """Readable name of the last conv layer's ReLU when one directly follows it, else the conv.
+
+    A model described by a discovery pass (``models.discovery``) carries ``deepest_layer``: its
+    last spatial layer before the global pooling (``layer4`` of a ResNet, ``features`` of a DenseNet)."""
+    if hasattr(model, "deepest_layer"):
+        if model.deepest_layer is None:
+            raise LayerNotFoundError(getattr(model, "views_note", "") or "The model has no spatial layer.")
+        return str(model.deepest_layer)
     names = list(layer_names(model).items())
     convs = [i for i, (_, p) in enumerate(names) if isinstance(model.get_submodule(p), nn.Conv2d)]
     if not convs:

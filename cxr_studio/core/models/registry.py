@@ -51,6 +51,14 @@ class ModelInfo:
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
+# functions name -> ModelInfo | None that know families too large to list (any torchvision classifier)
+_RESOLVERS: list[Callable[[str], "ModelInfo | None"]] = []
+
+
+def add_resolver(resolver: Callable[[str], "ModelInfo | None"]) -> None:
+    """Let ``resolver`` answer for names that are not registered (asked in the order added)."""
+    if resolver not in _RESOLVERS:
+        _RESOLVERS.append(resolver)
 
 
 def register(
@@ -87,12 +95,16 @@ def architectures() -> list[str]:
 
 def model_meta(name: str) -> ModelInfo:
     """Metadata of a registered architecture; ``UnknownArchitectureError`` when not registered."""
-    try:
+    if name in _REGISTRY:
         return _REGISTRY[name]
-    except KeyError:
-        raise UnknownArchitectureError(
-            f"Unknown architecture {name!r}; the known ones are: {', '.join(architectures()) or 'none'}."
-        ) from None
+    for resolver in _RESOLVERS:
+        info = resolver(name) if isinstance(name, str) else None
+        if info is not None:
+            return info
+    raise UnknownArchitectureError(
+        f"Unknown architecture {name!r}; the known ones are: {', '.join(architectures()) or 'none'}, "
+        "or any torchvision classification model (resnet50, densenet121, efficientnet_b0, ...)."
+    )
 
 
 def check_kwargs(name: str, kwargs: dict[str, Any]) -> None:

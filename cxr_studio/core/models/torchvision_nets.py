@@ -174,7 +174,10 @@ def _build(name: str, weights: str | os.PathLike, num_classes: int) -> nn.Module
         # every backbone tensor is overwritten below, so skip torchvision's (slow) random init
         with torch.device("meta"):
             model = ctor(weights=None)
-        model = model.to_empty(device="cpu")
+        from .discovery import building_on_meta
+
+        if not building_on_meta():  # on the meta device (shape checks) nothing is allocated
+            model = model.to_empty(device="cpu")
         source = ""
         if key == "imagenet":
             source = f"torchvision's ImageNet {name} weights"
