@@ -232,6 +232,7 @@ class CompareRow:
     gradcam: np.ndarray  # (N, N) 0..1
     crop_box: tuple[int, int, int, int]
     probabilities: np.ndarray
+    valid: np.ndarray | None = None  # (N, N) bool: where the layer's maps have a value
 
 
 def compare_row(model_id: str, loaded: Any, prep: Any, fwd: Any, ranking: str, region: Any, class_index: int,
@@ -241,9 +242,14 @@ def compare_row(model_id: str, loaded: Any, prep: Any, fwd: Any, ranking: str, r
     from cxr_studio.core.views import compute_heatmap
 
     layer = deepest_conv(loaded.model)
-    if ranking == "region" and region is None:
+    if (ranking == "region" and region is None) or (ranking == "lungs" and prep.lung_mask is None):
         ranking = "max"
     act = compute_heatmap(loaded, prep, fwd, layer, "strongest", "activation", class_index, scale, ranking, region)
     cam = compute_heatmap(loaded, prep, fwd, layer, "strongest", "gradcam", class_index, scale, ranking, region)
+    from cxr_studio.core.placement import layer_placement
+    from cxr_studio.core.views import data_mask
+
+    grid = fwd.activations[layer].shape[1:] if layer in fwd.activations else None
+    valid = data_mask(grid, layer_placement(loaded.model, layer), prep.geometry.input_size) if grid else None
     return CompareRow(model_id, layer, getattr(act, "channel", None), act.map_input, cam.map_input,
-                      tuple(prep.geometry.crop_box), np.asarray(fwd.probabilities))
+                      tuple(prep.geometry.crop_box), np.asarray(fwd.probabilities), valid)
