@@ -220,6 +220,8 @@ def export_one(
             if args.overwrite:
                 raise
             taken.add(stem.name)
+        except OSError as e:  # disk full, a folder made read-only meanwhile: one sentence
+            raise ValueError(f"cannot write its export into {out}: {e.strerror or e}.") from e
     else:
         raise ExportError(f"Could not find a free file name for {path.stem!r} in {out}.")
     taken.add(stem.name)

@@ -340,7 +340,7 @@ def _rebuild(
     _known(path, arch)
     try:
         fitting.check_finite(state, str(path))
-        meta = fitting.meta_build(arch, kwargs)
+        meta = fitting.meta_build(arch, kwargs, str(path))
         if not bare:
             fitting.check_strict_fit(str(path), arch, kwargs, meta, state)
     except fitting.FitError as exc:

@@ -52,7 +52,19 @@ def label_from_name(path: Path) -> int | None:
 
 
 def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    """The image files in ``folder``; one that is a symbolic link loop or a broken link is refused by
+    name (skipping it silently would train on fewer images than the user gave)."""
+    from ..core.io import link_problem
+
+    found = []
+    for p in folder.iterdir():
+        if p.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        if p.is_file():
+            found.append(p)
+        elif not p.exists() and (why := link_problem(p)):
+            raise DatasetError(f"{p} is {why}; remove it or point it at the image")
+    return sorted(found)
 
 
 def _scan_cxr_png(root: Path) -> list[Sample]:

@@ -8,7 +8,6 @@ at their full mask resolution, per dataset (``metrics.json``).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from .segmenter_data import (
     split_pairs,
     write_split,
 )
-from ..core.atomic import write_text_atomic
+from ..core.atomic import strict_json, write_text_atomic
 
 DEFAULTS: dict[str, Any] = {
     "base": 12, "depth": 4, "size": 256, "epochs": 30, "batch_size": 8, "lr": 2e-3,
@@ -120,7 +119,7 @@ def train(data: list[str], out: Path, cfg: dict[str, Any], resume: bool = False,
         save_checkpoint(last, model, preprocess=spec, provenance=prov, training_state=state)
     metrics = evaluate(out / "best.pt", split["test"], log=log)
     metrics["val_dice"] = best
-    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=1))
+    write_text_atomic(out / "metrics.json", strict_json(metrics, indent=1))
     return metrics
 
 

@@ -8,7 +8,6 @@ are skipped). A root may also be a parent folder holding such sets (e.g. ``nlm-t
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ import numpy as np
 
 from ..core.io import read_image
 from ..core.pipeline import PreprocessSpec, preprocess
-from ..core.atomic import write_text_atomic
+from ..core.atomic import strict_json, write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -108,7 +107,7 @@ def split_pairs(pairs: list[MaskPair], seed: int, fractions=(0.7, 0.15, 0.15)) -
 
 def write_split(split: dict[str, list[MaskPair]], path: Path) -> None:
     data = {k: [str(p.image) for p in v] for k, v in split.items()}
-    write_text_atomic(path, json.dumps(data, indent=1))
+    write_text_atomic(path, strict_json(data, indent=1))
 
 
 def load_arrays(pairs: list[MaskPair], spec: PreprocessSpec) -> tuple[np.ndarray, np.ndarray]:

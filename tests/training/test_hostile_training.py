@@ -18,7 +18,8 @@ from cxr_studio.core.checkpoint import save_checkpoint
 from cxr_studio.core.models import build_model
 from cxr_studio.training import evaluate
 from cxr_studio.training.cli import main
-from cxr_studio.training.engine import _chance_hint
+from cxr_studio.training import engine
+from cxr_studio.training.run_folder import chance_hint, lock_run, unlock_run
 
 from train_helpers import TINY_SETS, tiny_recipe, write_shenzhen
 
@@ -138,8 +139,8 @@ def test_fit_does_not_overwrite_a_config_toml_in_out(tmp_path, capsys) -> None:
 
 
 def test_chance_warning_names_the_recipe_init() -> None:
-    assert "init='paper'" in _chance_hint(tiny_recipe("init=paper"))
-    hint = _chance_hint(tiny_recipe("init=kaiming"))
+    assert "init='paper'" in chance_hint(tiny_recipe("init=paper"))
+    hint = chance_hint(tiny_recipe("init=kaiming"))
     assert "paper" not in hint and "init='kaiming'" in hint and "lower learning rate" in hint
 
 
@@ -171,3 +172,51 @@ def test_eval_shows_the_metrics_before_a_write_fails(tiny_ckpt, tmp_path, monkey
     out, err = capsys.readouterr()
     assert rc == 2 and strict_load(out)["n"] == 6  # the metrics were printed, then the write failed
     assert "computed but could not be written" in err and "No space left" in err
+
+
+# -- siblings: the run folder is checked first, held exclusively, and Ctrl-C says how to go on ------
+def test_fit_into_an_unwritable_folder_is_refused_first(tmp_path, capsys) -> None:
+    data = write_shenzhen(tmp_path / "S", 16)
+    assert main(fit_args(data, Path("/proc/no/run"), tmp_path / "cache")) == 2
+    err = capsys.readouterr().err
+    assert "Cannot write into the run folder" in err and "Traceback" not in err
+    assert not (tmp_path / "cache").exists()  # nothing was preprocessed
+
+
+def test_a_second_fit_into_a_busy_run_folder_is_refused(tmp_path, capsys) -> None:
+    data = write_shenzhen(tmp_path / "S", 16)
+    out = tmp_path / "run"
+    held = lock_run(out)  # another fit holds the folder
+    try:
+        assert main(fit_args(data, out, tmp_path / "cache")) == 2
+    finally:
+        unlock_run(held)
+    assert "another fit is running" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == []
+
+
+def test_ctrl_c_during_fit_says_how_to_resume(tmp_path, monkeypatch, capsys) -> None:
+    data = write_shenzhen(tmp_path / "S", 16)
+    out = tmp_path / "run"
+    real, calls = engine.train_epoch, []
+
+    def second_epoch_interrupted(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(engine, "train_epoch", second_epoch_interrupted)
+    assert main(fit_args(data, out, tmp_path / "cache", "--set", "epochs=2")) == 130
+    err = capsys.readouterr().err
+    assert "interrupted; continue with the same command and --resume" in err and "Traceback" not in err
+    assert (out / "last.pt").exists() and (out / "split.json").exists()  # the finished epoch is kept
+
+
+def test_a_looping_link_among_training_images_is_named(tmp_path, capsys) -> None:
+    data = write_shenzhen(tmp_path / "S", 16)
+    loop = data / "CXR_png" / "CHNCXR_0100_1.png"
+    loop.symlink_to(loop)
+    assert main(fit_args(data, tmp_path / "run", tmp_path / "cache")) == 2
+    err = capsys.readouterr().err
+    assert "CHNCXR_0100_1.png is a symbolic link loop" in err

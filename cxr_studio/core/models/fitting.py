@@ -64,13 +64,14 @@ def rebuild_kwargs(arch: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     return {**kwargs, **{k: v for k, v in info.rebuild_overrides.items() if k in info.parameters}}
 
 
-def meta_build(arch: str, kwargs: dict[str, Any]) -> nn.Module:
+def meta_build(arch: str, kwargs: dict[str, Any], source: str = "") -> nn.Module:
     """``arch`` built on the meta device (no memory); ``FitError`` when its options are invalid."""
     try:
         with torch.device("meta"):
             return build_model(arch, **rebuild_kwargs(arch, kwargs))
     except (ValueError, TypeError) as exc:
-        raise FitError(f"{arch}({kwargs_text(kwargs)}) cannot be built: {exc}") from None
+        where = f"The model {source} describes, " if source else ""
+        raise FitError(f"{where}{arch}({kwargs_text(kwargs)}), cannot be built: {exc}") from None
 
 
 def kwargs_text(kwargs: dict[str, Any]) -> str:
