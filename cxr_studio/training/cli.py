@@ -316,6 +316,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # every user-caused error is a ValueError subclass with a sentence
         print(f"cxr-studio-train {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a read-only --out, a full disk: one line, not a traceback
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"cxr-studio-train {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

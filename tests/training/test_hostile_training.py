@@ -220,3 +220,10 @@ def test_a_looping_link_among_training_images_is_named(tmp_path, capsys) -> None
     assert main(fit_args(data, tmp_path / "run", tmp_path / "cache")) == 2
     err = capsys.readouterr().err
     assert "CHNCXR_0100_1.png is a symbolic link loop" in err
+
+
+def test_an_os_error_in_any_subcommand_is_one_line(tmp_path, capsys) -> None:
+    assert main(["phantoms", "--out", "/proc/no/phantoms", "--n", "1", "--size", "64"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cxr-studio-train phantoms: error: ") and err.count("\n") == 1
+    assert "Traceback" not in err
