@@ -275,11 +275,14 @@ def read_mask(paths: list[Path]) -> np.ndarray | None:
         return None
     import cv2
 
+    from ..core.io import quiet_native_stderr
+
     mask = None
     for p in paths:
-        m = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
+        with quiet_native_stderr():  # a damaged mask: our sentence below, not libpng's
+            m = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
         if m is None:
-            raise DatasetError(f"cannot read mask {p}")
+            raise DatasetError(f"cannot read the mask {p}: missing, damaged or not an image")
         mask = m > 0 if mask is None else (mask | (m > 0))
     return mask
 

@@ -227,3 +227,17 @@ def test_an_os_error_in_any_subcommand_is_one_line(tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert err.startswith("cxr-studio-train phantoms: error: ") and err.count("\n") == 1
     assert "Traceback" not in err
+
+
+def test_a_damaged_mask_is_our_sentence_only(tmp_path, capfd) -> None:
+    from cxr_studio.training.data import DatasetError, read_mask
+
+    good = write_shenzhen(tmp_path / "S", 2) / "mask" / "CHNCXR_0000_0_mask.png"
+    raw = bytearray(good.read_bytes())
+    raw[60:] = b"\x00" * (len(raw) - 60)  # damaged compressed data
+    bad = tmp_path / "bad_mask.png"
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(DatasetError, match="cannot read the mask .*bad_mask.png"):
+        read_mask([bad])
+    err = capfd.readouterr().err
+    assert "libpng" not in err and "[ERROR" not in err
