@@ -141,6 +141,17 @@ class WorkerBridge(QObject):
                 except Exception:  # noqa: BLE001
                     pass
 
+    def cancellable(self) -> list[int]:
+        """Ids of the pending jobs that can be asked to stop."""
+        return [j.id for j in self._jobs.values() if j.cancel_event is not None]
+
+    def cancel_all(self) -> int:
+        """Ask every cancellable pending job to stop; returns how many were asked."""
+        ids = self.cancellable()
+        for jid in ids:
+            self.cancel(jid)
+        return len(ids)
+
     # -- results (GUI thread) ------------------------------------------------------------------
     def _on_progress(self, jid: int, fraction: float, message: str) -> None:
         job = self._jobs.get(jid)

@@ -9,8 +9,6 @@ threshold / opacity / colormap never reach the controller's compute paths at all
 from __future__ import annotations
 
 import json
-import logging
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,24 +16,10 @@ from PySide6.QtCore import QObject, Signal
 
 from . import jobs
 from .bridge import WorkerBridge
-
-log = logging.getLogger(__name__)
+from .jobs import HeatmapView
+from .lung_masks import LungMasks
 
 USER_SPEC_KEYS = ("segmentation", "clahe", "clahe_clip", "clahe_tiles")  # pipeline-dock overrides
-
-
-@dataclass
-class HeatmapView:
-    """What the central view needs to draw one heatmap."""
-
-    map_input: np.ndarray  # (h, w) 0..1 covering the model input
-    crop_box: tuple[int, int, int, int]
-    value_range: tuple[float, float]  # activation units of 0 and 1
-    model_id: str
-    layer: str
-    channel: int | None
-    method: str
-    valid: np.ndarray | None = None  # (h, w) bool like map_input: False where the map has no value
 
 
 class Controller(QObject):
@@ -54,9 +38,7 @@ class Controller(QObject):
         self.session = session
         self.bridge = bridge
         self.manager = manager
-        # the current image's lung masks, by what was asked ("auto", "unet", "atlas:DIR"...), with the
-        # method that made each ("given" for a known mask such as the demo phantom's)
-        self.lungs: dict[str, tuple[np.ndarray, str]] = {}
+        self.lungs = LungMasks()  # the current image's lung masks, each with the method that made it
         self.prep_cache: dict[str, Any] = {}  # spec json -> Preprocessed
         self.forward_cache: dict[tuple[str, str], Any] = {}  # (model id, spec json) -> ForwardResult
         self.layer_cache: dict[str, list[Any]] = {}
@@ -100,39 +82,20 @@ class Controller(QObject):
         return self.forward_cache.get((mid, self.spec_key(self.spec_for(mid)))) if mid else None
 
     def activation(self, layer: str | None = None) -> np.ndarray | None:
-        fwd = self.forward_for()
-        name = layer or self.session.layer
-        if fwd is None or name is None:
-            return None
-        return fwd.activations.get(name)
-
-    @staticmethod
-    def lung_key(spec: Any) -> str:
-        """Which segmentation a spec asks for; "none" still gets the "auto" lungs for display."""
-        seg = "auto" if spec.segmentation == "none" else spec.segmentation
-        return f"atlas:{spec.atlas_dir}" if seg == "atlas" else seg
+        fwd, name = self.forward_for(), layer or self.session.layer
+        return None if fwd is None or name is None else fwd.activations.get(name)
 
     def mask_for(self, spec: Any) -> tuple[np.ndarray | None, str | None]:
-        """(mask, method that made it) preprocessing can use instead of segmenting again: the known
-        one (demo phantom) or one already computed for the same request; (None, None) when none."""
-        return self.lungs.get(self.lung_key(spec), (None, None))
-
-    def _keep_lungs(self, res: jobs.PipelineResult) -> None:
-        p = res.preprocessed
-        if p.lung_mask is not None and res.lung_method != "none":
-            self.lungs.setdefault(self.lung_key(p.spec), (p.lung_mask, res.lung_method))
+        return self.lungs.for_spec(spec)
 
     # -- opening things -------------------------------------------------------------------------
     def open_image(self, source: Any, lung_mask: np.ndarray | None = None) -> None:
         """Open a path or a Radiograph: read + preprocess in the worker, then everything else."""
-        self.lungs = {} if lung_mask is None else {"auto": (np.asarray(lung_mask, dtype=bool), "given")}
+        self.lungs.reset(lung_mask)
         self.auto_strongest = True
-        self.prep_cache.clear()
-        self.forward_cache.clear()
-        self.rankings.clear()
-        self.thumbs.clear()
-        self._forward_waiters.clear()
-        self._rank_waiters.clear()
+        for cache in (self.prep_cache, self.forward_cache, self.rankings, self.thumbs, self._forward_waiters,
+                      self._rank_waiters):
+            cache.clear()
         spec = self.spec_for()
         self.bridge.submit("opening image", jobs.run_pipeline, source, spec, *self.mask_for(spec), key="pipeline",
                            on_result=self._image_opened, on_error=self.error.emit)
@@ -164,7 +127,7 @@ class Controller(QObject):
     def _pipeline_done(self, res: jobs.PipelineResult) -> None:
         p = res.preprocessed
         self._good_user_spec = self.session.spec
-        self._keep_lungs(res)
+        self.lungs.keep(res)
         self.prep_cache[self.spec_key(p.spec)] = res
         self.session.set_preprocessed(p)
         for w in p.warnings:
@@ -217,18 +180,19 @@ class Controller(QObject):
         self._forward_waiters[key] = [then] if then else []
         cached = self.prep_cache.get(key[1])
 
-        def run(loaded: Any, rad: Any, spec: Any, cached: Any, lungs: tuple[Any, Any]) -> tuple[Any, Any]:
+        def run(loaded: Any, rad: Any, spec: Any, cached: Any, lungs: tuple[Any, Any], cancel: Any = None,
+                progress: Any = None) -> tuple[Any, Any]:
             res = cached
             if res is None:
                 res = jobs.run_pipeline(rad, spec, *lungs)
-            return res, jobs.forward(loaded, res.preprocessed)
+            return res, jobs.forward(loaded, res.preprocessed, cancel)
 
         def done(out: tuple[Any, Any]) -> None:
             res, fwd = out
             callbacks = self._forward_waiters.pop(key, [])
             if rad is not self.session.radiograph or model_id not in self.session.models:
                 return  # stale: the image or the model changed meanwhile
-            self._keep_lungs(res)
+            self.lungs.keep(res)
             self.prep_cache.setdefault(self.spec_key(res.preprocessed.spec), res)
             self.forward_cache[key] = fwd
             self.forward_ready.emit(model_id)
@@ -237,10 +201,11 @@ class Controller(QObject):
 
         def failed(msg: str) -> None:
             self._forward_waiters.pop(key, None)
-            self.error.emit(msg)
+            self.message.emit(f"Forward pass of {model_id} cancelled.") if msg == "cancelled" else self.error.emit(msg)
 
         self.bridge.submit(f"forward pass ({model_id})", run, self.loaded(model_id), rad, spec, cached,
-                           (None, None) if cached else self.mask_for(spec), on_result=done, on_error=failed)
+                           (None, None) if cached else self.mask_for(spec), on_result=done, on_error=failed,
+                           cancellable=True)
 
     def refresh_forward(self) -> None:
         mid = self.session.current_model_id

@@ -3,6 +3,7 @@ compare figure, the channel grid, the filter mosaic, and "Export folder…" (the
 worker with a progress dialog). A mixin of `MainWindow` (uses its session, controller, bridge)."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,31 @@ from PySide6.QtWidgets import QFileDialog, QProgressDialog
 from . import jobs
 
 
+def _safe(text: str) -> str:
+    """A file-name part: letters, digits, "_", "-" and ".", the rest as "-"."""
+    out = re.sub(r"[^A-Za-z0-9._+-]+", "-", str(text)).strip("-.")
+    return out or "image"
+
+
 class ExportActions:
     """Mixed into `MainWindow`."""
+
+    def suggested_name(self, what: str = "overlay") -> Path:
+        """``<image>_<layer>_<method>[_<channel>].png`` (or ``<image>_<what>.png`` for figures) in
+        the folder last exported to."""
+        s, hv = self.session, self.controller.last_heatmap
+        stem = self.image_path.stem if self.image_path is not None else self.windowTitle().split("—")[-1].strip()
+        parts = [_safe(stem)]
+        if what == "overlay" and hv is not None:
+            parts += [_safe(hv.layer), _safe(hv.method)] + ([str(hv.channel)] if hv.channel is not None else [])
+        elif what == "grid" and s.layer:
+            parts += [_safe(s.layer), "grid"]
+        else:
+            parts.append(_safe(what))
+        return Path(self.settings.last_export_dir) / ("_".join(parts) + ".png")
+
+    def _remember_export_dir(self, path: str | Path) -> None:
+        self.settings.last_export_dir = str(Path(path).parent)
 
     def export_overlay(self, stem: str | Path, overwrite: bool = False, on_done: Any = None) -> None:
         """Write the shown overlay as PNG + NPY + JSON (in the worker)."""
@@ -34,8 +58,10 @@ class ExportActions:
                            s.preprocessed.geometry, settings, overwrite, on_result=done, on_error=self.show_error)
 
     def ask_export(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Export overlay", self.settings.last_dir, "PNG + NPY + JSON (*.png)")
+        path, _ = QFileDialog.getSaveFileName(self, "Export overlay", str(self.suggested_name()),
+                                              "PNG + NPY + JSON (*.png)")
         if path:
+            self._remember_export_dir(path)
             self.export_overlay(path, overwrite=True)  # the dialog already asked about overwriting
 
     def save_image(self, what: str, path: str | Path) -> Path | None:
@@ -60,8 +86,9 @@ class ExportActions:
         return out
 
     def ask_save_image(self, what: str) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, f"Export {what}", self.settings.last_dir, "PNG (*.png)")
+        path, _ = QFileDialog.getSaveFileName(self, f"Export {what}", str(self.suggested_name(what)), "PNG (*.png)")
         if path:
+            self._remember_export_dir(path)
             self.save_image(what, path if path.lower().endswith(".png") else path + ".png")
 
     def ask_export_folder(self) -> None:
@@ -72,15 +99,14 @@ class ExportActions:
         src = QFileDialog.getExistingDirectory(self, "Folder of radiographs", self.settings.last_dir)
         if not src:
             return
-        out = QFileDialog.getExistingDirectory(self, "Output folder", src)
+        out = QFileDialog.getExistingDirectory(self, "Output folder", self.settings.last_export_dir)
         if out:
+            self.settings.last_export_dir = out
             self.export_folder(src, out)
 
     def export_folder(self, src: str, out: str, on_done: Any = None) -> None:
         """Run the batch exporter (`cxr-studio export`) on a folder in the worker, with a progress
-        dialog (progress = exports written so far / images in the folder)."""
-        from PySide6.QtCore import QTimer
-
+        dialog (real progress from the exporter) whose Cancel stops after the current image."""
         from cxr_studio.batch import main as batch_main
         from cxr_studio.core.io import list_images
 
@@ -93,24 +119,34 @@ class ExportActions:
         if s.layer:
             argv += ["--layer", s.layer]
         argv.append(str(src))
-        dlg = QProgressDialog(f"Exporting {n} image(s) from {Path(src).name}…", "", 0, n, self)
-        dlg.setCancelButton(None)
+        dlg = QProgressDialog(f"Exporting {n} image(s) from {Path(src).name}…", "Cancel", 0, 1000, self)
         dlg.setWindowModality(Qt.WindowModality.WindowModal)
         dlg.setMinimumDuration(0)
+        dlg.setAutoClose(False)
+        dlg.setAutoReset(False)
         dlg.show()
         self.folder_dialog = dlg
-        timer = QTimer(self)
-        timer.timeout.connect(lambda: dlg.setValue(min(n, len(list(Path(out).glob("*.json"))))))
-        timer.start(250)
+        label = "exporting folder"
+
+        def progressed(what: str, fraction: float, message: str) -> None:
+            if what == label:
+                dlg.setValue(int(round(fraction * 1000)))
+                if message:
+                    dlg.setLabelText(message)
+
+        self.bridge.progress.connect(progressed)
 
         def finish() -> None:
-            timer.stop()
+            self.bridge.progress.disconnect(progressed)
             dlg.close()
 
         def done(code: int) -> None:
             finish()
             if code == 0:
                 self.statusBar().showMessage(f"Folder exported to {out}", 10000)
+            elif cancelled["yes"]:
+                self.statusBar().showMessage(f"Folder export cancelled; what was written is in {out} "
+                                             f"(summary.csv lists the rest as cancelled)", 15000)
             else:
                 self.show_error(f"Some images could not be exported (exit code {code}); see "
                                 f"{Path(out) / 'summary.csv'} and the log.")
@@ -119,7 +155,19 @@ class ExportActions:
 
         def failed(msg: str) -> None:
             finish()
-            self.show_error(f"The folder export failed: {msg}")
+            if msg == "cancelled":
+                self.statusBar().showMessage("Folder export cancelled.", 15000)
+            else:
+                self.show_error(f"The folder export failed: {msg}")
+            if on_done and msg == "cancelled":
+                on_done(1)
 
-        self.bridge.submit("exporting folder", batch_main, argv, on_result=done, on_error=failed)
+        cancelled = {"yes": False}
+        jid = self.bridge.submit(label, batch_main, argv, on_result=done, on_error=failed, cancellable=True)
 
+        def cancel() -> None:
+            cancelled["yes"] = True
+            dlg.setLabelText("Cancelling after the current image…")
+            self.bridge.cancel(jid)
+
+        dlg.canceled.connect(cancel)

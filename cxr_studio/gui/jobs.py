@@ -35,6 +35,20 @@ def thumbnail(a: np.ndarray, side: int) -> np.ndarray:
 
 
 @dataclass
+class HeatmapView:
+    """What the central view needs to draw one heatmap."""
+
+    map_input: np.ndarray  # (h, w) 0..1 covering the model input
+    crop_box: tuple[int, int, int, int]
+    value_range: tuple[float, float]  # activation units of 0 and 1
+    model_id: str
+    layer: str
+    channel: int | None
+    method: str
+    valid: np.ndarray | None = None  # (h, w) bool like map_input: False where the map has no value
+
+
+@dataclass
 class PipelineResult:
     radiograph: Any
     preprocessed: Any
@@ -114,11 +128,27 @@ def untrained_demo_checkpoint(folder: str | os.PathLike | None = None, seed: int
     return path
 
 
-def forward(loaded: Any, prep: Any) -> Any:
-    """The forward pass with every layer's activation (core.views.compute_forward)."""
+def forward(loaded: Any, prep: Any, cancel: Any = None) -> Any:
+    """The forward pass with every layer's activation (core.views.compute_forward). With ``cancel``
+    (a threading.Event) every layer checks it first and the pass stops with `Cancelled` once set."""
     from cxr_studio.core.views import compute_forward
 
-    return compute_forward(loaded, prep)
+    if cancel is None:
+        return compute_forward(loaded, prep)
+    from cxr_studio.core.engine import Cancelled
+
+    def check(_module: Any, _inputs: Any) -> None:
+        if cancel.is_set():
+            raise Cancelled("forward pass cancelled")
+
+    model = getattr(loaded, "model", loaded)
+    hooks = [m.register_forward_pre_hook(check) for m in model.modules() if not list(m.children())]
+    try:
+        check(model, None)
+        return compute_forward(loaded, prep)
+    finally:
+        for h in hooks:
+            h.remove()
 
 
 def layer_list(loaded: Any, input_size: int) -> list[Any]:

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QComboBox, QFileDialog, QLabel, QMainWindow, QMessageBox, QStackedWidget, QWidget
+from PySide6.QtWidgets import QFileDialog, QMainWindow, QMessageBox, QStackedWidget, QWidget
 
-from . import jobs, layout
+from . import jobs, layout, status_bar
 from .bridge import WorkerBridge
 from .controller import Controller
 from .docks.channels_dock import ChannelsDock
@@ -29,7 +29,6 @@ from .export_actions import ExportActions
 from .image_view import ImageView
 from .settings import Settings
 from .welcome import WelcomePage
-from .window_level import PRESETS
 
 log = logging.getLogger(__name__)
 IMAGE_FILTER = "Radiographs (*.png *.jpg *.jpeg *.tif *.tiff *.bmp *.dcm *.dicom);;All files (*)"
@@ -89,21 +88,7 @@ class MainWindow(ExportActions, QMainWindow):
         layout.arrange(self, layout.available(self).height())
 
     def _build_status(self) -> None:
-        sb = self.statusBar()
-        self.cursor_label = QLabel("")
-        self.busy_label = QLabel("ready")
-        self.step_label = QLabel("")
-        self.wl_label = QLabel("")
-        self.wl_label.setToolTip("Window/level of the radiograph (display only): right-drag to change it, "
-                                 "double right-click to reset")
-        self.wl_preset = QComboBox()
-        self.wl_preset.addItems(["W/L preset…", *PRESETS])
-        self.wl_preset.activated.connect(self._preset_chosen)
-        sb.addWidget(self.cursor_label, 1)
-        sb.addPermanentWidget(self.wl_label)
-        sb.addPermanentWidget(self.wl_preset)
-        sb.addPermanentWidget(self.busy_label)
-        sb.addPermanentWidget(self.step_label)
+        status_bar.build(self)
 
     def _action(self, menu: Any, text: str, slot: Any, shortcut: Any = None, checkable: bool = False) -> QAction:
         a = QAction(text, self)
@@ -168,6 +153,7 @@ class MainWindow(ExportActions, QMainWindow):
         c.pipeline_ready.connect(self._pipeline_ready)
         b.failed.connect(lambda label, msg: self.show_error(f"{label} failed: {msg}"))
         b.busy_changed.connect(lambda t: self.busy_label.setText(f"running: {t}" if t else "ready"))
+        b.busy_changed.connect(lambda _t: self.cancel_button.setVisible(bool(b.cancellable())))
         b.step_finished.connect(lambda label, sec: self.step_label.setText(f"last: {label} {sec * 1000:.0f} ms"))
         s.events.threshold.connect(lambda _v: self._apply_lut())
         s.events.colormap.connect(lambda _v: self._apply_lut())
@@ -182,11 +168,6 @@ class MainWindow(ExportActions, QMainWindow):
 
         s = self.session
         self.view.set_lut(threshold_lut(colormap_lut(s.colormap), s.threshold), s.threshold)
-
-    def _preset_chosen(self, index: int) -> None:
-        if index > 0:
-            self.view.apply_preset(self.wl_preset.itemText(index))
-        self.wl_preset.setCurrentIndex(0)
 
     def _outline_changed(self, on: bool) -> None:
         self.outline_action.setChecked(bool(on))

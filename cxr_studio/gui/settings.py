@@ -103,3 +103,12 @@ class Settings:
     @last_dir.setter
     def last_dir(self, d: str) -> None:
         self._q.setValue("files/last_dir", str(d))
+
+    @property
+    def last_export_dir(self) -> str:
+        """The folder exported to last (the image folder until the first export)."""
+        return self.value("files/last_export_dir", self.last_dir, str)
+
+    @last_export_dir.setter
+    def last_export_dir(self, d: str) -> None:
+        self._q.setValue("files/last_export_dir", str(d))
