@@ -30,8 +30,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import tempfile
-import threading
 import warnings
 from pathlib import Path
 from typing import Any, Iterator
@@ -40,6 +38,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from .native_stderr import quiet_native_stderr
 from .radiograph import Radiograph
 
 __all__ = [
@@ -288,36 +287,6 @@ def _decode(p: Path, name: str, kind: str) -> np.ndarray:
         raise ImageReadError(_bomb_message(name, e)) from e
     except Exception as e:
         raise ImageReadError(_damaged(name, kind, e)) from e
-
-
-_NOISE = (b"libpng ", b"[ERROR:", b"[ WARN:", b"TIFFRead", b"TIFFFetch", b"Corrupt JPEG", b"Premature end of JPEG")
-_QUIET_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def quiet_native_stderr() -> Iterator[None]:
-    """Keep the C libraries under OpenCV from printing on stderr while a file is decoded: damaged
-    files are reported in our one sentence (the ImageReadError), not beside it. Output of anything
-    else that wrote to stderr meanwhile is passed on afterwards."""
-    try:
-        saved = os.dup(2)
-    except OSError:  # no stderr (a windowed app): nothing to keep quiet
-        yield
-        return
-    level = cv2.utils.logging.getLogLevel()
-    with _QUIET_LOCK, tempfile.TemporaryFile() as sink:
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-        try:
-            os.dup2(sink.fileno(), 2)
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            cv2.utils.logging.setLogLevel(level)
-            sink.seek(0)
-            kept = [ln for ln in sink.read().splitlines(keepends=True) if not ln.lstrip().startswith(_NOISE)]
-            if kept:
-                os.write(2, b"".join(kept))
 
 
 def _to_gray01(array: np.ndarray, name: str) -> np.ndarray:
