@@ -67,7 +67,8 @@ def _clean(o: Any) -> Any:
 def localize(checkpoint: str | Path, roots: list[str], *, split_file: str | None = None, use_all: bool = False,
              part: str = "test", methods: list[str] | None = None, tolerance_px: int = 8, layer: str | None = None,
              json_out: str | None = None, figures: str | None = None, max_figures: int = 8, sanity_images: int = 3,
-             faithfulness: bool = True, untrained: bool = True, limit: int | None = None, val_limit: int | None = None,
+             faithfulness: bool = True, faithfulness_steps: int = 16, untrained: bool = True,
+             limit: int | None = None, val_limit: int | None = None,
              lesion_source: str = "auto", options: Any = None, device: str | None = None,
              progress: bool = False) -> dict[str, Any]:
     """Score, write the JSON (strict) and figures, return the report (with per-image rows)."""
@@ -89,6 +90,7 @@ def localize(checkpoint: str | Path, roots: list[str], *, split_file: str | None
     ctx = Context(ck.model, ck.spec, layer, methods, float(tolerance_px), options or Options(),
                   use_masks=bool(recipe.get("use_dataset_masks", True)),
                   twin=untrained_twin(ck, seed) if untrained else None, faithfulness=faithfulness,
+                  faithfulness_steps=int(faithfulness_steps),
                   lesion_source=lesion_source)
     samples, val_samples, source = choose(roots, split_file, use_all, part, Path(checkpoint))
     samples = samples[:limit] if limit else samples
@@ -212,6 +214,7 @@ def _localize_setup(p: argparse.ArgumentParser) -> Runner:
     p.add_argument("--lesion-source", choices=["auto", "json"], default="auto",
                    help="auto: lesion_mask/ PNG, else the release JSON; json: the release JSON only")
     p.add_argument("--no-faithfulness", action="store_true", help="skip the deletion/insertion curves")
+    p.add_argument("--faithfulness-steps", type=int, default=16, help="points of the deletion/insertion curves - 1")
     p.add_argument("--no-untrained", action="store_true", help="skip the untrained-twin baseline")
     p.add_argument("--ig-steps", type=int, default=32, help="integrated-gradients steps (Gauss-Legendre)")
     p.add_argument("--occlusion-window", type=int, default=None,
@@ -229,13 +232,14 @@ def _localize_setup(p: argparse.ArgumentParser) -> Runner:
 
             torch.set_num_threads(a.threads)
         for flag, v in (("--limit", a.limit), ("--ig-steps", a.ig_steps), ("--batch-size", a.batch_size),
-                        ("--occlusion-window", a.occlusion_window)):
+                        ("--occlusion-window", a.occlusion_window), ("--faithfulness-steps", a.faithfulness_steps)):
             if v is not None and v < 1:
                 raise DatasetError(f"{flag} must be 1 or more, got {v}")
         res = localize(a.checkpoint, a.data, split_file=a.split_file, use_all=a.all, part=a.part,
                        methods=parse_methods(a.methods), tolerance_px=a.tolerance_px, layer=a.layer, json_out=a.json,
                        figures=a.figures, max_figures=a.max_figures, sanity_images=max(0, a.sanity_images),
-                       faithfulness=not a.no_faithfulness, untrained=not a.no_untrained, limit=a.limit,
+                       faithfulness=not a.no_faithfulness, faithfulness_steps=a.faithfulness_steps,
+                       untrained=not a.no_untrained, limit=a.limit,
                        val_limit=a.val_limit, lesion_source=a.lesion_source,
                        options=Options(ig_steps=a.ig_steps, batch_size=a.batch_size, scorecam_batch=a.batch_size,
                                        occlusion_window=a.occlusion_window),

@@ -27,6 +27,7 @@ class Context:
     use_masks: bool = True
     twin: Any = None
     faithfulness: bool = True
+    faithfulness_steps: int = 16  # shares of the pixels deleted / inserted (steps + 1 forward passes each)
     lesion_source: str = "auto"
     seconds: dict[str, float] = field(default_factory=dict)  # method -> total seconds (trained model)
 
@@ -118,7 +119,7 @@ def score_image(ctx: Context, p: Prepared, keep_maps: bool = False,
             r, c = np.unravel_index(int(np.argmax(m_orig)), m_orig.shape)
             entry["peak_xy"] = [int(c), int(r)]
             if base is not None:
-                cv = curves(model, x, saliency_order(s.map_input), ABNORMAL, base=base)
+                cv = curves(model, x, saliency_order(s.map_input), ABNORMAL, ctx.faithfulness_steps, base)
                 entry.update(deletion_auc=cv["deletion_auc"], insertion_auc=cv["insertion_auc"])
             if ctx.twin is not None:
                 ts = score_map(p.pre.geometry.map_to_original(method_map(ctx.twin, ctx, p, method).map_input),
@@ -128,6 +129,6 @@ def score_image(ctx: Context, p: Prepared, keep_maps: bool = False,
             maps[method] = m_orig
         row["methods"][method] = entry
     if base is not None:
-        cv = curves(model, x, random_order(n_pix, seed=0), ABNORMAL, base=base)
+        cv = curves(model, x, random_order(n_pix, seed=0), ABNORMAL, ctx.faithfulness_steps, base)
         row["random_order"] = {"deletion_auc": cv["deletion_auc"], "insertion_auc": cv["insertion_auc"]}
     return row, maps

@@ -34,7 +34,7 @@ def scored(demo_ckpt, tmp_path_factory) -> dict:
     split = root.parent / "split.json"
     split.write_text(json.dumps({"train": [], "val": ids[:4], "test": ids[4:]}))
     return localize(demo_ckpt, [str(root)], split_file=str(split), methods=["gradcam", "channel-max"],
-                    sanity_images=2)
+                    sanity_images=2, faithfulness_steps=6)
 
 
 def test_gradcam_points_at_lesions_and_the_untrained_twin_does_not(scored):
@@ -73,9 +73,10 @@ def cli_report(demo_ckpt, tmp_path_factory) -> tuple[dict, Path]:
     out = tmp_path_factory.mktemp("loc_cli")
     root = write_phantom_dataset(out / "ph", 6, seed=320_000, size=SIZE, abnormal_fraction=0.5)
     rc = main(["localize", "--checkpoint", demo_ckpt, "--data", str(root), "--all",
-               "--methods", "channel-lungs,gradcam++,scorecam,occlusion,integrated-gradients",
+               "--methods", "channel-lungs,gradcam++,occlusion,integrated-gradients",
                "--tolerance-px", "10", "--json", str(out / "loc.json"), "--figures", str(out / "figs"),
                "--sanity-images", "1", "--ig-steps", "4", "--occlusion-window", "64", "--batch-size", "64",
+               "--faithfulness-steps", "4",
                "--no-progress"])
     assert rc == 0
 
@@ -87,7 +88,7 @@ def cli_report(demo_ckpt, tmp_path_factory) -> tuple[dict, Path]:
 
 def test_cli_writes_the_documented_keys(cli_report):
     r, out = cli_report
-    methods = ["channel-lungs", "gradcam++", "scorecam", "occlusion", "integrated-gradients"]
+    methods = ["channel-lungs", "gradcam++", "occlusion", "integrated-gradients"]
     assert r["n_images"] == 3 and r["tolerance_px"] == 10
     assert list(r["methods"]) == methods
     for m in methods:
