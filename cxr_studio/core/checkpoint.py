@@ -271,6 +271,10 @@ def _rebuild(
         if any(others):
             raise CheckpointError(
                 f"The state dict in {path} does not fit {arch}: {fitting.describe_misfit(*others)}.")
+    fast = None if head_shapes or head_missing else fitting.materialise(arch, kwargs, state)
+    if fast is not None:  # the file's tensors themselves: no random init, no copy
+        fast.arch_kwargs = dict(kwargs)
+        return fast, [], meta
     try:
         model = build_model(arch, **fitting.rebuild_kwargs(arch, kwargs))
     except ValueError as exc:

@@ -105,6 +105,8 @@ def _xrv(path: Any, name: str, opts: dict[str, Any]) -> LoadedCheckpoint:
             raise CheckpointError(f"xrv:{name} with a file needs an architecture: xrv:densenet121 or xrv:resnet50.")
         model = families[name]()
         state = _state(path)
+        if isinstance(state.get("op_threshs"), torch.Tensor) and getattr(model, "op_threshs", None) is None:
+            model.op_threshs = state["op_threshs"]  # the calibration of published weights, kept with them
         report = fitting.misfit(fitting.shapes_of(model), state)
         if any(report):
             raise CheckpointError(f"The weights in {path} do not fit xrv:{name}: {fitting.describe_misfit(*report)}.")
@@ -119,7 +121,8 @@ def _xrv(path: Any, name: str, opts: dict[str, Any]) -> LoadedCheckpoint:
     spec = preset_spec(opts.get("preset") or "xrv")
     if opts.get("input_size"):
         spec = spec.replace(input_size=int(opts["input_size"]))
-    classes = [str(p) if p else f"(unused {i})" for i, p in enumerate(getattr(model, "pathologies", []))]
+    labels = getattr(model, "pathologies", None) or getattr(model, "targets", None) or []
+    classes = [str(p) if p else f"(unused {i})" for i, p in enumerate(labels)]
     return finish(model, Path(path) if path else None, f"xrv:{name}", spec, classes=opts.get("classes"),
                   multi_label=opts.get("multi_label"), provenance=prov, default_multi_label=True,
                   default_classes=classes or None)

@@ -7,7 +7,9 @@ size the model cannot take is found before the first image fails.
 """
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import itertools
+from typing import Any, Iterator
 
 import torch
 import torch.nn as nn
@@ -43,10 +45,46 @@ def unwrap_state_dict(obj: Any) -> dict[str, torch.Tensor] | None:
     return state
 
 
+def _finite(v: torch.Tensor) -> bool:
+    # one summing pass (no mask allocated); only a non-finite sum needs the exact check
+    return bool(torch.isfinite(v.sum())) or bool(torch.isfinite(v).all())
+
+
 def nonfinite(state: dict[str, torch.Tensor]) -> list[str]:
     """Names of the floating-point tensors holding NaN or infinity."""
-    return [k for k, v in state.items()
-            if v.is_floating_point() and v.numel() and not bool(torch.isfinite(v).all())]
+    return [k for k, v in state.items() if v.is_floating_point() and v.numel() and not _finite(v)]
+
+
+_INITS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
+          "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_", "sparse_")
+
+
+@contextlib.contextmanager
+def no_init() -> Iterator[None]:
+    """``torch.nn.init`` functions do nothing inside (for builds on the meta device, where random
+    initialisation is wasted work: the weights come from a file)."""
+    saved = {name: getattr(nn.init, name) for name in _INITS if hasattr(nn.init, name)}
+    try:
+        for name in saved:
+            setattr(nn.init, name, lambda tensor, *a, **k: tensor)
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(nn.init, name, fn)
+
+
+def materialise(arch: str, kwargs: dict[str, Any], state: dict[str, torch.Tensor]) -> nn.Module | None:
+    """``arch`` built on the meta device and given ``state``'s tensors themselves (no random init,
+    no copy); None when that cannot be done exactly (a tensor the state dict does not hold)."""
+    with torch.device("meta"), no_init():
+        model = build_model(arch, **rebuild_kwargs(arch, kwargs))
+    own = model.state_dict()
+    if set(own) != set(state):
+        return None
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True, assign=True)
+    if any(t.is_meta for t in itertools.chain(model.parameters(), model.buffers())):
+        return None
+    return model
 
 
 def check_finite(state: dict[str, torch.Tensor], source: str) -> None:
@@ -67,7 +105,7 @@ def rebuild_kwargs(arch: str, kwargs: dict[str, Any]) -> dict[str, Any]:
 def meta_build(arch: str, kwargs: dict[str, Any], source: str = "") -> nn.Module:
     """``arch`` built on the meta device (no memory); ``FitError`` when its options are invalid."""
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), no_init():
             return build_model(arch, **rebuild_kwargs(arch, kwargs))
     except (ValueError, TypeError) as exc:
         where = f"The model {source} describes, " if source else ""
@@ -156,6 +194,9 @@ def check_strict_fit(source: str, arch: str, kwargs: dict[str, Any], meta: nn.Mo
 
 def _runs(meta: nn.Module, channels: int, size: int) -> tuple[bool, int | None, str]:
     """Whether the meta model runs on a (1, channels, size, size) input; its output count; the error."""
+    known = getattr(meta, "runs_at", None)
+    if isinstance(known, dict) and (channels, size, size) in known:
+        return True, known[(channels, size, size)], ""
     try:
         with torch.no_grad():
             out = meta.eval()(torch.empty(1, channels, size, size, device="meta"))

@@ -43,7 +43,9 @@ def _ctor_kwargs(name: str, num_classes: int, aux_logits: bool) -> dict[str, Any
 
 
 def _meta_model(name: str, num_classes: int = IMAGENET_CLASSES, aux_logits: bool = False) -> nn.Module:
-    with torch.device("meta"):
+    from .fitting import no_init
+
+    with torch.device("meta"), no_init():
         return tvm.get_model_builder(name)(**_ctor_kwargs(name, num_classes, aux_logits))
 
 
@@ -129,7 +131,7 @@ def build_torchvision(name: str, num_classes: int = IMAGENET_CLASSES, weights: s
         meta = None
     if meta is not None:
         channels = first_conv_channels(meta)
-        found = discover(meta, (channels, size, size))
+        found = _discovery(name, int(num_classes), bool(aux_logits), (channels, size, size), meta)
     if meta is not None and building_on_meta():
         model = meta
     elif meta is not None and weights == "empty" and not _has_hidden_buffers(meta):
@@ -145,6 +147,20 @@ def build_torchvision(name: str, num_classes: int = IMAGENET_CLASSES, weights: s
         input_size=size, channels=channels).to_dict()
     model.class_names = _class_names(name, int(num_classes))
     return model
+
+
+_FOUND: dict[tuple, Any] = {}
+
+
+def _discovery(name: str, num_classes: int, aux_logits: bool, shape: tuple[int, int, int], meta: nn.Module) -> Any:
+    """The discovery pass of a torchvision model (the same for every build of the same options:
+    a pass on the meta device costs about a forward of real numbers, so it is done once)."""
+    from .discovery import discover
+
+    key = (name, num_classes, aux_logits, shape)
+    if key not in _FOUND:
+        _FOUND[key] = discover(meta, shape)
+    return _FOUND[key]
 
 
 def _builder(name: str):

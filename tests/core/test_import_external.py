@@ -1,0 +1,89 @@
+"""Optional importers: ``timm:NAME`` (cxr-studio[timm]) and TorchXRayVision ``xrv:NAME``
+(cxr-studio[xrv]). The tests that need a package skip without it; the message for a missing
+package is tested always."""
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+import torch
+
+from cxr_studio.core.activations import forward_with_activations
+from cxr_studio.core.checkpoint import CheckpointError
+from cxr_studio.core.models.importers import open_model
+from cxr_studio.core.models.layers import deepest_conv
+from cxr_studio.core.saliency import grad_cam
+
+N = 64
+
+
+def _cam_matches(model: torch.nn.Module, layer: str, x: torch.Tensor, k: int) -> None:
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    ours = grad_cam(model, x[0], layer, k)
+    with GradCAM(model=model, target_layers=[model.get_submodule(layer)]) as cam:
+        ref = cam(input_tensor=x, targets=[ClassifierOutputTarget(k)])[0]
+    assert np.corrcoef(ours.ravel(), ref.ravel())[0, 1] >= 0.99
+
+
+def test_a_missing_optional_package_is_named_with_the_extra(tmp_path, monkeypatch):
+    real = importlib.import_module
+
+    def no_timm(name, *a, **k):
+        if name in ("timm", "torchxrayvision"):
+            raise ImportError(name)
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(importlib, "import_module", no_timm)
+    with pytest.raises(CheckpointError, match=r"needs the timm package: pip install 'cxr-studio\[timm\]'"):
+        open_model(tmp_path / "w.pth", arch="timm:resnet18")
+    with pytest.raises(CheckpointError, match=r"cxr-studio\[xrv\]"):
+        open_model(None, arch="xrv:densenet121-res224-all")
+    with pytest.raises(CheckpointError, match="use timm:NAME or xrv:NAME"):
+        open_model(tmp_path / "w.pth", arch="keras:resnet")
+
+
+def test_timm_state_dict_loads_with_outputs_and_channels_from_the_file(tmp_path):
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    ref = timm.create_model("resnet18", pretrained=False, num_classes=3, in_chans=1).eval()
+    path = tmp_path / "timm_r18.pth"
+    torch.save({"state_dict": ref.state_dict()}, path)
+    loaded = open_model(path, arch="timm:resnet18", input_size=N)
+    m = loaded.model
+    assert loaded.arch_kwargs == {"num_classes": 3, "in_chans": 1} and loaded.spec.channels == 1
+    x = torch.rand(1, 1, N, N)
+    with torch.no_grad():
+        assert torch.allclose(m(x), ref(x), atol=1e-5)
+    assert deepest_conv(m) == "layer4"
+    _cam_matches(m, "layer4", x, 2)
+    with pytest.raises(CheckpointError, match="do not fit timm:resnet34"):
+        open_model(path, arch="timm:resnet34")
+
+
+def test_xrv_densenet_state_dict_is_multi_label_with_its_pathologies(tmp_path):
+    xrv = pytest.importorskip("torchxrayvision")
+    torch.manual_seed(1)
+    ref = xrv.models.DenseNet(weights=None).eval()
+    path = tmp_path / "xrv_dense.pth"
+    torch.save(ref.state_dict(), path)
+    loaded = open_model(path, arch="xrv:densenet121", input_size=N)
+    assert loaded.multi_label and loaded.spec.channels == 1 and loaded.spec.normalization == "xrv"
+    labels = list(getattr(ref, "pathologies", None) or ref.targets)
+    assert len(loaded.class_names) == len(labels) == 18
+    assert [c for c, p in zip(loaded.class_names, labels) if p] == [p for p in labels if p]
+    x = torch.rand(1, 1, N, N) * 2048 - 1024
+    fwd = forward_with_activations(loaded.model, x[0])
+    with torch.no_grad():
+        expected = torch.sigmoid(ref(x))[0].numpy()
+    np.testing.assert_allclose(fwd.probabilities, expected, atol=1e-5)  # one sigmoid per pathology
+    layer = deepest_conv(loaded.model)
+    assert fwd.probabilities.shape == (len(labels),) and layer.startswith("features")
+    # random weights leave some classes with an all-zero Grad-CAM (nothing to compare): take the first that has one
+    k = next(k for k in range(len(labels)) if grad_cam(loaded.model, x[0], "features.denseblock4", k).std() > 0)
+    _cam_matches(loaded.model, "features.denseblock4", x, k)
+    with pytest.raises(CheckpointError) as err:
+        open_model(None, arch="xrv:no-such-weights")
+    assert "\n" not in str(err.value)
