@@ -16,8 +16,11 @@ import numpy as np
 from .activations import ForwardResult, Region, forward_with_activations, rank_channels
 from .placement import layer_placement, place_on_input
 from .saliency import channel_map, grad_cam, to_original
+from .saliency_methods import METHODS as SALIENCY_METHODS  # the one list of saliency methods (issue 14)
 
-METHODS: tuple[str, ...] = ("activation", "gradcam", "gradcam++")
+# "activation" (a chosen channel) + every saliency method; "channel-max"/"channel-lungs" are the
+# strongest channel by max / in the lungs (what "activation" with channel="strongest" also shows)
+METHODS: tuple[str, ...] = ("activation", *SALIENCY_METHODS)
 STRONGEST = "strongest"
 
 
@@ -188,6 +191,15 @@ def compute_heatmap(
 
     order = _rank_or_empty(act, ranking, preprocessed, region, placement) if spatial else []
     k = predicted if class_index is None else int(class_index)
+    if method not in ("gradcam", "gradcam++"):  # the other saliency methods (core.saliency_methods)
+        from .saliency_methods import saliency_map
+
+        s = saliency_map(model, preprocessed.tensor(next(model.parameters()).device), method, layer, k,
+                         geometry=preprocessed.geometry, lung_mask=getattr(preprocessed, "lung_mask", None))
+        return HeatmapResult(
+            map_input=s.map_input, map_original=to_original(s.map_input, preprocessed.geometry), channel=s.channel,
+            ranking=order, layer=layer, method=method, class_index=k, scale=scale, ranking_method=ranking,
+        )
     cam = grad_cam(model, preprocessed.model_input, layer, k, plus=(method == "gradcam++"), grid=True)
     m = place_on_input(cam, placement, n)
     return HeatmapResult(

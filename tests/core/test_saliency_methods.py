@@ -127,3 +127,25 @@ def test_clear_errors(net_and_x):
         saliency_map(net, x, "gradcam", None, 1)
     with pytest.raises(ValueError, match="Class index 5"):
         saliency_map(net, x, "occlusion", None, 5)
+
+
+@pytest.mark.parametrize("method", ["channel-max", "layercam", "eigencam"])
+def test_views_serve_the_new_methods(method):
+    """``core.views.compute_heatmap`` (what the app and the exporter call) knows every method."""
+    from cxr_studio.core.checkpoint import load_checkpoint
+    from cxr_studio.core.phantom import make_phantom
+    from cxr_studio.core.pipeline import preprocess
+    from cxr_studio.core.resources import DEMO_MODEL, find_resource
+    from cxr_studio.core.views import METHODS as VIEW_METHODS, compute_heatmap
+
+    assert set(METHODS) <= set(VIEW_METHODS) and "activation" in VIEW_METHODS
+    ck = load_checkpoint(find_resource(DEMO_MODEL))
+    pre = preprocess(make_phantom(5, 256, abnormal=True).radiograph(), ck.spec)
+    h = compute_heatmap(ck, pre, None, "relu5", method=method, class_index=1)
+    ref = saliency_map(ck.model, pre.tensor(), method, "relu5", 1)
+    np.testing.assert_allclose(h.map_input, ref.map_input, atol=1e-6)
+    assert h.map_original.shape == (256, 256) and h.method == method and h.class_index == 1
+    if method == "channel-max":
+        strongest = compute_heatmap(ck, pre, None, "relu5", channel="strongest", method="activation")
+        assert h.channel == strongest.channel
+        np.testing.assert_allclose(h.map_input, strongest.map_input, atol=1e-6)
