@@ -29,6 +29,7 @@ from .plots import roc_png, training_curves_png
 from .data import select
 from .prepare import PreparedData, group_ids, prepare_data
 from .tensors import GroupedSampler
+from .guidance import setup_guidance
 from .recipes import Recipe
 from .run_folder import chance_hint, check_run_folder, lock_run, report_split_coverage, unlock_run
 from ..core.atomic import remove_stale_temps, strict_json, write_text_atomic
@@ -180,6 +181,10 @@ def fit(
         n_params = sum(p.numel() for p in model.parameters())
         _say(f"model: {recipe.arch} {arch_kwargs} - {n_params / 1e6:.2f}M parameters on {dev}", info)
         optimizer = make_optimizer(model, recipe)
+        guidance = setup_guidance(recipe, model, optimizer, dev, data, progress=progress and info.is_main)
+        if guidance is not None:
+            _say(f"lesion guidance: {guidance.form} x {recipe.lesion_weight:g} at {guidance.layer}; "
+                 f"{data.train.n_with_lesion} of {len(data.train)} training images have a lesion mask", info)
         sched = PlateauDrops(optimizer, recipe.lr_drop_factor, recipe.lr_patience, recipe.max_lr_drops)
         use_amp = recipe.amp and dev.type == "cuda"
         fp16 = use_amp and not torch.cuda.is_bf16_supported()
@@ -192,6 +197,8 @@ def fit(
             model.load_state_dict(ck.model.state_dict())
             st = ck.training_state or {}
             optimizer.load_state_dict(st["optimizer"])
+            if guidance is not None:
+                guidance.load_state_dict(st.get("guidance"))
             sched.load_state_dict(st["scheduler"])
             if scaler is not None and st.get("scaler"):
                 scaler.load_state_dict(st["scaler"])
@@ -228,6 +235,8 @@ def fit(
                     "rng": torch.get_rng_state(), "history": history, "best_score": best_score,
                     "chance_epochs": chance_epochs, "scaler": scaler.state_dict() if scaler is not None else {},
                 }
+                if guidance is not None:  # the seg head's weights: resume only, never in the model
+                    state["guidance"] = guidance.state_dict()
             prov = dict(provenance_base, epoch=row["epoch"], metrics={k: v for k, v in row.items() if k != "best"})
             save_checkpoint(path, model, arch=recipe.arch, arch_kwargs=arch_kwargs,
                             class_names=["normal", "abnormal"], preprocess=recipe.spec, provenance=prov,
@@ -248,7 +257,7 @@ def fit(
                 bar = tqdm(total=total, desc=f"epoch {epoch}/{recipe.epochs}", unit="img", leave=False, file=sys.stderr)
             try:
                 tr = train_epoch(net, loader, optimizer, dev, amp=use_amp, scaler=scaler, info=info,
-                                 max_steps=recipe.max_steps_per_epoch, bar=bar, loss_fn=loss_fn)
+                                 max_steps=recipe.max_steps_per_epoch, bar=bar, loss_fn=loss_fn, guidance=guidance)
             except (TrainingError, torch.cuda.OutOfMemoryError) as exc:
                 why = str(exc) if isinstance(exc, TrainingError) else (
                     f"the GPU ran out of memory with batch_size={recipe.batch_size}; try "
@@ -258,6 +267,9 @@ def fit(
             finally:
                 if bar is not None:
                     bar.close()
+            if guidance is not None:
+                _say(f"epoch {epoch}: lesion term ({guidance.form}) {tr['lesion_term']:.4f}, "
+                     f"{tr['lesion_images']} guided images", info)
             labels, probs, vloss = predict(model, data.val, dev, batch_size=max(recipe.batch_size, 32), amp=use_amp)
             vm = classification_metrics(labels, probs) if len(labels) else {}
             row = {

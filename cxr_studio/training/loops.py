@@ -101,17 +101,25 @@ def train_epoch(
     max_steps: int = 0,
     bar: Any = None,
     loss_fn: Any = None,
+    guidance: Any = None,
 ) -> dict[str, float]:
-    """One pass; raises TrainingError on a non-finite loss (before the weights change)."""
+    """One pass; raises TrainingError on a non-finite loss (before the weights change).
+    ``guidance`` (training/guidance.py) adds the lesion term to batches ``(x, y, m, has)``."""
     loss_fn = loss_fn or F.cross_entropy
     model.train()
+    if guidance is not None:
+        guidance.reset_stats()
     total, correct, loss_sum, steps = 0, 0, 0.0, 0
-    for x, y in loader:
+    for batch in loader:
+        x, y = batch[0], batch[1]
         x = x.to(device, non_blocking=True)
         y = y.to(device, non_blocking=True)
         with autocast_context(device, amp):
-            logits = model(x)
-            loss = loss_fn(logits.float(), y)
+            if guidance is not None:
+                logits, loss = guidance(model, x, y, batch[2:], loss_fn)
+            else:
+                logits = model(x)
+                loss = loss_fn(logits.float(), y)
         if not all_finite(loss, info):
             raise TrainingError(
                 f"the loss became {float(loss.detach()):.4g} (not finite) at step {steps + 1}; "
@@ -128,7 +136,7 @@ def train_epoch(
             optimizer.step()
         n = y.shape[0]
         total += n
-        loss_sum += float(loss.detach()) * n
+        loss_sum += float((loss if guidance is None else guidance.last_loss).detach()) * n  # the CE alone
         correct += int((logits.detach().argmax(1) == y).sum())
         steps += 1
         if bar is not None:
@@ -137,7 +145,7 @@ def train_epoch(
         if max_steps and steps >= max_steps:
             break
     return {"train_loss": loss_sum / max(total, 1), "train_acc": correct / max(total, 1), "steps": steps,
-            "images": total}
+            "images": total, **(guidance.stats() if guidance is not None else {})}
 
 
 @torch.no_grad()

@@ -56,7 +56,11 @@ class CachedImages(Dataset):
 
     def pixels(self, index: int) -> np.ndarray:
         """(n, n) float32 0..1 for one image (augmented when training)."""
-        img = self.images[index]
+        return np.ascontiguousarray(self.transform(index, self.images[index]), dtype=np.float32) * (1.0 / 255.0)
+
+    def transform(self, index: int, img: np.ndarray) -> np.ndarray:
+        """``img`` (S, S) through image ``index``'s augmentation (training) or resize (evaluation):
+        another array of the cached size (e.g. the image's lesion mask) follows the image exactly."""
         s = img.shape[0]
         if self.train:
             rng = np.random.default_rng([self.seed, self.epoch, int(self.aug_keys[index])])
@@ -73,7 +77,7 @@ class CachedImages(Dataset):
                 img = img[:, ::-1]
         elif s != self.n:  # evaluation sees the whole image, as the app does
             img = cv2.resize(img, (self.n, self.n), interpolation=cv2.INTER_AREA)
-        return np.ascontiguousarray(img, dtype=np.float32) * (1.0 / 255.0)
+        return img
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         x, y = self.__getitems__([index])
