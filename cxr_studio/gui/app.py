@@ -36,6 +36,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--screenshot", metavar="PNG", help="save the window once the first heatmap is drawn, then exit")
     p.add_argument("--geometry", metavar="WxH", help="open the window at exactly this size, e.g. 1366x768 "
                    "(with the default layout; --screenshot then saves that size)")
+    p.add_argument("--cohort", metavar="ROOT", help="score every image of a folder or data root in the cohort "
+                   "view (with --screenshot: then save the window and exit)")
+    p.add_argument("--cohort-csv", metavar="CSV", help="with --cohort: write the scored table here")
     p.add_argument("--screenshot-timeout", type=float, default=SCREENSHOT_TIMEOUT_S, help=argparse.SUPPRESS)
     p.add_argument("--light", action="store_true", help="light theme (default: dark)")
     from cxr_studio.core.models.importers import add_model_arguments
@@ -100,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         geometry = parse_geometry(args.geometry) if args.geometry else None
+        from . import cohort_cli
+
+        cohort_cli.check(args)
         device = choose_device(args.device)
         if args.screenshot:  # the output path is checked before the window opens
             from cxr_studio.core.atomic import check_writable_file
@@ -162,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
                 status["code"] = EXIT_SCREENSHOT_ERROR
                 window.close()
 
-        window.heatmap_drawn.connect(on_heatmap)
+        if not args.cohort:  # the cohort's screenshot waits for the scores instead
+            window.heatmap_drawn.connect(on_heatmap)
         QTimer.singleShot(int(args.screenshot_timeout * 1000), timeout)
         errors = QTimer(window)  # errors are polled: show_error is reached from many signals
         errors.timeout.connect(error_shown)
@@ -177,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         window.open_image(args.image)
     for ck in args.checkpoint:
         window.controller.load_checkpoint(os.path.abspath(ck))
+    if args.cohort:
+        cohort_cli.run(window, args, status, shoot if args.screenshot else None)
     # A local loop that ends when the window closes (not app.exec()/quit(): quitting the application
     # would make every later event loop in this process return at once, e.g. when run in-process).
     loop = QEventLoop()

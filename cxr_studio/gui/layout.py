@@ -113,6 +113,8 @@ def arrange(window: Any, height: int | None = None) -> None:
     for d in right:
         w.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, d)
     w.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, w.compare_dock)
+    w.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, w.cohort_dock)
+    w.tabifyDockWidget(w.compare_dock, w.cohort_dock)
     for d in w.docks:
         d.setFloating(False)
         d.show()
@@ -129,6 +131,7 @@ def arrange(window: Any, height: int | None = None) -> None:
     w.layers_dock.raise_() if h < TALL_SCREEN else w.pipeline_dock.raise_()
     w.heatmap_dock.raise_()
     w.compare_dock.hide()  # opened large from the View menu
+    w.cohort_dock.hide()
     if not w.isMaximized():
         w.resize(size)
     size_docks(window)
@@ -148,13 +151,17 @@ def size_docks(window: Any) -> None:
                       [int(body * 0.3), int(body * 0.28), int(body * 0.42)], V)
     else:
         w.resizeDocks([w.models_dock, w.heatmap_dock], [int(body * 0.42), int(body * 0.58)], V)
-    if not w.compare_dock.isHidden():
-        w.resizeDocks([w.compare_dock], [int(height * 0.45)], V)
+    for d in (w.compare_dock, w.cohort_dock):
+        if not d.isHidden():
+            w.resizeDocks([d], [int(height * 0.45)], V)
 
 
 def show_compare(window: Any) -> None:
-    """Open the compare dock large: almost half of the window's height, panes as large as it allows."""
-    d = window.compare_dock
+    show_bottom(window, window.compare_dock)
+
+
+def show_bottom(window: Any, d: Any) -> None:
+    """Open a bottom dock (compare, cohort) large: almost half of the window's height."""
     d.show()
     d.raise_()
     if not d.isFloating():

@@ -19,6 +19,7 @@ from . import jobs, layout, status_bar
 from .bridge import WorkerBridge
 from .controller import Controller
 from .docks.channels_dock import ChannelsDock
+from .docks.cohort_dock import CohortDock
 from .docks.compare_dock import CompareDock
 from .docks.heatmap_dock import HeatmapDock
 from .docks.layers_dock import LayersDock
@@ -80,10 +81,12 @@ class MainWindow(ExportActions, QMainWindow):
         self.heatmap_dock = HeatmapDock(s, c, self)
         self.mosaic_dock = MosaicDock(s, c, self)
         self.compare_dock = CompareDock(s, c, self)
+        self.cohort_dock = CohortDock(s, c, self)
+        self.cohort_dock.open_requested.connect(self.open_image)
         self.docks = [self.pipeline_dock, self.models_dock, self.layers_dock, self.channels_dock,
-                      self.heatmap_dock, self.mosaic_dock, self.compare_dock]
+                      self.heatmap_dock, self.mosaic_dock, self.compare_dock, self.cohort_dock]
         for d in self.docks:
-            if d is not self.compare_dock:  # the compare panes scale themselves
+            if d not in (self.compare_dock, self.cohort_dock):  # these lay out their own large panes
                 layout.scrollable(d)
         layout.arrange(self, layout.available(self).height())
 
@@ -119,7 +122,8 @@ class MainWindow(ExportActions, QMainWindow):
         self._action(f, "&Quit", self.close, QKeySequence.StandardKey.Quit)
         v = mb.addMenu("&View")
         self._action(v, "&Fit to window", self.view.fit, "Ctrl+0")
-        self._action(v, "&Compare models", lambda: layout.show_compare(self), "Ctrl+K")
+        self._action(v, "&Compare models", lambda: layout.show_bottom(self, self.compare_dock), "Ctrl+K")
+        self._action(v, "C&ohort…", lambda: layout.show_bottom(self, self.cohort_dock), "Ctrl+Shift+K")
         self._action(v, "&Reset layout", lambda: layout.arrange(self))
         self.outline_action = self._action(v, "Lung &outline", lambda on: setattr(self.session, "show_lung_outline", on), "O", True)
         self.light_action = self._action(v, "&Light theme", self._toggle_theme, None, True)

@@ -1,0 +1,164 @@
+"""Cohort scoring (no Qt; runs in the worker): every image of a folder or data root through the
+current model, one at a time (memory does not grow with the number of images), with progress and
+cancel, and the table's plain values (file, label, probability, prediction, correct).
+
+Data roots are read as the trainer reads them (`training.data.scan_root`: NLM ``CXR_png`` with its
+masks, class folders, a CSV with ``path,label``); any other folder is scored image by image, labelled
+by the NLM ``_0`` / ``_1`` file-name suffix when it has one. Images are preprocessed as
+``cxr-studio-train eval`` does (the dataset's own lung mask when the checkpoint's recipe used them),
+so the AUC is the trainer's.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+COLUMNS = ("path", "label", "probability", "prediction", "correct")
+FILTERS = ("all", "errors", "false negatives", "false positives", "true positives", "true negatives", "unlabelled")
+
+
+@dataclass
+class Item:
+    path: Path
+    label: int | None
+    mask_paths: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class CohortRow:
+    path: str
+    label: int | None
+    probability: float  # NaN when the image could not be scored
+    error: str = ""
+
+    def prediction(self, threshold: float) -> int | None:
+        return None if np.isnan(self.probability) else int(self.probability >= threshold)
+
+    def kind(self, threshold: float) -> str:
+        """"true positive", "false negative"... ("unlabelled" / "failed" when it cannot say)."""
+        pred = self.prediction(threshold)
+        if pred is None:
+            return "failed"
+        if self.label is None:
+            return "unlabelled"
+        return f"{'true' if pred == self.label else 'false'} {'positive' if pred else 'negative'}"
+
+
+@dataclass
+class CohortResult:
+    root: str
+    rows: list[CohortRow]
+    threshold: float
+    cancelled: bool = False
+
+    def labelled(self) -> tuple[np.ndarray, np.ndarray]:
+        ok = [r for r in self.rows if r.label is not None and not np.isnan(r.probability)]
+        return np.array([r.label for r in ok], int), np.array([r.probability for r in ok], np.float64)
+
+    def auc(self) -> float:
+        from cxr_studio.training.metrics import auc_score
+
+        y, p = self.labelled()
+        return auc_score(y, p) if len(y) else float("nan")
+
+    def roc(self) -> tuple[np.ndarray, np.ndarray]:
+        from cxr_studio.training.metrics import roc_curve
+
+        y, p = self.labelled()
+        fpr, tpr, _ = roc_curve(y, p)
+        return fpr, tpr
+
+    def confusion(self) -> dict[str, int]:
+        out = {"true positive": 0, "false negative": 0, "false positive": 0, "true negative": 0}
+        for r in self.rows:
+            k = r.kind(self.threshold)
+            if k in out:
+                out[k] += 1
+        return out
+
+    def to_csv(self) -> str:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(COLUMNS + ("error",))
+        for r in self.rows:
+            pred = r.prediction(self.threshold)
+            w.writerow([r.path, "" if r.label is None else r.label,
+                        "" if np.isnan(r.probability) else f"{r.probability:.6f}", "" if pred is None else pred,
+                        "" if pred is None or r.label is None else int(pred == r.label), r.error])
+        return buf.getvalue()
+
+
+def matches(row: CohortRow, name: str, threshold: float) -> bool:
+    """Whether a row passes one of `FILTERS`."""
+    kind = row.kind(threshold)
+    if name == "all":
+        return True
+    if name == "errors":
+        return kind.startswith("false")
+    return kind == name.rstrip("s")
+
+
+def find_images(root: str | Path) -> list[Item]:
+    """The images of a data root (labels and masks as the trainer reads them) or of any folder."""
+    from cxr_studio.training.data import DatasetError, label_from_name, scan_root
+
+    root = Path(root)
+    try:
+        return [Item(s.path, int(s.label), list(s.mask_paths)) for s in scan_root(root)]
+    except DatasetError:
+        if not root.is_dir():
+            raise ValueError(f"{root} is neither a folder of radiographs nor a data root the trainer reads.") from None
+    from cxr_studio.core.io import list_images
+
+    items = [Item(p, label_from_name(p)) for p in list_images(root)]
+    if not items:
+        raise ValueError(f"No radiographs found in {root}.")
+    return items
+
+
+def _uses_masks(loaded: Any) -> bool:
+    recipe = (getattr(loaded, "provenance", None) or {}).get("recipe") or {}
+    return bool(recipe.get("use_dataset_masks", True)) if isinstance(recipe, dict) else True
+
+
+def score_one(loaded: Any, item: Item, use_masks: bool) -> float:
+    from cxr_studio.core.io import read_image
+    from cxr_studio.core.pipeline import preprocess
+    from cxr_studio.core.views import compute_forward
+    from cxr_studio.training.data import read_mask
+
+    rad = read_image(item.path)
+    mask = read_mask(item.mask_paths) if use_masks and item.mask_paths else None
+    if mask is not None and mask.shape != rad.shape:
+        import cv2
+
+        mask = cv2.resize(mask.astype(np.uint8), (rad.shape[1], rad.shape[0]), interpolation=cv2.INTER_NEAREST) > 0
+    fwd = compute_forward(loaded, preprocess(rad, loaded.spec, lung_mask=mask), names=[])
+    return float(fwd.probabilities[-1])
+
+
+def score_cohort(root: str | Path, loaded: Any, threshold: float = 0.5, cancel: Any = None,
+                 progress: Callable[[float, str], None] | None = None) -> CohortResult:
+    """Score every image of ``root``; an image that fails gets its reason and NaN. A set ``cancel``
+    event stops after the current image (what was scored is returned, ``cancelled`` True)."""
+    items = find_images(root)
+    use_masks = _uses_masks(loaded)
+    rows: list[CohortRow] = []
+    for i, item in enumerate(items):
+        if cancel is not None and cancel.is_set():
+            return CohortResult(str(root), rows, threshold, cancelled=True)
+        if progress is not None:
+            progress(i / len(items), f"Scoring {item.path.name} ({i + 1}/{len(items)})")
+        try:
+            p = score_one(loaded, item, use_masks)
+            rows.append(CohortRow(str(item.path), item.label, p))
+        except (ValueError, OSError) as e:
+            rows.append(CohortRow(str(item.path), item.label, float("nan"), str(e).splitlines()[0]))
+    if progress is not None:
+        progress(1.0, f"Scored {len(rows)} image(s)")
+    return CohortResult(str(root), rows, threshold)
