@@ -84,6 +84,10 @@ def test_torchvision_state_dicts_load_and_explain(tmp_path, arch, how, deepest, 
     place = layer_placement(m, deepest)
     assert place is not None and place.stride == 32.0
     _check_cam(m, cam_layer)
+    from cxr_studio.core.features import conv1_mosaic
+
+    first = next(mod for mod in m.modules() if isinstance(mod, torch.nn.Conv2d))
+    assert conv1_mosaic(m).shape[2] == 3 and first.out_channels >= 16  # the first conv's filters as tiles
 
 
 def test_state_dict_that_does_not_fit_names_keys_in_one_sentence(tmp_path):
@@ -240,6 +244,10 @@ def test_manager_release_and_the_same_flags_everywhere(tmp_path, capsys):
 
     for flag in ("--arch", "--classes", "--input-size", "--preset", "--multi-label"):
         assert flag in build_parser().format_help()
+    from cxr_studio.gui.app import parse_args  # the app's parser (no Qt needed to parse)
+
+    app_args = parse_args(["--checkpoint", str(path), "--arch", "resnet18", "--classes", "a,b", "--input-size", "96"])
+    assert (app_args.arch, app_args.classes, app_args.input_size) == ("resnet18", ["a", "b"], 96)
     with pytest.raises(SystemExit):
         train_main(["eval", "--help"])
     assert "--preset" in capsys.readouterr().out
