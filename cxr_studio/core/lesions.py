@@ -88,7 +88,8 @@ def find_lesion_mask(image_path: str | Path, shape: tuple[int, int]) -> tuple[np
     A mask PNG of another size is resized (nearest neighbour)."""
     p = Path(image_path)
     for folder in _candidates(p):
-        for cand in (folder / "lesion_mask" / f"{p.stem}_lesion{p.suffix}", folder / "lesion_mask" / f"{p.stem}_lesion.png",
+        for cand in (folder / "lesion_mask" / f"{p.stem}_lesion{p.suffix}",
+                     folder / "lesion_mask" / f"{p.stem}_lesion.png",
                      p.parent / f"{p.stem}_lesion.png"):
             if cand.is_file():
                 m = cv2.imread(str(cand), cv2.IMREAD_GRAYSCALE)

@@ -137,7 +137,8 @@ def summarise(rows: Sequence[dict[str, Any]], val_curves: np.ndarray | None = No
     hits = np.array([float(r["hit"]) for r in rows])
     energy = np.array([r["energy"] for r in rows])
     curves = np.stack([r["iou_curve"] for r in rows])
-    out: dict[str, Any] = {"n": len(rows), "pointing_game": float(hits.mean()), "pointing_ci": bootstrap_ci(hits, seed=seed),
+    out: dict[str, Any] = {"n": len(rows), "pointing_game": float(hits.mean()),
+                           "pointing_ci": bootstrap_ci(hits, seed=seed),
                            "energy_inside": float(energy.mean()), "energy_ci": bootstrap_ci(energy, seed=seed)}
     if val_curves is not None and len(val_curves) or len(rows) >= 2:
         ious, ts = ious_at_chosen(curves, val_curves)

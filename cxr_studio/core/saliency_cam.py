@@ -77,7 +77,8 @@ def library_cam(model: nn.Module, x: Any, layer: str, method: str, class_index: 
     """pytorch-grad-cam's ``method`` (a `LIBRARY_CAMS` key) for batch item 0 and ``class_index``,
     as an (h, w) grid map in 0..1 (the library's min-max scaling, without its resize)."""
     if method not in LIBRARY_CAMS:
-        raise SaliencyError(f"{method!r} is not a pytorch-grad-cam method here; choose one of {', '.join(LIBRARY_CAMS)}")
+        raise SaliencyError(f"{method!r} is not a pytorch-grad-cam method here; "
+                            f"choose one of {', '.join(LIBRARY_CAMS)}")
     lib = _library()
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 

@@ -74,6 +74,7 @@ def localize(checkpoint: str | Path, roots: list[str], *, split_file: str | None
     """Score, write the JSON (strict) and figures, return the report (with per-image rows)."""
     from ..core.checkpoint import load_checkpoint
     from ..core.models import deepest_conv
+    from ..core.saliency_cam import LIBRARY_CAMS, _library
     from ..core.saliency_methods import SOURCE, Options
     from .engine import pick_device
     from .lung_check_scoring import untrained_twin
@@ -92,13 +93,16 @@ def localize(checkpoint: str | Path, roots: list[str], *, split_file: str | None
                   twin=untrained_twin(ck, seed) if untrained else None, faithfulness=faithfulness,
                   faithfulness_steps=int(faithfulness_steps),
                   lesion_source=lesion_source)
+    if set(methods) & set(LIBRARY_CAMS):
+        _library()  # import pytorch-grad-cam now, so its import time is not charged to the first image
     samples, val_samples, source = choose(roots, split_file, use_all, part, Path(checkpoint))
-    samples = samples[:limit] if limit else samples
     val_samples = val_samples[:val_limit] if val_limit is not None else val_samples
-    bar = _bar(progress, len(samples) + len(val_samples))
+    bar = _bar(progress, min(limit or len(samples), len(samples)) + len(val_samples))
     rows, prepared, fig_maps, skipped, lesion_info = [], [], [], 0, []
     t_start = time.perf_counter()
     for s in samples:
+        if limit and len(rows) >= limit:
+            break
         p = prepare(ctx, s)
         bar(s.path.name)
         if p is None:
@@ -134,7 +138,7 @@ def localize(checkpoint: str | Path, roots: list[str], *, split_file: str | None
     if faithfulness:
         rnd = [r["random_order"] for r in rows]
         report["random_order"] = {k: float(np.mean([r[k] for r in rnd])) for k in ("deletion_auc", "insertion_auc")}
-    sanity_raw = _sanity(ctx, prepared, methods, seed) if sanity_images > 0 else {}
+    sanity_raw = _sanity(ctx, prepared, methods, seed, progress) if sanity_images > 0 else {}
     report["sanity"] = sanity_summary(sanity_raw)
     report["seconds_total"] = time.perf_counter() - t_start
     if figures:
@@ -152,7 +156,8 @@ def localize(checkpoint: str | Path, roots: list[str], *, split_file: str | None
     return report
 
 
-def _sanity(ctx: Context, prepared: list[Any], methods: list[str], seed: int) -> dict[str, Any]:
+def _sanity(ctx: Context, prepared: list[Any], methods: list[str], seed: int,
+            progress: bool = False) -> dict[str, Any]:
     """Randomisation results per method over the first images; the maps of image 0 for the figure."""
     from ..core.saliency_methods import INPUT_METHODS, map_support
     from ..core.sanity import sanity_check
@@ -160,9 +165,11 @@ def _sanity(ctx: Context, prepared: list[Any], methods: list[str], seed: int) ->
 
     per: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     maps: dict[str, list[tuple[str, np.ndarray]]] = {}
+    bar = _bar(progress, len(prepared) * len(methods), "sanity", "map set")
     for i, p in enumerate(prepared):
         for m in methods:
-            seen: list[tuple[str, np.ndarray]] = []
+            bar(f"{p.sample.path.name} {m}")
+            seen: list[np.ndarray] = []
 
             def fn(model: Any, m: str = m, seen: list = seen) -> np.ndarray:
                 a = method_map(model, ctx, p, m).map_input
@@ -176,16 +183,17 @@ def _sanity(ctx: Context, prepared: list[Any], methods: list[str], seed: int) ->
             if i == 0:
                 names = ["trained"] + [s["layer"] for s in res["cascade"]]
                 maps[m] = list(zip(names, seen[: len(names)]))
+    bar(None)
     return {"per_method": per, "maps": maps}
 
 
-def _bar(enabled: bool, total: int) -> Any:
+def _bar(enabled: bool, total: int, desc: str = "localize", unit: str = "img") -> Any:
     """A progress callback: call with an image name per step, None at the end."""
     if not enabled:
         return lambda _name: None
     from tqdm import tqdm
 
-    t = tqdm(total=total, desc="localize", unit="img", file=sys.stderr, mininterval=1.0)
+    t = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, mininterval=1.0)
 
     def step(name: str | None) -> None:
         if name is None:
@@ -209,7 +217,7 @@ def _localize_setup(p: argparse.ArgumentParser) -> Runner:
     p.add_argument("--figures", default=None, metavar="DIR", help="write overlay rows and the randomisation cascade")
     p.add_argument("--max-figures", type=int, default=8)
     p.add_argument("--sanity-images", type=int, default=3, help="images for the randomisation checks (0: none)")
-    p.add_argument("--limit", type=int, default=None, help="score only the first N abnormal images")
+    p.add_argument("--limit", type=int, default=None, help="stop after N scored images (abnormal, with a lesion mask)")
     p.add_argument("--val-limit", type=int, default=None, help="use at most N validation images for the threshold")
     p.add_argument("--lesion-source", choices=["auto", "json"], default="auto",
                    help="auto: lesion_mask/ PNG, else the release JSON; json: the release JSON only")

@@ -21,7 +21,8 @@ def _tile(pre: Any, m: np.ndarray, lesion: np.ndarray | None, lungs: np.ndarray 
     rgb = overlay(pre.original, m, "jet", THRESHOLD, OPACITY, box=pre.geometry.crop_box)
     h, w = rgb.shape[:2]
     s = TILE / max(h, w)
-    rgb = np.ascontiguousarray(cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA))
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    rgb = np.ascontiguousarray(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA))
     for mask, colour in ((lungs, LUNG_RGB), (lesion, LESION_RGB)):
         if mask is None:
             continue
@@ -57,8 +58,8 @@ def write_cascade_figure(folder: Path, p: Any, maps: dict[str, list[tuple[str, n
     mapped onto the radiograph)."""
     rows = []
     for m, steps in maps.items():
-        tiles = [_tile(p.pre, p.pre.geometry.map_to_original(a), p.lesion, None, f"{m}: {'trained' if i == 0 else '-' + name}")
-                 for i, (name, a) in enumerate(steps)]
+        tiles = [_tile(p.pre, p.pre.geometry.map_to_original(a), p.lesion, None,
+                       f"{m}: {'trained' if i == 0 else '-' + name}") for i, (name, a) in enumerate(steps)]
         rows.append(np.hstack(tiles))
     width = max(r.shape[1] for r in rows)
     rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows]
