@@ -175,6 +175,7 @@ def attach_layers(model: nn.Module, discovery: Discovery) -> nn.Module:
     model.reused_layers = list(discovery.reused)
     model.layer_shapes = {p: discovery.shapes[p] for p in discovery.names if p in discovery.shapes}
     # inputs this model is known to run on -> its number of outputs (spares another pass)
-    model.runs_at = {tuple(discovery.input_shape): int(torch.Size(discovery.output_shape).numel())}
+    outputs = int(discovery.output_shape[0]) if len(discovery.output_shape) == 1 else None  # (N, K) scores
+    model.runs_at = {tuple(discovery.input_shape): outputs}
     model.views_note = discovery.note
     return model

@@ -205,7 +205,7 @@ def _runs(meta: nn.Module, channels: int, size: int) -> tuple[bool, int | None, 
     except (RuntimeError, ValueError, IndexError) as exc:
         return False, None, str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
     out = out[0] if isinstance(out, (tuple, list)) else out
-    n = int(out.reshape(1, -1).shape[1]) if isinstance(out, torch.Tensor) else None
+    n = int(out.shape[1]) if isinstance(out, torch.Tensor) and out.ndim == 2 else None  # (N, K) scores only
     return True, n, ""
 
 

@@ -144,7 +144,7 @@ def finish(
         msg = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{source} cannot run on a {'x'.join(map(str, shape))} input ({msg}).") from None
     attach_layers(model, found)
-    outputs = int(torch.Size(found.output_shape).numel()) if found.output_shape else None
+    outputs = int(found.output_shape[0]) if len(found.output_shape) == 1 else None  # (N, K) class scores
     names = list(classes) if classes else list(default_classes or [])
     if not names and outputs:
         names = list(DEFAULT_CLASS_NAMES) if outputs == 2 else [str(i) for i in range(outputs)]
