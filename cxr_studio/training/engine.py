@@ -184,7 +184,8 @@ def fit(
         guidance = setup_guidance(recipe, model, optimizer, dev, data, progress=progress and info.is_main)
         if guidance is not None:
             _say(f"lesion guidance: {guidance.form} x {recipe.lesion_weight:g} at {guidance.layer}; "
-                 f"{data.train.n_with_lesion} of {len(data.train)} training images have a lesion mask", info)
+                 f"{data.train.n_with_lesion} of {len(data.train)} training images have a lesion mask{guidance.note}",
+                 info)
         sched = PlateauDrops(optimizer, recipe.lr_drop_factor, recipe.lr_patience, recipe.max_lr_drops)
         use_amp = recipe.amp and dev.type == "cuda"
         fp16 = use_amp and not torch.cuda.is_bf16_supported()

@@ -6,7 +6,9 @@ Forms (``Recipe.lesion_guidance``), each added to the cross-entropy with ``Recip
   abnormal class at the deepest conv layer (relu5 for cxrnet), computed inside the training graph
   (``autograd.grad(..., create_graph=True)`` of the class logit w.r.t. the layer's activation: the
   extra backward goes through pool5 and the fc layers only), and the share of its mass outside the
-  grown lesion is the penalty. Only on abnormal images with a non-empty lesion mask.
+  grown lesion is the penalty, the mass taken as a softmax of the standardised map (``soft_peak``:
+  the ReLU'd map's own mass let a model escape by pushing the map below 0 everywhere, which on
+  phantoms stopped all learning). Only on abnormal images with a non-empty lesion mask.
 - ``input_grad`` ("right for the right reasons", Ross et al. 2017): the share of the squared input
   gradient of the abnormal-vs-normal logit that lies outside the grown lesion (normalised, so the
   weight does not depend on the gradient's scale). Same images as ``gradcam``; the double backward
@@ -114,6 +116,7 @@ class Guidance:
             nn.init.normal_(self.head.weight, 0.0, 0.01)  # not zero: the layer gets a gradient from step 1
             nn.init.constant_(self.head.bias, -2.0)  # start near "no lesion" (most cells)
         self._act: torch.Tensor | None = None
+        self.note = ""  # what setup_guidance has to say about the masks (e.g. ones it could not place)
         self._capture = False
         self._hook = self.module.register_forward_hook(self._keep)
         self.reset_stats()
@@ -216,10 +219,14 @@ def setup_guidance(recipe: Any, model: nn.Module, optimizer: torch.optim.Optimiz
     from .lesion_cache import LesionCache, LesionImages, grow_masks
 
     train_samples = select(data.samples, data.split["train"])
-    index, masks = LesionCache(data.cache).load_all(train_samples, progress=progress)
+    cache = LesionCache(data.cache)
+    index, masks = cache.load_all(train_samples, progress=progress)
     masks = grow_masks(masks, recipe.lesion_grow_px * data.cache.size / 512.0)
     data.train = LesionImages.wrap(data.train, index, masks)
     g = Guidance(recipe, model, device)
+    if cache.failed:
+        g.note = (f"; {len(cache.failed)} lesion mask(s) could not be placed and those images train unguided "
+                  f"(first: {cache.failed[0]})")
     group = g.param_group(recipe.lr)
     if group is not None:
         optimizer.add_param_group(group)

@@ -27,14 +27,15 @@ from .tensors import Batch, CachedImages
 
 def lesion_geometry(sample: Sample, spec: Any, use_masks: bool) -> Any:
     """The pipeline's ``Geometry`` (crop box) for ``sample``, exactly as ``data.default_preprocess_fn``
-    runs it for the image cache."""
+    runs it for the image cache (CLAHE and the intermediate size do not move the crop box: they are
+    skipped to save time)."""
     from ..core.pipeline import preprocess
 
     rad = read_radiograph(sample.path)
     mask = read_mask(sample.mask_paths) if use_masks else None
     if mask is not None and mask.shape != rad.shape:
         mask = cv2.resize(mask.astype(np.uint8), (rad.shape[1], rad.shape[0]), interpolation=cv2.INTER_NEAREST) > 0
-    return preprocess(rad, spec, lung_mask=mask).geometry
+    return preprocess(rad, spec.replace(clahe=False, intermediate_size=64), lung_mask=mask).geometry
 
 
 def read_lesion(path: Path, shape: tuple[int, int]) -> np.ndarray:
@@ -58,6 +59,7 @@ class LesionCache:
         self.geometry_fn = geometry_fn or lesion_geometry
         self.hits = 0
         self.misses = 0
+        self.failed: list[str] = []
 
     def key(self, sample: Sample) -> str:
         assert sample.lesion_path is not None
@@ -92,7 +94,9 @@ class LesionCache:
         return arr
 
     def load_all(self, samples: list[Sample], progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """(index (N,) int64: row in ``masks`` or -1 without a mask, masks (K, S, S) uint8)."""
+        """(index (N,) int64: row in ``masks`` or -1 without a mask, masks (K, S, S) uint8). A mask
+        that cannot be placed (its image cannot be preprocessed) is left out and its reason kept in
+        ``self.failed``: that image then trains as one without a mask."""
         it: Any = samples
         if progress:
             from tqdm import tqdm
@@ -100,8 +104,13 @@ class LesionCache:
             it = tqdm(samples, desc="lesion masks (cached)", unit="img", leave=False)
         index = np.full(len(samples), -1, dtype=np.int64)
         rows: list[np.ndarray] = []
+        self.failed: list[str] = []
         for i, s in enumerate(it):
-            m = self.get(s)
+            try:
+                m = self.get(s)
+            except DatasetError as exc:  # e.g. the lungs cannot be found: this image trains unguided
+                self.failed.append(str(exc))
+                continue
             if m is not None:
                 index[i] = len(rows)
                 rows.append(m)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from cxr_studio.core.checkpoint import load_checkpoint
 from cxr_studio.core.models import build_model
 from cxr_studio.core.pipeline import PreprocessSpec
-from cxr_studio.training.data import PreprocessCache, Sample, scan_root
+from cxr_studio.training.data import DatasetError, PreprocessCache, Sample, scan_root
 from cxr_studio.training.engine import fit
 from cxr_studio.training.guidance import Guidance, grid_cover, soft_peak
 from cxr_studio.training.lesion_cache import LesionCache, LesionImages, grow_masks
@@ -163,6 +163,14 @@ def test_lesion_cache_follows_the_lung_crop_and_keys_on_the_mask(tmp_path: Path)
     assert lesions.get(Sample(id="R/none", path=sample.path, label=1)) is None  # no mask, no entry
     grown = grow_masks(cover[None], 3)[0]
     assert grown.sum() > inside.sum() * 255 and set(np.unique(grown)) <= {0, 255}
+    # a mask that cannot be placed (its image cannot be preprocessed) leaves that image unguided, said once
+    def broken(*_args):
+        raise DatasetError("cannot preprocess X: no lungs found")
+
+    failing = LesionCache(PreprocessCache(tmp_path / "cache2", spec, 64, use_masks=True), geometry_fn=broken)
+    index, masks = failing.load_all([sample, sample])
+    assert index.tolist() == [-1, -1] and len(masks) == 0 and len(failing.failed) == 2
+    assert "no lungs found" in failing.failed[0]
 
 
 # -- guidance off: training as before ---------------------------------------------------------------
