@@ -56,7 +56,6 @@ def evaluate_checkpoint(
     the ROC picture goes beside ``json_out``, else beside the checkpoint, and is skipped with a note
     (``m["notes"]``) when that folder cannot be written."""
     from ..core.atomic import check_writable_file
-    from ..core.checkpoint import load_checkpoint
     from .engine import pick_device
 
     ckpt_path = Path(checkpoint)
@@ -75,13 +74,10 @@ def evaluate_checkpoint(
             except ValueError as e:
                 notes.append(f"The ROC picture was not written ({e}); pass --roc PATH to choose where.")
                 roc_out = None
-    if any(v is not None for v in (model_options or {}).values()):  # --arch, --classes... (any model file)
-        from ..core.models.importers import open_model
+    from ..core.models.importers import open_model  # any model file the user names (--arch, TorchScript...)
 
-        ck = open_model(ckpt_path, device=pick_device(device),
-                        **{k: v for k, v in model_options.items() if v is not None})
-    else:
-        ck = load_checkpoint(ckpt_path, device=pick_device(device))
+    ck = open_model(ckpt_path, device=pick_device(device),
+                    **{k: v for k, v in (model_options or {}).items() if v is not None})
     samples = scan_roots(list(roots))
     if split_file is None and not use_all and (ckpt_path.parent / "split.json").exists():
         split_file = ckpt_path.parent / "split.json"

@@ -46,7 +46,10 @@ def resolve_model_and_split(a: argparse.Namespace) -> None:
             raise DatasetError(no_default_message())
         a.checkpoint = str(path)
         print(f"using the shipped model {path}")
-    prov = peek_checkpoint(a.checkpoint).get("provenance") or {}
+    try:
+        prov = peek_checkpoint(a.checkpoint).get("provenance") or {}
+    except ValueError:  # not a CXR Studio checkpoint (a state dict with --arch, TorchScript...): evaluate opens it
+        prov = {}
     if getattr(a, "threshold", "absent") is None:
         t = operating_threshold(prov)
         a.threshold = t if t is not None else 0.5

@@ -251,3 +251,16 @@ def test_manager_release_and_the_same_flags_everywhere(tmp_path, capsys):
     with pytest.raises(SystemExit):
         train_main(["eval", "--help"])
     assert "--preset" in capsys.readouterr().out
+
+
+def test_eval_takes_a_torchvision_state_dict_with_the_same_flags(tmp_path, capsys):
+    from cxr_studio.core.phantom import write_phantom_dataset
+    from cxr_studio.training.cli import main as train_main
+
+    root = write_phantom_dataset(tmp_path / "data", 6, seed=0, size=128)
+    path = _save(torchvision.models.resnet18(num_classes=2), tmp_path / "r.pth", "plain")
+    code = train_main(["eval", "--checkpoint", str(path), "--arch", "resnet18", "--input-size", str(N),
+                       "--data", str(root), "--all", "--json", str(tmp_path / "m.json")])
+    assert code == 0 and json.loads((tmp_path / "m.json").read_text())["n"] == 6
+    assert train_main(["eval", "--checkpoint", str(path), "--data", str(root), "--all"]) == 2  # no --arch
+    assert "bare state dict" in capsys.readouterr().err
