@@ -248,6 +248,9 @@ def test_manager_release_and_the_same_flags_everywhere(tmp_path, capsys):
 
     app_args = parse_args(["--checkpoint", str(path), "--arch", "resnet18", "--classes", "a,b", "--input-size", "96"])
     assert (app_args.arch, app_args.classes, app_args.input_size) == ("resnet18", ["a", "b"], 96)
+    assert train_main(["export-release", str(path), str(tmp_path / "rel2.pt"), "--arch", "resnet18",
+                       "--classes", "normal,tb"]) == 0
+    assert load_checkpoint(tmp_path / "rel2.pt").class_names == ["normal", "tb"]
     with pytest.raises(SystemExit):
         train_main(["eval", "--help"])
     assert "--preset" in capsys.readouterr().out
