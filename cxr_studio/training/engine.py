@@ -92,7 +92,7 @@ def _score(row: dict, metric: str) -> float:
     return v if math.isfinite(v) else -math.inf
 
 
-_MAY_CHANGE_ON_RESUME = ("epochs", "stop_after_last_drop")
+_MAY_CHANGE_ON_RESUME = ("epochs", "stop_after_last_drop", "description")  # description: prose only
 
 
 def _check_resume_recipe(run: Path, recipe: Recipe) -> None:

@@ -74,7 +74,7 @@ def test_resume_without_a_run_is_a_clear_error(tmp_path) -> None:
 
 def test_resume_accepts_a_run_saved_before_a_field_existed(tmp_path) -> None:
     """A run folder written by an older version lacks newer recipe fields: they count as their
-    defaults. Only epochs and stop_after_last_drop may change on resume."""
+    defaults. Only epochs, stop_after_last_drop and the prose description may change on resume."""
     import json
 
     import pytest
@@ -89,5 +89,6 @@ def test_resume_accepts_a_run_saved_before_a_field_existed(tmp_path) -> None:
     (tmp_path / "config.json").write_text(json.dumps(saved))
     _check_resume_recipe(tmp_path, recipe)
     _check_resume_recipe(tmp_path, load_recipe("demo", sets=["epochs=80", "stop_after_last_drop=5"]))
+    _check_resume_recipe(tmp_path, load_recipe("demo", sets=["epochs=80", "description=longer run"]))
     with pytest.raises(TrainingError, match=r"differs .*\(lr\)"):
         _check_resume_recipe(tmp_path, load_recipe("demo", sets=["lr=0.5"]))
