@@ -26,8 +26,10 @@ EXIT_SCREENSHOT_ERROR = 4
 ERROR_POLL_MS = 200
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="cxr-studio", description="CXR Studio: what chest X-ray classifiers look at. "
+def _window_parser(add_help: bool) -> argparse.ArgumentParser:
+    """The window's own options (no torch import: the window opens before torch loads)."""
+    p = argparse.ArgumentParser(prog="cxr-studio", add_help=add_help,
+                                description="CXR Studio: what chest X-ray classifiers look at. "
                                 "`cxr-studio export --help` for batch export without a window.")
     p.add_argument("image", nargs="?", help="radiograph to open (PNG, JPEG, TIFF, DICOM)")
     p.add_argument("--demo", action="store_true", help="open the synthetic demo phantom with the demo model")
@@ -41,6 +43,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--cohort-csv", metavar="CSV", help="with --cohort: write the scored table here")
     p.add_argument("--screenshot-timeout", type=float, default=SCREENSHOT_TIMEOUT_S, help=argparse.SUPPRESS)
     p.add_argument("--light", action="store_true", help="light theme (default: dark)")
+    return p
+
+
+def quick_args(argv: list[str]) -> argparse.Namespace:
+    """The window's options, parsed before torch is imported (model-file options are left for
+    `parse_args`)."""
+    return _window_parser(add_help=False).parse_known_args(argv)[0]
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = _window_parser(add_help=True)
     from cxr_studio.core.models.importers import add_model_arguments
 
     add_model_arguments(p)  # --arch, --classes, --input-size, --preset, --multi-label for --checkpoint files
@@ -85,7 +98,10 @@ def install_excepthook(window_getter: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:
+        parse_args(argv)  # prints the help (with the model-file options) and exits
+    args = quick_args(argv)  # the window's options: no torch yet, so the window shows at once
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     from cxr_studio.bundle_check import report_missing
 
@@ -93,7 +109,6 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtCore import QEventLoop, QTimer
     from PySide6.QtWidgets import QApplication
 
-    from cxr_studio.core.engine import DeviceError, ModelManager, Worker, choose_device
     from cxr_studio.core.session import Session
 
     from .main_window import MainWindow
@@ -106,12 +121,11 @@ def main(argv: list[str] | None = None) -> int:
         from . import cohort_cli
 
         cohort_cli.check(args)
-        device = choose_device(args.device)
         if args.screenshot:  # the output path is checked before the window opens
             from cxr_studio.core.atomic import check_writable_file
 
             check_writable_file(args.screenshot, "the screenshot")
-    except (DeviceError, ValueError) as e:
+    except ValueError as e:
         print(f"cxr-studio: {e}", file=sys.stderr)
         return 2
     app = QApplication.instance() or QApplication(["cxr-studio"])
@@ -127,16 +141,33 @@ def main(argv: list[str] | None = None) -> int:
         app.setWindowIcon(QIcon(str(icon)))
     settings = Settings()
     apply_theme("light" if args.light else settings.theme)
-    worker = Worker()
+    window = MainWindow(Session(), None, None, settings)  # the worker and models come once torch is in
+    if args.light:
+        window.light_action.setChecked(True)
+    install_excepthook(lambda: window)
+    window.show()
+    if geometry is not None:  # once shown: the dock layout then knows its real sizes
+        window.set_exact_size(*geometry)
+    window.busy_label.setText("loading torch and the models…")
+    app.processEvents()  # the first window is on screen before the heavy imports
+    try:
+        args = parse_args(argv)
+        from cxr_studio.core.engine import ModelManager, Worker, choose_device
+
+        device = choose_device(args.device)
+    except (ValueError, SystemExit) as e:
+        if not isinstance(e, SystemExit):
+            print(f"cxr-studio: {e}", file=sys.stderr)
+        window.close()
+        window.deleteLater()
+        return 2 if not isinstance(e, SystemExit) else int(e.code or 0)
     manager = ModelManager(device)
     from cxr_studio.core.models.importers import model_options
 
     for ck in args.checkpoint:  # how to read the files named on the command line
         manager.open_options[os.path.abspath(ck)] = model_options(args)
-    window = MainWindow(Session(), worker, manager, settings)
-    if args.light:
-        window.light_action.setChecked(True)
-    install_excepthook(lambda: window)
+    window.attach_engine(Worker(), manager)
+    window.busy_label.setText("ready")
     status = {"code": 0}
 
     if args.screenshot:
@@ -175,9 +206,6 @@ def main(argv: list[str] | None = None) -> int:
         errors.timeout.connect(error_shown)
         errors.start(ERROR_POLL_MS)
 
-    window.show()
-    if geometry is not None:  # once shown: the dock layout then knows its real sizes
-        window.set_exact_size(*geometry)
     if args.demo:
         window.open_demo()
     elif args.image:

@@ -65,6 +65,15 @@ class WorkerBridge(QObject):
         self._done.connect(self._on_done)
         self._progressed.connect(self._on_progress)
         self.submitted = 0  # counts submissions (tests and benchmarks read it)
+        self._waiting: list[tuple] = []  # submitted before the worker was attached (start-up)
+
+    def attach(self, worker: Any) -> None:
+        """The worker, once torch is imported (the window shows before); queued jobs start now."""
+        self.worker = worker
+        waiting, self._waiting = self._waiting, []
+        for job, fn, args, kwargs, cancellable in waiting:
+            if job.id in self._jobs:
+                self._dispatch(job, fn, args, kwargs, cancellable)
 
     # -- submitting ------------------------------------------------------------------------
     def submit(
@@ -101,17 +110,25 @@ class WorkerBridge(QObject):
                     *a, cancel=ev, progress=lambda f, m="": self._progressed.emit(jid, float(f), str(m)), **kw
                 )
 
+        if self.worker is None:  # still starting up: runs when the worker is attached
+            self._waiting.append((job, fn, args, kwargs, cancellable))
+            self._update_busy()
+            return jid
+        self._dispatch(job, fn, args, kwargs, cancellable)
+        return jid
+
+    def _dispatch(self, job: _Job, fn: Callable[..., Any], args: tuple, kwargs: dict, cancellable: bool) -> None:
+        jid, key = job.id, job.key
         try:
             req = self.worker.submit(fn, *args, key=key, cancellable=cancellable, **kwargs)
         except Exception as exc:  # noqa: BLE001 - e.g. worker already shut down
             self._jobs.pop(jid, None)
             self._report_error(job, exc)
-            return jid
+            return
         job.request = req
         fut: Future = req.future if hasattr(req, "future") else req
         fut.add_done_callback(lambda f, jid=jid: self._emit_done(jid, f))
         self._update_busy()
-        return jid
 
     def _emit_done(self, jid: int, fut: Future) -> None:
         try:
@@ -210,6 +227,9 @@ class WorkerBridge(QObject):
             if job.cancel_event is not None:
                 job.cancel_event.set()
         self._jobs.clear()
+        self._waiting.clear()
+        if self.worker is None:
+            return
         try:
             self.worker.shutdown(wait=True)
         except TypeError:

@@ -57,7 +57,7 @@ class MainWindow(ExportActions, QMainWindow):
         self.view = ImageView()
         self.auto_default_model = True  # a radiograph opened with no model loads the shipped TB model
         self._default_model_requested = False
-        self.welcome = WelcomePage()
+        self.welcome = WelcomePage(defer_models=manager is None)
         self.stack = QStackedWidget()
         self.stack.addWidget(self.welcome)
         self.stack.addWidget(self.view)
@@ -360,6 +360,15 @@ class MainWindow(ExportActions, QMainWindow):
             from PySide6.QtCore import QTimer
 
             QTimer.singleShot(0, lambda: layout.size_docks(self))
+
+    def attach_engine(self, worker: Any, manager: Any) -> None:
+        """The worker and model manager, once torch is imported: the window shows before them (its
+        busy label says "loading"), and what was asked meanwhile runs now."""
+        self.manager = self.controller.manager = manager
+        self.bridge.attach(worker)
+        self.models_dock.show_device()
+        self.models_dock.fill_shipped()
+        self.welcome.show_models()
 
     def set_exact_size(self, width: int, height: int) -> None:
         """``--geometry WxH``: exactly this size, with the default layout."""

@@ -35,7 +35,8 @@ class WelcomePage(QWidget):
     open_requested = Signal()
     recent_requested = Signal(str)
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, defer_models: bool = False) -> None:
+        """``defer_models``: torch is still loading; `show_models` fills in the shipped model later."""
         super().__init__(parent)
         outer = QVBoxLayout(self)
         outer.addStretch(1)
@@ -53,11 +54,11 @@ class WelcomePage(QWidget):
         self.demo_button.setMinimumHeight(40)
         self.demo_button.clicked.connect(self.demo_requested.emit)
         lay.addWidget(self.demo_button)
-        self.open_button = QPushButton(open_button_text())
+        self.open_button = QPushButton("Open a radiograph…" if defer_models else open_button_text())
         self.open_button.setMinimumHeight(40)
         self.open_button.clicked.connect(self.open_requested.emit)
         lay.addWidget(self.open_button)
-        self.model_note = QLabel(shipped_note())
+        self.model_note = QLabel("Loading the models…" if defer_models else shipped_note())
         self.model_note.setWordWrap(True)
         lay.addWidget(self.model_note)
         lay.addWidget(QLabel("Recent files"))
@@ -65,6 +66,10 @@ class WelcomePage(QWidget):
         self.recent.setMaximumHeight(180)
         self.recent.itemActivated.connect(lambda it: self.recent_requested.emit(it.data(Qt.ItemDataRole.UserRole)))
         lay.addWidget(self.recent)
+
+    def show_models(self) -> None:
+        self.open_button.setText(open_button_text())
+        self.model_note.setText(shipped_note())
 
     def set_recent(self, files: list[str]) -> None:
         self.recent.clear()

@@ -171,6 +171,7 @@ class CohortDock(QDockWidget):
             for c, item in enumerate(cells):
                 self.table.setItem(i, c, item)
         self.table.setSortingEnabled(True)
+        self.table.sortItems(0, Qt.SortOrder.AscendingOrder)  # by file name until the user picks a column
         self.table.resizeColumnsToContents()
         self.apply_filter()
         self._plot(res)

@@ -84,9 +84,11 @@ class ModelsDock(QDockWidget):
 
     # -- loading --------------------------------------------------------------------------------
     def fill_shipped(self) -> None:
+        self.shipped.clear()
+        if self.controller.manager is None:  # start-up: filled once torch is in (MainWindow.attach_engine)
+            return
         from cxr_studio.core.shipped import shipped_models
 
-        self.shipped.clear()
         for m in shipped_models():
             item = QListWidgetItem(m.label())
             thr = f"; operating threshold {m.threshold:.2f}" if m.threshold is not None else ""
@@ -146,6 +148,9 @@ class ModelsDock(QDockWidget):
         self.show_prediction()
 
     def show_device(self) -> None:
+        if self.controller.manager is None:  # start-up: torch is still being imported
+            self.device.setText("Device: loading…")
+            return
         try:
             from cxr_studio.core.engine import describe_device
 
