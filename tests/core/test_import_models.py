@@ -159,6 +159,10 @@ def test_exported_program_is_unflattened_so_layers_can_be_hooked(tmp_path):
     loaded = open_model(path)
     assert loaded.spec.input_size == N and loaded.arch == "exported"  # the size it was exported for
     assert deepest_conv(loaded.model) == "features"
+    # placement read from the unflattened graph's conv / pool calls, as for the eager model
+    assert layer_placement(loaded.model, "features") == layer_placement(
+        open_model(_save(ref, tmp_path / "m.pth", "plain"), arch="mobilenet_v3_small", input_size=N).model, "features")
+    assert layer_placement(loaded.model, "features").stride == 32.0
     fwd = forward_with_activations(loaded.model, _x(4)[0], ["features"])
     assert fwd.activations["features"].shape == (576, 2, 2)
     _check_cam(loaded.model, "features")

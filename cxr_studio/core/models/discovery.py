@@ -74,10 +74,38 @@ def _pair(v: Any) -> int:
     return int(v[0] if isinstance(v, (tuple, list)) else v)
 
 
-def _step(mod: nn.Module, stride_in: float, offset_in: float) -> tuple[float, float]:
-    k, s = _pair(mod.kernel_size), _pair(mod.stride or mod.kernel_size)
-    d = _pair(getattr(mod, "dilation", 1) or 1)
-    pad = mod.padding
+def _kernel(mod: nn.Module) -> tuple[int, int, Any, int] | None:
+    """(kernel, stride, padding, dilation) of a conv/pool module, also of an exported program's
+    unflattened one (a graph holding one aten conv2d / max_pool2d / avg_pool2d call); else None."""
+    if isinstance(mod, _KERNELS):
+        k = _pair(mod.kernel_size)
+        return k, _pair(mod.stride or k), mod.padding, _pair(getattr(mod, "dilation", 1) or 1)
+    graph = getattr(mod, "graph", None)
+    calls = [n for n in getattr(graph, "nodes", []) if n.op == "call_function"]
+    if len(calls) != 1:
+        return None
+    name, args = str(calls[0].target), list(calls[0].args)
+    try:
+        if name.startswith("aten.conv2d"):
+            w = args[1]
+            k = int(getattr(mod, w.target).shape[-1]) if getattr(w, "op", "") == "get_attr" else None
+            if k is None:
+                return None
+            get = lambda i, default: _pair(args[i]) if len(args) > i and args[i] else default  # noqa: E731
+            return k, get(3, 1), get(4, 0), get(5, 1)
+        if name.startswith(("aten.max_pool2d", "aten.avg_pool2d")):
+            k = _pair(args[1])
+            stride = _pair(args[2]) if len(args) > 2 and args[2] else k
+            pad = _pair(args[3]) if len(args) > 3 and args[3] else 0
+            dil = _pair(args[4]) if name.startswith("aten.max_pool2d") and len(args) > 4 and args[4] else 1
+            return k, stride, pad, dil
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return None
+    return None
+
+
+def _step(kernel: tuple[int, int, Any, int], stride_in: float, offset_in: float) -> tuple[float, float]:
+    k, s, pad, d = kernel
     if isinstance(pad, str):
         p = (k - 1) * d / 2.0 if pad == "same" else 0.0
     else:
@@ -136,8 +164,9 @@ def discover(model: nn.Module, input_shape: tuple[int, int, int]) -> Discovery:
         m = mods[path]
         if path not in in_hw or path not in out_hw or in_hw[path] not in state:
             continue
-        if isinstance(m, _KERNELS):
-            state.setdefault(out_hw[path], _step(m, *state[in_hw[path]]))
+        kernel = _kernel(m)
+        if kernel is not None:
+            state.setdefault(out_hw[path], _step(kernel, *state[in_hw[path]]))
         elif isinstance(m, _ADAPTIVE) and in_hw[path] == out_hw[path]:
             state.setdefault(out_hw[path], state[in_hw[path]])
     placements = {p: (Placement(*state[hw]) if hw in state else None) for p, hw in out_hw.items()}
