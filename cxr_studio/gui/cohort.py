@@ -18,7 +18,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-COLUMNS = ("path", "label", "probability", "prediction", "correct")
+COLUMNS = ("path", "label", "probability", "prediction", "correct", "lesion_hit")
+TOLERANCE_PX = 8  # pointing-game tolerance in pixels of a 512-pixel image, as `cxr-studio-train localize`
 FILTERS = ("all", "errors", "false negatives", "false positives", "true positives", "true negatives", "unlabelled")
 
 
@@ -35,6 +36,7 @@ class CohortRow:
     label: int | None
     probability: float  # NaN when the image could not be scored
     error: str = ""
+    lesion_hit: bool | None = None  # the shown map's peak inside the lesion (None: no lesion mask)
 
     def prediction(self, threshold: float) -> int | None:
         return None if np.isnan(self.probability) else int(self.probability >= threshold)
@@ -55,6 +57,11 @@ class CohortResult:
     rows: list[CohortRow]
     threshold: float
     cancelled: bool = False
+
+    def pointing(self) -> tuple[int, int]:
+        """(hits, images with a lesion mask) of the pointing game."""
+        scored = [r.lesion_hit for r in self.rows if r.lesion_hit is not None]
+        return sum(scored), len(scored)
 
     def labelled(self) -> tuple[np.ndarray, np.ndarray]:
         ok = [r for r in self.rows if r.label is not None and not np.isnan(r.probability)]
@@ -89,7 +96,8 @@ class CohortResult:
             pred = r.prediction(self.threshold)
             w.writerow([r.path, "" if r.label is None else r.label,
                         "" if np.isnan(r.probability) else f"{r.probability:.6f}", "" if pred is None else pred,
-                        "" if pred is None or r.label is None else int(pred == r.label), r.error])
+                        "" if pred is None or r.label is None else int(pred == r.label),
+                        "" if r.lesion_hit is None else int(r.lesion_hit), r.error])
         return buf.getvalue()
 
 
@@ -126,10 +134,13 @@ def _uses_masks(loaded: Any) -> bool:
     return bool(recipe.get("use_dataset_masks", True)) if isinstance(recipe, dict) else True
 
 
-def score_one(loaded: Any, item: Item, use_masks: bool) -> float:
+def score_one(loaded: Any, item: Item, use_masks: bool) -> tuple[float, bool | None]:
+    """The probability of the last class and, when the image has a lesion mask, whether the map the
+    app shows first (the deepest conv layer's strongest channel) peaks inside it (pointing game)."""
     from cxr_studio.core.io import read_image
+    from cxr_studio.core.lesions import find_lesion_mask
     from cxr_studio.core.pipeline import preprocess
-    from cxr_studio.core.views import compute_forward
+    from cxr_studio.core.views import compute_forward, compute_heatmap, default_layer
     from cxr_studio.training.data import read_mask
 
     rad = read_image(item.path)
@@ -138,8 +149,17 @@ def score_one(loaded: Any, item: Item, use_masks: bool) -> float:
         import cv2
 
         mask = cv2.resize(mask.astype(np.uint8), (rad.shape[1], rad.shape[0]), interpolation=cv2.INTER_NEAREST) > 0
-    fwd = compute_forward(loaded, preprocess(rad, loaded.spec, lung_mask=mask), names=[])
-    return float(fwd.probabilities[-1])
+    prep = preprocess(rad, loaded.spec, lung_mask=mask)
+    lesion = find_lesion_mask(item.path, rad.shape)[0] if item.label == 1 else None
+    layer = default_layer(loaded.model) if lesion is not None and lesion.any() else None
+    fwd = compute_forward(loaded, prep, names=[layer] if layer else [])
+    hit = None
+    if layer is not None:
+        from cxr_studio.core.localisation import score_map
+
+        hm = compute_heatmap(loaded, prep, fwd, layer, "strongest", "activation", ranking="max")
+        hit = bool(score_map(hm.map_original, lesion, TOLERANCE_PX)["hit"])
+    return float(fwd.probabilities[-1]), hit
 
 
 def score_cohort(root: str | Path, loaded: Any, threshold: float = 0.5, cancel: Any = None,
@@ -155,8 +175,8 @@ def score_cohort(root: str | Path, loaded: Any, threshold: float = 0.5, cancel: 
         if progress is not None:
             progress(i / len(items), f"Scoring {item.path.name} ({i + 1}/{len(items)})")
         try:
-            p = score_one(loaded, item, use_masks)
-            rows.append(CohortRow(str(item.path), item.label, p))
+            p, hit = score_one(loaded, item, use_masks)
+            rows.append(CohortRow(str(item.path), item.label, p, lesion_hit=hit))
         except (ValueError, OSError) as e:
             rows.append(CohortRow(str(item.path), item.label, float("nan"), str(e).splitlines()[0]))
     if progress is not None:

@@ -67,6 +67,11 @@ def test_cohort_table_roc_and_auc_equal_to_eval(qtbot: Any, loaded_window: Any, 
     assert f"AUC {m['auc']:.3f}" in d.info.text()
     conf = res.confusion()
     assert sum(conf.values()) == N and str(conf["false negative"]) in d.matrix.text()
+    # lesion pointing on the abnormal phantoms (each has a lesion mask)
+    abnormal = [r for r in res.rows if r.label == 1]
+    assert res.pointing()[1] == len(abnormal) > 0 and all(r.lesion_hit is not None for r in abnormal)
+    assert all(r.lesion_hit is None for r in res.rows if r.label == 0)
+    assert f"lesion pointing {res.pointing()[0]}/{len(abnormal)}" in d.info.text()
     # one-click filters
     for name, kind in (("false negatives", "false negative"), ("false positives", "false positive")):
         d.filter.setCurrentText(name)
@@ -81,7 +86,7 @@ def test_cohort_table_roc_and_auc_equal_to_eval(qtbot: Any, loaded_window: Any, 
     # export
     out = d.export_csv(tmp_path / "cohort.csv")
     rows = list(csv.DictReader(out.open()))
-    assert len(rows) == N and {"path", "label", "probability"} <= set(rows[0])
+    assert len(rows) == N and {"path", "label", "probability", "lesion_hit"} <= set(rows[0])
 
 
 def test_clicking_a_row_opens_that_image_with_its_heatmap(qtbot: Any, window: Any, phantom: Any,
@@ -132,7 +137,7 @@ def test_cancel_midway_leaves_the_app_usable(qtbot: Any, loaded_window: Any, coh
 def test_cohort_rows_know_what_they_are() -> None:
     from cxr_studio.gui.cohort import CohortResult, CohortRow, matches
 
-    rows = [CohortRow("a", 1, 0.9), CohortRow("b", 1, 0.2), CohortRow("c", 0, 0.7), CohortRow("d", 0, 0.1),
+    rows = [CohortRow("a", 1, 0.9, lesion_hit=True), CohortRow("b", 1, 0.2, lesion_hit=False), CohortRow("c", 0, 0.7), CohortRow("d", 0, 0.1),
             CohortRow("e", None, 0.5), CohortRow("f", 1, float("nan"), "unreadable")]
     res = CohortResult("root", rows, 0.5)
     assert [r.kind(0.5) for r in rows] == ["true positive", "false negative", "false positive", "true negative",
@@ -141,8 +146,9 @@ def test_cohort_rows_know_what_they_are() -> None:
     assert res.confusion() == {"true positive": 1, "false negative": 1, "false positive": 1, "true negative": 1}
     assert res.auc() == pytest.approx(0.75)
     lines = res.to_csv().splitlines()
-    assert lines[0] == "path,label,probability,prediction,correct,error"
-    assert lines[2] == "b,1,0.200000,0,0," and lines[6] == "f,1,,,,unreadable"
+    assert lines[0] == "path,label,probability,prediction,correct,lesion_hit,error"
+    assert lines[1] == "a,1,0.900000,1,1,1," and lines[2] == "b,1,0.200000,0,0,0,"
+    assert lines[6] == "f,1,,,,,unreadable" and res.pointing() == (1, 2)
 
 
 def test_cli_cohort_writes_the_table_and_the_screenshot(cohort_root: Path, tiny_checkpoint: Path,

@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDockWidget, QFileD
 
 from ..cohort import FILTERS, CohortResult, matches, score_cohort
 
-HEADERS = ("file", "label", "probability", "prediction", "correct")
+HEADERS = ("file", "label", "probability", "prediction", "correct", "lesion hit")
 
 
 class _Num(QTableWidgetItem):
@@ -167,7 +167,9 @@ class CohortDock(QDockWidget):
             cells = [name, _Num(r.label, "" if r.label is None else str(r.label)),
                      _Num(r.probability, "failed" if np.isnan(r.probability) else f"{r.probability:.3f}"),
                      _Num(pred, "" if pred is None else str(pred)),
-                     _Num(correct, {None: "", 1: "yes", 0: "NO"}[correct])]
+                     _Num(correct, {None: "", 1: "yes", 0: "NO"}[correct]),
+                     _Num(None if r.lesion_hit is None else int(r.lesion_hit),
+                          "" if r.lesion_hit is None else ("hit" if r.lesion_hit else "miss"))]
             for c, item in enumerate(cells):
                 self.table.setItem(i, c, item)
         self.table.setSortingEnabled(True)
@@ -195,7 +197,12 @@ class CohortDock(QDockWidget):
         auc_text = "AUC undefined (one class)" if np.isnan(auc) else f"AUC {auc:.3f}"
         self.info.setText(f"{len(res.rows)} image(s){' (cancelled: partial)' if res.cancelled else ''}; "
                           f"{auc_text} over {len(y)} labelled; threshold {res.threshold:.2f}"
-                          + (f"; {failed} could not be scored" if failed else ""))
+                          + (f"; {failed} could not be scored" if failed else "") + self._pointing_text(res))
+
+    @staticmethod
+    def _pointing_text(res: CohortResult) -> str:
+        hits, n = res.pointing()
+        return f"; lesion pointing {hits}/{n} (strongest channel's peak in the lesion)" if n else ""
 
     def apply_filter(self) -> None:
         res, name = self.result, self.filter.currentText()
