@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None,
                    help="trained checkpoint (.pt) to explain (default: the shipped model for radiographs, "
                         "when exactly one ships)")
-    from .core.models.importers import add_model_arguments
+    from .core.model_args import add_model_arguments
 
     add_model_arguments(p)  # --arch, --classes, --input-size, --preset, --multi-label
     p.add_argument("--out", required=True, help="output folder (created when missing)")

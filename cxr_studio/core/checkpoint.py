@@ -28,6 +28,7 @@ import torch.nn as nn
 
 from .checkpoint_io import CheckpointError, code_archive_kind, read_raw  # noqa: F401  (re-exported)
 from .hashing import file_sha256
+from .model_args import PRESETS  # noqa: F401  ("paper", "torchvision", "xrv"; re-exported)
 from .models import architectures, build_model, fitting, model_meta
 from .pipeline import PreprocessSpec
 
@@ -371,7 +372,6 @@ def load_checkpoint(
     )
 
 
-PRESETS = ("paper", "torchvision", "xrv")
 
 
 def preset_spec(name: str, model: nn.Module | None = None) -> PreprocessSpec:

@@ -54,7 +54,7 @@ def quick_args(argv: list[str]) -> argparse.Namespace:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = _window_parser(add_help=True)
-    from cxr_studio.core.models.importers import add_model_arguments
+    from cxr_studio.core.model_args import add_model_arguments  # plain argparse: no torch import
 
     add_model_arguments(p)  # --arch, --classes, --input-size, --preset, --multi-label for --checkpoint files
     return p.parse_args(argv)
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         window.deleteLater()
         return 2 if not isinstance(e, SystemExit) else int(e.code or 0)
     manager = ModelManager(device)
-    from cxr_studio.core.models.importers import model_options
+    from cxr_studio.core.model_args import model_options
 
     for ck in args.checkpoint:  # how to read the files named on the command line
         manager.open_options[os.path.abspath(ck)] = model_options(args)

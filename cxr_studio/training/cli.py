@@ -106,7 +106,7 @@ def _threshold_arg(text: str) -> float | str:
 @subcommand("eval", "evaluate a checkpoint: accuracy, AUC, sensitivity, specificity, ROC")
 def _eval_setup(p: argparse.ArgumentParser) -> Runner:
     checkpoint_and_images_args(p, "evaluate")
-    from ..core.models.importers import add_model_arguments
+    from ..core.model_args import add_model_arguments
 
     add_model_arguments(p)  # --arch, --classes, --input-size, --preset, --multi-label
     p.add_argument("--json", default=None, help="write the metrics here")
@@ -142,7 +142,7 @@ def _eval_setup(p: argparse.ArgumentParser) -> Runner:
 
 
 def _model_options(a: argparse.Namespace) -> dict[str, Any]:
-    from ..core.models.importers import model_options
+    from ..core.model_args import model_options
 
     return model_options(a)
 
@@ -200,7 +200,7 @@ def _phantoms_setup(p: argparse.ArgumentParser) -> Runner:
 def _export_setup(p: argparse.ArgumentParser) -> Runner:
     p.add_argument("checkpoint")
     p.add_argument("out")
-    from ..core.models.importers import add_model_arguments
+    from ..core.model_args import add_model_arguments
 
     add_model_arguments(p)
 

@@ -86,6 +86,7 @@ class CohortDock(QDockWidget):
         self.matrix = QLabel("")
         self.matrix.setTextFormat(Qt.TextFormat.RichText)
         side_lay.addWidget(self.matrix)
+        side.setMaximumWidth(460)  # the table gets the rest of a wide dock
         split.addWidget(side)
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 2)
