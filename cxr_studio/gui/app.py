@@ -2,6 +2,7 @@
 
     cxr-studio                       welcome page (offers the demo)
     cxr-studio --demo                demo phantom + demo model
+    cxr-studio IMAGE                 open an image with the shipped TB model
     cxr-studio IMAGE --checkpoint C  open an image with one or more checkpoints
     cxr-studio ... --screenshot PNG  save the window once the first heatmap is drawn, then exit
 
@@ -209,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.demo:
         window.open_demo()
     elif args.image:
+        window.auto_default_model = not args.checkpoint  # IMAGE alone opens with the shipped TB model
         window.open_image(args.image)
     for ck in args.checkpoint:
         window.controller.load_checkpoint(os.path.abspath(ck))

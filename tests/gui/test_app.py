@@ -58,3 +58,21 @@ def test_bad_device_is_one_line(tmp_path: Path, capsys: Any) -> None:
     assert main(["--device", "no-such-device"]) == 2
     err = capsys.readouterr().err
     assert "no-such-device" in err and "Traceback" not in err
+
+
+def test_an_image_alone_opens_with_the_shipped_tb_model(tmp_path: Path) -> None:
+    """`cxr-studio IMAGE` (no --checkpoint): the shipped model for radiographs is loaded, so a heatmap
+    appears and the screenshot is written (without a model it would time out with exit code 3)."""
+    from cxr_studio.core.io import write_png
+    from cxr_studio.core.phantom import make_phantom
+    from cxr_studio.core.resources import TB_MODEL, find_resource
+    from cxr_studio.core.shipped import default_model_for_radiographs
+
+    assert default_model_for_radiographs() == find_resource(TB_MODEL)
+    img, shot = tmp_path / "chest.png", tmp_path / "shot.png"
+    write_png(img, make_phantom(2, size=384, abnormal=True).image)
+    r = subprocess.run([sys.executable, "-m", "cxr_studio.cli", str(img), "--screenshot", str(shot),
+                        "--screenshot-timeout", "120"], env=_env(tmp_path), capture_output=True, text=True,
+                       timeout=240, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert shot.exists() and "Traceback" not in r.stderr
