@@ -269,8 +269,10 @@ def fit(
                 if bar is not None:
                     bar.close()
             if guidance is not None:
+                vp, vn = guidance.val_pointing(model)
                 _say(f"epoch {epoch}: lesion term ({guidance.form}) {tr['lesion_term']:.4f}, "
-                     f"{tr['lesion_images']} guided images", info)
+                     f"{tr['lesion_images']} guided images; validation Grad-CAM pointing game {vp:.3f} "
+                     f"on {vn} images", info)
             labels, probs, vloss = predict(model, data.val, dev, batch_size=max(recipe.batch_size, 32), amp=use_amp)
             vm = classification_metrics(labels, probs) if len(labels) else {}
             row = {

@@ -33,6 +33,7 @@ from ..core.placement import Placement, layer_placement
 
 _STOP = (nn.Linear, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten)
 _EPS = 1e-8
+VAL_TOLERANCE_PX = 8.0  # pointing-game tolerance at 512 px, as cxr-studio-train localize's default
 CAM_SHARPNESS = 2.0  # softmax of the standardised Grad-CAM: the top cell of a 7x7 map at 3 sd weighs e^6
 
 
@@ -117,6 +118,7 @@ class Guidance:
             nn.init.constant_(self.head.bias, -2.0)  # start near "no lesion" (most cells)
         self._act: torch.Tensor | None = None
         self.note = ""  # what setup_guidance has to say about the masks (e.g. ones it could not place)
+        self.val_set: Any = None  # validation images with their lesion masks (a LesionImages), for val_pointing
         self._capture = False
         self._hook = self.module.register_forward_hook(self._keep)
         self.reset_stats()
@@ -147,6 +149,46 @@ class Guidance:
     def load_state_dict(self, d: dict[str, Any] | None) -> None:
         if self.head is not None and d and "head" in d:
             self.head.load_state_dict(d["head"])
+
+    # -- validation ----------------------------------------------------------------------------------
+    def val_pointing(self, model: nn.Module, batch_size: int = 32) -> tuple[float, int]:
+        """(pointing game, images) of the abnormal class's Grad-CAM at the guided layer on the validation
+        images that are abnormal and have a lesion mask: the share whose peak cell's receptive-field
+        centre lies in the lesion grown by ``VAL_TOLERANCE_PX`` (at 512). (nan, 0) without such images."""
+        ds = self.val_set
+        if ds is None:
+            return float("nan"), 0
+        idx = [i for i in range(len(ds)) if ds.lesion_index[i] >= 0 and ds.labels[i] == 1]
+        was_training = model.training
+        model.eval()
+        hits = []
+        try:
+            for k in range(0, len(idx), batch_size):
+                x, _, m, _ = ds.__getitems__(idx[k:k + batch_size])
+                dev = next(model.parameters()).device
+                x, m = x.to(dev), m.to(dev)
+                self._capture = True
+                try:
+                    with torch.enable_grad():
+                        logits = model(x)
+                        act, self._act = self._act, None
+                        cam = gradcam_maps(act, logits[:, 1].float().sum(), create_graph=False).detach()
+                finally:
+                    self._capture = False
+                h, w = cam.shape[-2:]
+                peak = cam.flatten(1).argmax(1)
+                ys, xs = self._centres(peak // w, h, m.shape[-1]), self._centres(peak % w, w, m.shape[-1])
+                hits += (m[torch.arange(len(m), device=dev), ys, xs] > 0.5).tolist()
+        finally:
+            model.train(was_training)
+        return (float(sum(hits)) / len(hits), len(hits)) if hits else (float("nan"), 0)
+
+    def _centres(self, cells: torch.Tensor, count: int, n: int) -> torch.Tensor:
+        if self.placement is None:
+            c = (cells.double() + 0.5) * (n / count) - 0.5
+        else:
+            c = self.placement.offset + self.placement.stride * cells.double()
+        return torch.clamp(torch.round(c), 0, n - 1).long()
 
     # -- the loss ------------------------------------------------------------------------------------
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, extra: Any,
@@ -221,12 +263,17 @@ def setup_guidance(recipe: Any, model: nn.Module, optimizer: torch.optim.Optimiz
     train_samples = select(data.samples, data.split["train"])
     cache = LesionCache(data.cache)
     index, masks = cache.load_all(train_samples, progress=progress)
+    failed = list(cache.failed)
     masks = grow_masks(masks, recipe.lesion_grow_px * data.cache.size / 512.0)
     data.train = LesionImages.wrap(data.train, index, masks)
     g = Guidance(recipe, model, device)
-    if cache.failed:
-        g.note = (f"; {len(cache.failed)} lesion mask(s) could not be placed and those images train unguided "
-                  f"(first: {cache.failed[0]})")
+    if len(data.val):
+        v_index, v_masks = cache.load_all(select(data.samples, data.split["val"]), progress=progress)
+        failed += cache.failed
+        g.val_set = LesionImages.wrap(data.val, v_index, grow_masks(v_masks, VAL_TOLERANCE_PX * data.cache.size / 512.0))
+    if failed:
+        g.note = (f"; {len(failed)} lesion mask(s) could not be placed and those images train unguided "
+                  f"(first: {failed[0]})")
     group = g.param_group(recipe.lr)
     if group is not None:
         optimizer.add_param_group(group)

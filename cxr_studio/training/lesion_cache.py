@@ -119,8 +119,9 @@ class LesionCache:
 
 
 def grow_masks(masks: np.ndarray, radius: float) -> np.ndarray:
-    """Binary (coverage >= 50 %) masks dilated by a disc of ``radius`` pixels, as uint8 0/255."""
-    out = np.where(masks >= 128, 255, 0).astype(np.uint8)
+    """Binary masks (any coverage counts: a lesion smaller than a cached pixel is kept) dilated by a
+    disc of ``radius`` pixels, as uint8 0/255."""
+    out = np.where(masks > 0, 255, 0).astype(np.uint8)
     r = int(round(radius))
     if r <= 0 or not len(out):
         return out

@@ -240,6 +240,19 @@ def test_seg_head_stays_out_of_the_model_and_resumes(tmp_path: Path, cache_set: 
 
 
 # -- the phantom test ---------------------------------------------------------------------------------
+def _phantom_val_set(recipe, seed0: int, n: int) -> LesionImages:
+    """The phantoms ``pointing_and_accuracy`` scores, as the trainer's validation set with lesion masks
+    grown by its tolerance (8 px at 512 = 2 px at 128)."""
+    from guidance_phantoms import confounded_phantom
+
+    from cxr_studio.training.guidance import VAL_TOLERANCE_PX
+
+    pairs = [confounded_phantom(seed0 + i, bool(i % 2), marker=bool(i % 2)) for i in range(n)]
+    ds = CachedImages(np.stack([p[0] for p in pairs]), [i % 2 for i in range(n)], recipe.spec)
+    masks = grow_masks(np.stack([p[1] for p in pairs]), VAL_TOLERANCE_PX * 128 / 512)
+    return LesionImages.wrap(ds, np.arange(n), masks)
+
+
 def test_gradcam_guidance_moves_the_peak_onto_the_lesion_at_equal_accuracy(tmp_path: Path, cache_set: str) -> None:
     root = write_confounded(tmp_path / "PH", 96)
     results = {}
@@ -250,6 +263,11 @@ def test_gradcam_guidance_moves_the_peak_onto_the_lesion_at_equal_accuracy(tmp_p
         results[name] = pointing_and_accuracy(model, recipe.spec, seed0=10_000, n=64)
         results[name + ", marker at random"] = pointing_and_accuracy(model, recipe.spec, seed0=10_000, n=64,
                                                                      confounded=False)
+        # the trainer's own per-epoch validation pointing game counts the same hits
+        g = Guidance(phantom_recipe("lesion_guidance=gradcam", "lesion_weight=1"), model, torch.device("cpu"))
+        g.val_set = _phantom_val_set(recipe, seed0=10_000, n=64)
+        assert g.val_pointing(model) == (pytest.approx(results[name][0]), 32)
+        g.close()
     (pg_plain, acc_plain), (pg_guided, acc_guided) = results["unguided"], results["gradcam"]
     assert acc_plain >= 0.9, results  # the unguided model classifies ...
     assert pg_plain <= 0.3, results  # ... but its Grad-CAM does not point at the lesions (the marker wins)
