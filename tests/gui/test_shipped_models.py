@@ -74,3 +74,11 @@ def test_models_dock_lists_shipped_models_and_loads_one_by_double_click(qtbot: A
     dock.shipped.itemActivated.emit(item)
     qtbot.waitUntil(lambda: len(window.session.models) == 1, timeout=30000)
     assert Path(next(iter(window.session.models.values())).path).name == "cxrnet-demo.pt"
+
+
+def test_multi_label_predictions_are_listed_most_probable_first() -> None:
+    from cxr_studio.gui.docks.models_dock import prediction_order
+
+    assert prediction_order([0.3, 0.7], multi_label=False) == [(0, 0.3), (1, 0.7)]
+    assert [i for i, _ in prediction_order([0.1, 0.9, 0.5, 0.2], multi_label=True)] == [1, 2, 3, 0]
+    assert [i for i, _ in prediction_order([0.2, 0.5, 0.3], multi_label=False)] == [1, 2, 0]

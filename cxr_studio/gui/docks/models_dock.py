@@ -31,6 +31,15 @@ def _mb(v: Any) -> str:
         return "?"
 
 
+def prediction_order(probabilities: Any, multi_label: bool) -> list[tuple[int, float]]:
+    """(class index, probability) pairs: in class order for a softmax over two classes, most probable
+    first for multi-label models and for more than two classes."""
+    pairs = [(i, float(p)) for i, p in enumerate(probabilities)]
+    if multi_label or len(pairs) > 2:
+        pairs.sort(key=lambda ip: -ip[1])
+    return pairs
+
+
 class ModelsDock(QDockWidget):
     def __init__(self, session: Any, controller: Any, parent: QWidget | None = None) -> None:
         super().__init__("Models", parent)
@@ -176,7 +185,10 @@ class ModelsDock(QDockWidget):
 
         names = list(getattr(loaded, "class_names", []) or [])
         self.verdict.setText(verdict(names, fwd.probabilities, operating_threshold(getattr(loaded, "provenance", None))))
-        for i, p in enumerate(fwd.probabilities):
+        multi = bool(getattr(loaded, "multi_label", False))
+        if multi:
+            self.pred_box.addWidget(QLabel("Multi-label: each class has its own probability (sigmoid)"))
+        for i, p in prediction_order(fwd.probabilities, multi):
             bar = QProgressBar()
             bar.setRange(0, 1000)
             bar.setValue(int(round(float(p) * 1000)))
