@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import platform
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from .hashing import file_sha256
 from .model_args import PRESETS  # noqa: F401  ("paper", "torchvision", "xrv"; re-exported)
 from .models import architectures, build_model, fitting, model_meta
 from .pipeline import PreprocessSpec
+from .versions import versions
 
 FORMAT = "cxr-studio-checkpoint"
 FORMAT_VERSION = 1
@@ -65,20 +65,6 @@ class LoadedCheckpoint:
 
 
 # -- writing ----------------------------------------------------------------------------------------
-
-
-def versions() -> dict[str, str]:
-    """Versions recorded in every checkpoint's provenance."""
-    import torchvision
-
-    from .. import __version__
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "cxr_studio": __version__,
-    }
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -19,22 +19,20 @@ import hashlib
 import json
 import os
 import math
-import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from .atomic import publish_exclusive, temp_name
 from .hashing import file_sha256
+from .versions import versions
+from . import png
 from .render import overlay
 
 SIDECAR_FORMAT = 1
-PNG_COMPRESSION = 6  # fixed so the same pixels always give the same bytes
 SUFFIXES = (".png", ".npy", ".json")
 RENDER_KEYS = ("colormap", "threshold", "opacity")
 
@@ -76,35 +74,12 @@ def unique_stem(out_dir: str | os.PathLike, base: str) -> Path:
     raise ExportError(f"Could not find a free file name for {base!r} in {d}.")
 
 
-def versions() -> dict[str, str]:
-    """Versions of the software that shaped the pixels (torch read from metadata, not imported)."""
-    from .. import __version__
-
-    def dist(name: str) -> str:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return "not installed"
-
-    return {
-        "cxr_studio": __version__,
-        "python": sys.version.split()[0],
-        "numpy": np.__version__,
-        "opencv": cv2.__version__,
-        "torch": dist("torch"),
-        "torchvision": dist("torchvision"),
-    }
-
-
 def encode_png(rgb: np.ndarray) -> bytes:
-    """(H, W, 3) uint8 RGB -> PNG bytes (deterministic: OpenCV with a fixed compression level)."""
+    """(H, W, 3) uint8 RGB -> PNG bytes (deterministic: the one PNG encoder, fixed compression)."""
     a = np.asarray(rgb)
     if a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8:
         raise ExportError(f"encode_png needs an (H, W, 3) uint8 image, got {a.shape} {a.dtype}.")
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(a[..., ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
-    if not ok:
-        raise ExportError(f"OpenCV could not encode a PNG of shape {a.shape}.")
-    return buf.tobytes()
+    return png.encode_png(a)
 
 
 def _json_default(o: Any) -> Any:

@@ -62,10 +62,6 @@ class ImageReadError(ValueError):
     """A file could not be read as a radiograph; the message says why in plain words."""
 
 
-class ImageWriteError(ValueError):
-    """An array could not be written as an image; the message says why."""
-
-
 def is_supported(path: str | os.PathLike) -> bool:
     """True when the file name ends with a suffix `read_image` handles (case-insensitive)."""
     return Path(path).suffix.lower() in SUPPORTED_SUFFIXES
@@ -352,39 +348,8 @@ def _spacing_from_dpi(dpi: Any) -> tuple[float, float] | None:
 
 # ----------------------------------------------------------------------------- writing
 
-def write_png(path: str | os.PathLike, array: np.ndarray, bits: int = 8) -> Path:
-    """Write a gray image as PNG atomically (temp file + os.replace); returns the path.
-
-    `array` is float in 0..1, uint8 or uint16, shape (H, W); `bits` is 8 or 16.
-    """
-    if bits not in (8, 16):
-        raise ImageWriteError(f"bits must be 8 or 16, not {bits!r}.")
-    a = np.asarray(array)
-    if a.ndim != 2:
-        raise ImageWriteError(f"write_png expects a 2-D gray image, got shape {a.shape}.")
-    if a.size == 0:
-        raise ImageWriteError("write_png was given an empty image.")
-    top = 255 if bits == 8 else 65535
-    if a.dtype == np.uint8:
-        out = a if bits == 8 else a.astype(np.uint16) * np.uint16(257)
-    elif a.dtype == np.uint16:
-        out = a if bits == 16 else ((a.astype(np.uint32) + 128) // 257).astype(np.uint8)
-    elif np.issubdtype(a.dtype, np.floating) or a.dtype == np.bool_:
-        f = a.astype(np.float64)
-        if not np.isfinite(f).all():
-            raise ImageWriteError("write_png was given NaN or infinite values.")
-        if f.min() < 0.0 or f.max() > 1.0:
-            raise ImageWriteError(
-                f"write_png expects floats in 0..1, got {f.min():.4g}..{f.max():.4g}.")
-        out = np.rint(f * top).astype(np.uint8 if bits == 8 else np.uint16)
-    else:
-        raise ImageWriteError(f"write_png accepts float 0..1, uint8 or uint16, not {a.dtype}.")
-    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(out))
-    if not ok:
-        raise ImageWriteError(f"OpenCV could not encode a PNG of shape {out.shape}.")
-    from .atomic import write_bytes_atomic
-
-    return write_bytes_atomic(Path(path), encoded.tobytes())
+# write_png / ImageWriteError live in png.py (the one PNG writer); re-exported here, where callers find them
+from .png import ImageWriteError, write_png  # noqa: E402,F401
 
 
 # ----------------------------------------------------------------------------- folders

@@ -24,7 +24,8 @@ import numpy as np
 
 from .phantom_lesions import LESION_TYPES, LungInfo, add_lesions
 from .radiograph import Radiograph
-from .atomic import atomic_file, write_bytes_atomic
+from .atomic import atomic_file
+from .png import write_png
 
 __all__ = ["LESION_TYPES", "Phantom", "PhantomError", "make_phantom", "write_phantom_dataset"]
 
@@ -395,11 +396,7 @@ def make_phantom(
 
 
 def _write_png_atomic(path: Path, array: np.ndarray) -> None:
-    """Write an 8-bit PNG via a temporary file in the same folder and os.replace."""
-    ok, buf = cv2.imencode(".png", array)
-    if not ok:
-        raise OSError(f"could not encode PNG {path}")
-    write_bytes_atomic(path, buf.tobytes())
+    write_png(path, array)
 
 
 def write_phantom_dataset(

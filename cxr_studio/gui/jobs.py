@@ -222,21 +222,10 @@ def export_overlay(stem: str | os.PathLike, pixels: np.ndarray, map_input: np.nd
 
 
 def write_rgb_png(path: str | os.PathLike, rgb: np.ndarray) -> Path:
-    """Write an (H, W, 3|4) uint8 RGB(A) image atomically (temp file + os.replace)."""
-    import cv2
+    """Write an (H, W, 3|4) uint8 RGB(A) image (or a gray one) atomically: the one PNG writer."""
+    from cxr_studio.core.png import write_png
 
-    path = Path(path)
-    a = np.asarray(rgb)
-    if a.ndim == 2:
-        bgr = a
-    else:
-        bgr = cv2.cvtColor(a, cv2.COLOR_RGBA2BGRA if a.shape[2] == 4 else cv2.COLOR_RGB2BGR)
-    ok, buf = cv2.imencode(".png", bgr)
-    if not ok:
-        raise ValueError(f"Could not encode {path.name} as PNG.")
-    from cxr_studio.core.atomic import write_bytes_atomic
-
-    return write_bytes_atomic(path, buf.tobytes())
+    return write_png(path, rgb)
 
 
 def channel_grid_image(thumbs: np.ndarray, order: list[int] | None = None, cols: int = 16, gap: int = 2) -> np.ndarray:

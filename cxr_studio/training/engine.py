@@ -11,7 +11,6 @@ import csv
 import io
 import json
 import math
-import platform
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from .guidance import setup_guidance
 from .recipes import Recipe
 from .run_folder import chance_hint, check_run_folder, lock_run, report_split_coverage, unlock_run
 from ..core.atomic import remove_stale_temps, strict_json, write_text_atomic
+from ..core.versions import versions
 
 LOG_FIELDS = ["epoch", "lr", "train_images", "train_loss", "train_acc", "val_loss", "val_acc", "val_auc", "val_sensitivity",
               "val_specificity", "epoch_time_s", "best"]
@@ -65,15 +65,6 @@ def pick_device(preference: str | None) -> torch.device:
             return dev
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return choose_device(preference)
-
-
-def versions() -> dict[str, str]:
-    import torchvision
-
-    from .. import __version__ as ver
-
-    return {"cxr_studio": str(ver), "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "python": platform.python_version()}
 
 
 def _write_log(path: Path, history: list[dict]) -> None:

@@ -5,16 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
-from ..core.atomic import write_bytes_atomic
+from ..core.png import write_png
 
 
 def _write(path: Path, array: np.ndarray) -> None:
-    ok, buf = cv2.imencode(".png", array)
-    if not ok:
-        raise OSError(f"could not encode {path}")
-    write_bytes_atomic(path, buf.tobytes())
+    write_png(path, array)
 
 
 def write_paired_phantoms(out_dir: str | Path, n: int, seed: int = 0, size: int = 512) -> Path:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from ..core.atomic import write_bytes_atomic
+from ..core.png import write_png
 
 _COLORS = [(200, 80, 30), (40, 140, 230), (60, 170, 60), (30, 30, 200), (150, 60, 150)]  # BGR
 
@@ -65,10 +65,8 @@ def _panel(
 
 
 def write_png_atomic(path: str | Path, bgr: np.ndarray) -> Path:
-    ok, buf = cv2.imencode(".png", bgr)
-    if not ok:
-        raise OSError(f"could not encode {path}")
-    return write_bytes_atomic(path, buf.tobytes())
+    """A figure drawn with OpenCV (BGR) through the one PNG writer."""
+    return write_png(path, bgr[..., ::-1] if bgr.ndim == 3 else bgr)
 
 
 def training_curves_png(history: list[dict], path: str | Path) -> Path:

@@ -432,3 +432,15 @@ def test_damaged_files_only_ever_raise_image_read_error(tmp_path: Path, fmt: str
     src = tmp_path / "src"
     Image.fromarray(rgb_image(64, 64, seed=8), "RGB").save(src, format=fmt)
     assert_damage_only_raises_image_read_error(src.read_bytes(), tmp_path, f".{fmt.lower()}", first=0, seed=9)
+
+
+def test_write_png_colour_round_trips_rgb_and_rgba(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (6, 7, 3), dtype=np.uint8)
+    rgba = rng.integers(0, 256, (6, 7, 4), dtype=np.uint8)
+    back = cv2.imread(str(write_png(tmp_path / "rgb.png", rgb)), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(back[..., ::-1], rgb)  # OpenCV reads BGR
+    back4 = cv2.imread(str(write_png(tmp_path / "rgba.png", rgba)), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(back4, rgba[..., [2, 1, 0, 3]])
+    with pytest.raises(ImageWriteError, match="8-bit"):
+        write_png(tmp_path / "x.png", rgb, bits=16)
