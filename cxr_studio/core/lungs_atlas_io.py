@@ -12,9 +12,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .io import RASTER_SUFFIXES
 from .lungs_postprocess import LungSegmentationError
+from .masks import MaskReadError
+from .masks import read_mask as read_mask_files
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+IMAGE_SUFFIXES = RASTER_SUFFIXES  # the one suffix list (core.io); atlas files are read with OpenCV
 
 
 class AtlasFolderError(LungSegmentationError):
@@ -76,11 +79,8 @@ def read_gray(path: Path) -> np.ndarray:
 
 
 def read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
-    """Read a mask file as bool, resized (nearest) to ``shape`` when its size differs."""
-    a = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
-    if a is None or a.size == 0:
-        raise AtlasFolderError(f"Cannot read atlas mask {path}.")
-    m = a > (a.max() / 2 if a.max() > 0 else 0)
-    if m.shape != tuple(shape):
-        m = cv2.resize(m.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST) > 0
-    return m
+    """Read a mask file as bool, resized (nearest) to ``shape`` (the one mask reader, ``core.masks``)."""
+    try:
+        return read_mask_files(path, shape)
+    except MaskReadError:
+        raise AtlasFolderError(f"Cannot read atlas mask {path}.") from None

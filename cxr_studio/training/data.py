@@ -23,8 +23,11 @@ from typing import Any, Callable
 import numpy as np
 from ..core.atomic import atomic_file, strict_json, write_text_atomic
 from ..core.hashing import file_sha256
+from ..core.io import SUPPORTED_SUFFIXES
+from ..core.masks import MaskReadError
+from ..core.masks import read_mask as core_read_mask
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".bmp")
+IMAGE_SUFFIXES = SUPPORTED_SUFFIXES  # the one suffix list (core.io), DICOM's .dicom/.dic included
 CLASS_DIRS = {"normal": 0, "abnormal": 1, "0": 0, "1": 1, "negative": 0, "positive": 1, "tb": 1}
 _LABEL_RE = re.compile(r"_([01])$")
 
@@ -270,21 +273,11 @@ def read_radiograph(path: Path) -> Any:
 
 
 def read_mask(paths: list[Path]) -> np.ndarray | None:
-    """OR of the mask images (nonzero = lung), or None without masks."""
-    if not paths:
-        return None
-    import cv2
-
-    from ..core.io import quiet_native_stderr
-
-    mask = None
-    for p in paths:
-        with quiet_native_stderr():  # a damaged mask: our sentence below, not libpng's
-            m = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
-        if m is None:
-            raise DatasetError(f"cannot read the mask {p}: missing, damaged or not an image")
-        mask = m > 0 if mask is None else (mask | (m > 0))
-    return mask
+    """OR of the mask images (the one mask reader, ``core.masks``), or None without masks."""
+    try:
+        return core_read_mask(paths, rule="nonzero") if paths else None
+    except MaskReadError as exc:
+        raise DatasetError(str(exc)) from None
 
 
 def default_preprocess_fn(sample: Sample, spec: Any, use_masks: bool) -> np.ndarray:

@@ -15,6 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..core.masks import read_mask as core_read_mask
+
 from ..core.io import read_image
 from ..core.pipeline import PreprocessSpec, preprocess
 from ..core.atomic import strict_json, write_text_atomic
@@ -68,14 +70,8 @@ def find_mask_pairs(roots: list[str | Path]) -> list[MaskPair]:
 
 
 def read_mask(pair: MaskPair) -> np.ndarray:
-    """The pair's full-resolution bool mask."""
-    out = None
-    for m in pair.masks:
-        a = cv2.imread(str(m), cv2.IMREAD_GRAYSCALE)
-        if a is None:
-            raise ValueError(f"Cannot read mask {m}.")
-        out = a > 127 if out is None else (out | (a > 127))
-    return out
+    """The pair's full-resolution bool mask (the one mask reader, ``core.masks``)."""
+    return core_read_mask(list(pair.masks))
 
 
 def manifest_hash(pairs: list[MaskPair]) -> str:
