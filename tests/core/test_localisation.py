@@ -42,6 +42,16 @@ def test_pointing_with_tolerance_energy_and_iou_curve():
     assert curve[-1] == pytest.approx(1.0)  # 0.95 of the peak: exactly the lesion
 
 
+def test_pointing_ties_count_as_a_random_pick():
+    lesion = square((100, 100), 0, 50, 0, 100)
+    assert loc.pointing_hit(np.ones((100, 100)), lesion) == pytest.approx(0.5)  # flat: like a random point
+    block = np.zeros((100, 100))
+    block[40:60, 10:20] = 1.0  # a plateau half inside
+    assert loc.pointing_hit(block, lesion) == pytest.approx(0.5)
+    block[45, 15] = 2.0
+    assert loc.pointing_hit(block, lesion) == 1.0
+
+
 def test_thresholds_chosen_on_validation_or_leave_one_out():
     curves_ = np.array([[0.1, 0.5, 0.2], [0.2, 0.4, 0.3], [0.9, 0.0, 0.0]])
     thresholds = loc.THRESHOLDS
