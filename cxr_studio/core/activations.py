@@ -15,31 +15,21 @@ import numpy as np
 import torch
 from torch import nn
 
+from .models.layers import LayerError, layer_names, resolve_layer
+
 RANK_METHODS = ("max", "mean", "lungs", "region")
-
-
-class LayerError(ValueError):
-    """A layer name that the model does not have, or a layer unsuitable for the request."""
 
 
 # -- layer lookup --------------------------------------------------------------------------
 def layer_table(model: nn.Module) -> dict[str, str]:
-    """Readable name -> module path, in forward order (``model.layer_names`` or leaf modules)."""
-    names = getattr(model, "layer_names", None)
-    if isinstance(names, dict) and names:
-        return dict(names)
-    return {path: path for path, m in model.named_modules() if path and not any(True for _ in m.children())}
+    """Readable name -> module path, in forward order (``model.layer_names`` or the leaf modules);
+    the one lookup is ``models.layers``."""
+    return layer_names(model, leaves_only=True)
 
 
 def resolve_module(model: nn.Module, name: str) -> nn.Module:
     """The module behind a readable name or a module path; `LayerError` when there is none."""
-    table = layer_table(model)
-    path = table.get(name, name)
-    try:
-        return model.get_submodule(path)
-    except AttributeError:
-        known = ", ".join(list(table)[:12]) + (" ..." if len(table) > 12 else "")
-        raise LayerError(f"The model has no layer named {name!r}; known layers: {known}") from None
+    return resolve_layer(model, name)
 
 
 def _model_device(model: nn.Module) -> torch.device:

@@ -297,11 +297,3 @@ def rerender(sidecar_path: str | os.PathLike, pixels: np.ndarray | None = None) 
     px, hm = _check_arrays(pixels, heat)
     return _render(px, hm, side)
 
-
-def export_session(session: Any, out_stem: str | os.PathLike, overwrite: bool = False) -> ExportResult:
-    """Export what a `Session` shows (its radiograph and current heatmap)."""
-    if session.radiograph is None or session.heatmap is None:
-        raise ExportError("Nothing to export yet: open an image and compute a heatmap first.")
-    return export_view(
-        out_stem, session.radiograph.pixels, session.heatmap.map_original, session.render_settings(), overwrite
-    )

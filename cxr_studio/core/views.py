@@ -103,14 +103,6 @@ def module_channels(model: Any, layer: str) -> int | None:
     return None
 
 
-def layer_maps(act: np.ndarray, scale: str = "channel") -> np.ndarray:
-    """Every channel of a (C, h, w) activation as 0..1 maps (C, h, w) (the channel grid's thumbnails)."""
-    a = np.asarray(act, dtype=np.float32)
-    if a.ndim != 3:
-        raise ViewError(f"Layer maps need a spatial (C, h, w) activation, got shape {a.shape}.")
-    return np.stack([channel_map(a, c, scale) for c in range(a.shape[0])]) if a.shape[0] else a
-
-
 def rank(
     act: np.ndarray, ranking: str, preprocessed: Any, region: Region | None = None, placement: Any = None
 ) -> list[tuple[int, float]]:

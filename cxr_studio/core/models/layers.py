@@ -8,16 +8,21 @@ from __future__ import annotations
 import torch.nn as nn
 
 
-class LayerNotFoundError(ValueError):
+class LayerError(ValueError):
+    """A layer name that the model does not have, or a layer unsuitable for the request."""
+
+
+class LayerNotFoundError(LayerError):
     """The model has no layer of that name."""
 
 
-def layer_names(model: nn.Module) -> dict[str, str]:
-    """Readable name -> module path, in forward order (module paths when the model has no map)."""
+def layer_names(model: nn.Module, leaves_only: bool = False) -> dict[str, str]:
+    """Readable name -> module path, in forward order. A model without a map gives its module paths
+    (with ``leaves_only``, only modules without children: what is worth recording by default)."""
     names = getattr(model, "layer_names", None)
     if isinstance(names, dict) and names:
         return dict(names)
-    return {p: p for p, _ in model.named_modules() if p}
+    return {p: p for p, m in model.named_modules() if p and not (leaves_only and any(True for _ in m.children()))}
 
 
 def module_path(model: nn.Module, name: str) -> str:
