@@ -34,6 +34,10 @@ class ShippedModel:
         auc = f", test AUC {self.test_auc:.3f}" if self.test_auc is not None else ""
         return f"{self.name} — trained on {self.trained_on}{auc}"
 
+    def short_label(self) -> str:
+        auc = f" · AUC {self.test_auc:.2f}" if self.test_auc is not None else ""
+        return f"{self.name} · {self.kind}{auc}"
+
 
 def operating_threshold(provenance: Any) -> float | None:
     """The operating threshold a checkpoint's provenance declares (``operating_point.threshold``), or None."""

@@ -37,6 +37,17 @@ def build(window: Any) -> None:
     w.cancel_button.setShortcut(QKeySequence("Esc"))
     w.cancel_button.clicked.connect(w.bridge.cancel_all)
     w.cancel_button.setVisible(False)
+    w.prediction_label = QLabel("")
+    w.prediction_label.setStyleSheet("font-weight: bold")
+    w.prediction_label.setToolTip("The current model's prediction for this image (Models dock for every class)")
+
+    def show_prediction(_: Any = None) -> None:
+        from .docks.models_dock import prediction_summary
+
+        w.prediction_label.setText(prediction_summary(w.session))
+
+    for ev in (w.session.events.forward, w.session.events.current_model_id, w.session.events.radiograph):
+        ev.connect(show_prediction)
     sb.addWidget(w.cursor_label, 1)
-    for widget in (w.wl_label, w.wl_preset, w.busy_label, w.cancel_button, w.step_label):
+    for widget in (w.prediction_label, w.wl_label, w.wl_preset, w.busy_label, w.cancel_button, w.step_label):
         sb.addPermanentWidget(widget)

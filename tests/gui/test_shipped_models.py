@@ -70,7 +70,7 @@ def test_models_dock_lists_shipped_models_and_loads_one_by_double_click(qtbot: A
     assert listed == [str(m.path) for m in shipped_models()]
     demo = next(i for i in range(dock.shipped.count()) if listed[i].endswith("cxrnet-demo.pt"))
     item = dock.shipped.item(demo)
-    assert "trained on synthetic phantoms" in item.text()
+    assert item.text() == "cxrnet-demo · phantoms" and "trained on synthetic phantoms" in item.toolTip()
     dock.shipped.itemActivated.emit(item)
     qtbot.waitUntil(lambda: len(window.session.models) == 1, timeout=30000)
     assert Path(next(iter(window.session.models.values())).path).name == "cxrnet-demo.pt"
@@ -82,3 +82,16 @@ def test_multi_label_predictions_are_listed_most_probable_first() -> None:
     assert prediction_order([0.3, 0.7], multi_label=False) == [(0, 0.3), (1, 0.7)]
     assert [i for i, _ in prediction_order([0.1, 0.9, 0.5, 0.2], multi_label=True)] == [1, 2, 3, 0]
     assert [i for i, _ in prediction_order([0.2, 0.5, 0.3], multi_label=False)] == [1, 2, 0]
+
+
+def test_the_status_bar_shows_the_verdict_of_the_current_model(qtbot: Any, window: Any, radiograph_file: Path,
+                                                             tiny_checkpoint: Path, monkeypatch: Any) -> None:
+    import cxr_studio.core.shipped as shipped
+
+    monkeypatch.setattr(shipped, "default_model_for_radiographs", lambda: tiny_checkpoint)
+    window.open_image(radiograph_file)
+    qtbot.waitUntil(lambda: window.session.forward is not None, timeout=30000)
+    text = window.prediction_label.text()
+    probs = window.session.forward.probabilities
+    top = ["normal", "abnormal"][int(probs[1] > probs[0])]
+    assert text.startswith(top) and text.endswith("%")  # no operating point: the most probable class

@@ -31,6 +31,22 @@ def _mb(v: Any) -> str:
         return "?"
 
 
+def prediction_summary(session: Any) -> str:
+    """One line for the status bar: the verdict against the operating point when the model has one,
+    else the most probable class."""
+    fwd, loaded = session.forward, session.current_model
+    if fwd is None or loaded is None or not len(fwd.probabilities):
+        return ""
+    from cxr_studio.core.shipped import operating_threshold
+
+    names = list(getattr(loaded, "class_names", []) or [])
+    line = verdict(names, fwd.probabilities, operating_threshold(getattr(loaded, "provenance", None)))
+    if line:
+        return line
+    i, p = max(enumerate(float(v) for v in fwd.probabilities), key=lambda ip: ip[1])
+    return f"{names[i] if i < len(names) else i} {p * 100:.0f} %"
+
+
 def prediction_order(probabilities: Any, multi_label: bool) -> list[tuple[int, float]]:
     """(class index, probability) pairs: in class order for a softmax over two classes, most probable
     first for multi-label models and for more than two classes."""
@@ -99,9 +115,9 @@ class ModelsDock(QDockWidget):
         from cxr_studio.core.shipped import shipped_models
 
         for m in shipped_models():
-            item = QListWidgetItem(m.label())
+            item = QListWidgetItem(m.short_label())
             thr = f"; operating threshold {m.threshold:.2f}" if m.threshold is not None else ""
-            item.setToolTip(f"{m.path}\nfor {m.kind}{thr}")
+            item.setToolTip(f"{m.label()}\n{m.path}\nfor {m.kind}{thr}")
             item.setData(Qt.ItemDataRole.UserRole, str(m.path))
             self.shipped.addItem(item)
 
