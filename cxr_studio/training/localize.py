@@ -152,6 +152,7 @@ def localize(checkpoint: str | Path, roots: list[str], *, split_file: str | None
     if json_out:
         from ..core.atomic import write_text_atomic
 
+        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(Path(json_out), json.dumps(report, indent=1, allow_nan=False))
     return report
 
