@@ -116,6 +116,12 @@ class Guidance:
             self.head = nn.Conv2d(channels, 1, 1).to(device)
             nn.init.normal_(self.head.weight, 0.0, 0.01)  # not zero: the layer gets a gradient from step 1
             nn.init.constant_(self.head.bias, -2.0)  # start near "no lesion" (most cells)
+            if _world_size() > 1:  # the head is outside DDP: average its gradients over the processes here,
+                import torch.distributed as dist  # in a group of their own so they never interleave with DDP's
+
+                group = dist.new_group()
+                for p in self.head.parameters():
+                    p.register_hook(lambda grad, group=group: _mean_over_ranks(grad, group))
         self._act: torch.Tensor | None = None
         self.note = ""  # what setup_guidance has to say about the masks (e.g. ones it could not place)
         self.val_set: Any = None  # validation images with their lesion masks (a LesionImages), for val_pointing
@@ -219,8 +225,9 @@ class Guidance:
             sel = has & (y == 1) & (m.flatten(1).amax(1) >= 0.5)
         k = int(sel.sum())
         self.guided += k
-        if k == 0:
-            return logits.float().sum() * 0.0  # keeps the graph (DDP) and the dtype
+        if k == 0:  # 0, in the graph (DDP expects every parameter, the seg head included, in every step)
+            zero = logits.float().sum() * 0.0
+            return zero if self.head is None or act is None else zero + self.head(act.float()).sum() * 0.0
         if self.form == "input_grad":
             score = (logits[sel, 1] - logits[sel, 0]).float().sum()
             (g,) = torch.autograd.grad(score, x, create_graph=True)
@@ -235,6 +242,20 @@ class Guidance:
         seg = self.head(act[sel].float())[:, 0]
         bce = F.binary_cross_entropy_with_logits(seg, inside, reduction="none").mean((1, 2))
         return bce.sum() / b
+
+
+def _world_size() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _mean_over_ranks(grad: torch.Tensor, group: Any) -> torch.Tensor:
+    import torch.distributed as dist
+
+    grad = grad.clone()
+    dist.all_reduce(grad, group=group)
+    return grad / dist.get_world_size()
 
 
 def _out_channels(model: nn.Module, layer: str) -> int:

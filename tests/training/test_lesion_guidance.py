@@ -275,3 +275,35 @@ def test_gradcam_guidance_moves_the_peak_onto_the_lesion_at_equal_accuracy(tmp_p
     assert acc_guided >= acc_plain - 0.03, results
     # with the marker no longer telling the label, the guided model is not the worse classifier
     assert results["gradcam, marker at random"][1] >= results["unguided, marker at random"][1], results
+
+
+def test_guidance_under_two_process_ddp(tmp_path: Path) -> None:
+    """gradcam (autograd.grad inside a DDP step) and seg_head (its own gradients averaged over the
+    processes; a process without masked images in a step still joins the reduction) under
+    torch.distributed.run with 2 CPU processes."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from train_helpers import TINY_SETS
+
+    data = write_shenzhen(tmp_path / "S", 24, lesions=True)
+    for form in ("gradcam", "seg_head"):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        out = tmp_path / form
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+               "--master_addr", "127.0.0.1", "--master_port", str(port),
+               "-m", "cxr_studio.training.cli", "fit", "--recipe", "demo", "--data", str(data), "--out", str(out),
+               "--no-progress", "--device", "cpu", *TINY_SETS, "--set", f"cache_dir={tmp_path / 'cache'}",
+               "--set", "epochs=2", "--set", "max_steps_per_epoch=2", "--set", f"lesion_guidance={form}",
+               "--set", "lesion_weight=1"]
+        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+        r = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert f"lesion term ({form})" in r.stderr
+        ck = torch.load(out / "last.pt", weights_only=True)
+        assert ck["provenance"]["world_size"] == 2 and ck["training_state"]["epoch"] == 2
+        assert ("head" in ck["training_state"]["guidance"]) == (form == "seg_head")
