@@ -21,11 +21,12 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from .core.method_names import HEATMAP_METHODS
 from .core.render import COLORMAPS
 from .batch_files import _no_images_message, already_exported, collect_images, write_summary  # noqa: F401
 from .core.atomic import check_writable_dir, remove_stale_temps
 
-METHODS = ("activation", "gradcam", "gradcam++")
+METHODS = HEATMAP_METHODS  # the one list (core.method_names)
 RANKINGS = ("max", "mean", "lungs")
 
 

@@ -4,7 +4,7 @@
 is an (N, N) float32 map in 0..1 on the model input: layer methods are computed on the layer's
 grid and placed at the cells' receptive-field centres (`placement.place_on_input`, as the app draws
 every map); input methods (occlusion, integrated gradients) are on the input already.
-The command line (``cxr-studio-train localize``) and the GUI read `METHODS` from here.
+The names are `method_names.SALIENCY_METHODS` (torch-free), which the command lines and the GUI read.
 """
 from __future__ import annotations
 
@@ -14,16 +14,13 @@ from typing import Any, Callable
 import numpy as np
 from torch import nn
 
+from .method_names import SALIENCY_METHODS, SLOW_METHODS
 from .placement import layer_placement, place_on_input
 from .saliency_cam import LIBRARY_CAMS, SCORECAM_BATCH, SaliencyError, cam_grid
 
-METHODS: tuple[str, ...] = (
-    "channel-max", "channel-lungs", "gradcam", "gradcam++", "hirescam", "scorecam", "layercam", "eigencam",
-    "occlusion", "integrated-gradients",
-)
+METHODS: tuple[str, ...] = SALIENCY_METHODS  # the one list lives in method_names (no torch import)
 INPUT_METHODS: tuple[str, ...] = ("occlusion", "integrated-gradients")  # attribute the input pixels
 LAYER_METHODS: tuple[str, ...] = tuple(m for m in METHODS if m not in INPUT_METHODS)
-SLOW_METHODS: tuple[str, ...] = ("scorecam", "occlusion", "integrated-gradients")  # many forward passes
 CLASS_FREE: tuple[str, ...] = ("channel-max", "channel-lungs", "eigencam")  # ignore the class asked for
 SOURCE = {  # where each method's definition comes from (recorded in outputs)
     "channel-max": "cxr_studio (the paper's strongest channel, by max)",

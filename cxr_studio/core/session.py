@@ -22,10 +22,11 @@ from collections import OrderedDict
 from typing import Any, Callable
 
 from .events import SignalGroup
+from .method_names import HEATMAP_METHODS
 from .pipeline import PreprocessSpec
 from .render import COLORMAPS
 
-METHODS: tuple[str, ...] = ("activation", "gradcam", "gradcam++")
+METHODS: tuple[str, ...] = HEATMAP_METHODS  # the one list (core.method_names)
 SCALES: tuple[str, ...] = ("channel", "layer")
 RANKINGS: tuple[str, ...] = ("max", "mean", "lungs", "region")
 #: the paper's look: map values below it (the weakest activations) are transparent
@@ -343,7 +344,7 @@ class Session:
         return self.layer
 
     # -- rendering settings --------------------------------------------------------------------
-    method = _field("method", lambda v: _choice(v, METHODS, "heatmap method"), "activation | gradcam | gradcam++")
+    method = _field("method", lambda v: _choice(v, METHODS, "heatmap method"), " | ".join(METHODS))
     threshold = _field("threshold", lambda v: _unit(v, "threshold"), "map values below it are transparent (0..1)")
     opacity = _field("opacity", lambda v: _unit(v, "opacity"), "overlay opacity (0..1)")
     colormap = _field("colormap", lambda v: _choice(v, COLORMAPS, "colormap"), "a name in render.COLORMAPS")

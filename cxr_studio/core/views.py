@@ -16,11 +16,11 @@ import numpy as np
 from .activations import ForwardResult, Region, forward_with_activations, rank_channels
 from .placement import layer_placement, place_on_input
 from .saliency import channel_map, grad_cam, to_original
-from .saliency_methods import METHODS as SALIENCY_METHODS  # the one list of saliency methods (issue 14)
+from .method_names import HEATMAP_METHODS
 
 # "activation" (a chosen channel) + every saliency method; "channel-max"/"channel-lungs" are the
 # strongest channel by max / in the lungs (what "activation" with channel="strongest" also shows)
-METHODS: tuple[str, ...] = ("activation", *SALIENCY_METHODS)
+METHODS: tuple[str, ...] = HEATMAP_METHODS  # the one list (core.method_names)
 STRONGEST = "strongest"
 
 
