@@ -299,12 +299,18 @@ class MainWindow(ExportActions, QMainWindow):
             e.acceptProposedAction()
 
     def dropEvent(self, e: Any) -> None:  # noqa: N802 - Qt API
-        for u in e.mimeData().urls():
-            p = u.toLocalFile()
-            if p.lower().endswith(CHECKPOINT_SUFFIXES):
+        paths = [u.toLocalFile() for u in e.mimeData().urls()]
+        checkpoints = [p for p in paths if p.lower().endswith(CHECKPOINT_SUFFIXES)]
+        auto = self.auto_default_model
+        self.auto_default_model = auto and not checkpoints  # a dropped model replaces the shipped default
+        try:
+            for p in checkpoints:
                 self.controller.load_checkpoint(p)
-            elif p:
-                self.open_image(p)
+            for p in paths:
+                if p and p not in checkpoints:
+                    self.open_image(p)
+        finally:
+            self.auto_default_model = auto
         e.acceptProposedAction()
 
     # -- errors, about, theme, persistence -------------------------------------------------------

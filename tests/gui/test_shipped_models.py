@@ -95,3 +95,26 @@ def test_the_status_bar_shows_the_verdict_of_the_current_model(qtbot: Any, windo
     probs = window.session.forward.probabilities
     top = ["normal", "abnormal"][int(probs[1] > probs[0])]
     assert text.startswith(top) and text.endswith("%")  # no operating point: the most probable class
+
+
+def test_a_dropped_checkpoint_replaces_the_default(qtbot: Any, window: Any, radiograph_file: Path,
+                                                   tiny_checkpoint: Path, monkeypatch: Any) -> None:
+    from PySide6.QtCore import QMimeData, QUrl
+
+    import cxr_studio.core.shipped as shipped
+
+    called = []
+    monkeypatch.setattr(shipped, "default_model_for_radiographs", lambda: called.append(1) or tiny_checkpoint)
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(radiograph_file)), QUrl.fromLocalFile(str(tiny_checkpoint))])
+
+    class _Drop:
+        def mimeData(self) -> Any:
+            return mime
+
+        def acceptProposedAction(self) -> None:
+            pass
+
+    window.dropEvent(_Drop())
+    qtbot.waitUntil(lambda: len(window.session.models) == 1, timeout=30000)
+    assert not called and window.auto_default_model
