@@ -138,6 +138,7 @@ class ExportActions:
 
         def finish() -> None:
             self.bridge.progress.disconnect(progressed)
+            dlg.canceled.disconnect(cancel)  # closing the dialog emits canceled: not the user's Cancel
             dlg.close()
 
         def done(code: int) -> None:
