@@ -305,7 +305,8 @@ class MainWindow(ExportActions, QMainWindow):
         self.auto_default_model = auto and not checkpoints  # a dropped model replaces the shipped default
         try:
             for p in checkpoints:
-                self.controller.load_checkpoint(p)
+                if self.models_dock.ask_architecture(p):
+                    self.controller.load_checkpoint(p)
             for p in paths:
                 if p and p not in checkpoints:
                     self.open_image(p)

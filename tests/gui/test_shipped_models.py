@@ -118,3 +118,37 @@ def test_a_dropped_checkpoint_replaces_the_default(qtbot: Any, window: Any, radi
     window.dropEvent(_Drop())
     qtbot.waitUntil(lambda: len(window.session.models) == 1, timeout=30000)
     assert not called and window.auto_default_model
+
+
+def test_load_dialog_asks_the_architecture_of_a_bare_state_dict(qtbot: Any, window: Any, tmp_path: Path,
+                                                                 monkeypatch: Any) -> None:
+    import torch
+    import torchvision
+    from PySide6.QtWidgets import QFileDialog, QInputDialog
+
+    torch.manual_seed(0)
+    sd = tmp_path / "resnet18_cxr.pth"
+    torch.save({"state_dict": torchvision.models.resnet18(num_classes=3).state_dict()}, sd)
+    asked = []
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: (str(sd), "")))
+    monkeypatch.setattr(QInputDialog, "getItem",
+                        staticmethod(lambda *a, **k: asked.append(a[3]) or ("resnet18", True)))
+    window.models_dock.ask_load()
+    assert asked and "resnet18" in asked[0] and "cxrnet" in asked[0]
+    qtbot.waitUntil(lambda: len(window.session.models) == 1, timeout=60000)
+    loaded = next(iter(window.session.models.values()))
+    assert len(loaded.class_names) == 3  # outputs read from the head
+
+
+def test_load_dialog_cancelled_at_the_architecture_loads_nothing(qtbot: Any, window: Any, tmp_path: Path,
+                                                                 monkeypatch: Any) -> None:
+    import torch
+    from PySide6.QtWidgets import QFileDialog, QInputDialog
+
+    sd = tmp_path / "w.pt"
+    torch.save({"fc.weight": torch.zeros(2, 4), "fc.bias": torch.zeros(2)}, sd)
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: (str(sd), "")))
+    monkeypatch.setattr(QInputDialog, "getItem", staticmethod(lambda *a, **k: ("", False)))
+    window.models_dock.ask_load()
+    qtbot.wait(300)
+    assert not window.session.models

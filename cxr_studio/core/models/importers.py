@@ -26,11 +26,13 @@ import torch
 import torch.nn as nn
 
 from ..checkpoint import (
+    FORMAT,
     CheckpointError,
     LoadedCheckpoint,
     code_archive_kind,
     load_checkpoint,
     preset_spec,
+    read_raw,
 )
 from ..hashing import file_sha256
 from ..model_args import add_model_arguments, model_options  # noqa: F401  (the shared flags, re-exported)
@@ -69,6 +71,28 @@ def open_model(
     if kind == "exported program":
         return _to(_exported(path, **opts), device)
     return load_checkpoint(path, device, arch, arch_kwargs, **opts)
+
+
+def needs_architecture(path: str | os.PathLike) -> bool:
+    """True for a file that opens only with an architecture name: not our checkpoint, not TorchScript,
+    not an exported program (a bare or wrapped state dict). Unreadable files answer False: opening
+    them gives the one-sentence error."""
+    p = Path(path)
+    try:
+        if code_archive_kind(p) is not None:
+            return False
+        return read_raw(p).get("format") != FORMAT
+    except (CheckpointError, OSError):
+        return False
+
+
+def architecture_names() -> list[str]:
+    """What an architecture name can be: our registered ones, then torchvision's classifiers."""
+    from .registry import architectures
+    from .torchvision_any import torchvision_classifiers
+
+    ours = architectures()
+    return ours + [n for n in torchvision_classifiers() if n not in ours]
 
 
 def _to(loaded: LoadedCheckpoint, device: str | torch.device) -> LoadedCheckpoint:

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import (QDockWidget, QFileDialog, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
-                               QProgressBar, QPushButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QDockWidget, QFileDialog, QHBoxLayout, QInputDialog, QLabel, QListWidget,
+                               QListWidgetItem, QProgressBar, QPushButton, QVBoxLayout, QWidget)
 
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".pt2")
 
 
 def verdict(class_names: list[str], probabilities: Any, threshold: float | None) -> str:
@@ -125,9 +125,29 @@ class ModelsDock(QDockWidget):
         self.controller.load_checkpoint(item.data(Qt.ItemDataRole.UserRole))
 
     def ask_load(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Load checkpoint", "", "Checkpoints (*.pt *.pth *.ckpt);;All files (*)")
-        if path:
+        path, _ = QFileDialog.getOpenFileName(self, "Load model", "",
+                                              "Models (*.pt *.pth *.ckpt *.pt2);;All files (*)")
+        if path and self.ask_architecture(path):
             self.controller.load_checkpoint(path)
+
+    def ask_architecture(self, path: str) -> bool:
+        """A bare state dict needs an architecture name (``--arch`` on the command line): ask for it.
+        False when the user cancels."""
+        import os
+
+        from cxr_studio.core.models.importers import architecture_names, needs_architecture
+
+        if not needs_architecture(path):
+            return True
+        names = architecture_names()
+        name, ok = QInputDialog.getItem(
+            self, "Architecture", f"{Path(path).name} holds weights only. Which architecture are they for?\n"
+            "(ours, or any torchvision classifier; timm:NAME with timm installed)", names,
+            names.index("densenet121") if "densenet121" in names else 0, True)
+        if not ok or not str(name).strip():
+            return False
+        self.controller.manager.open_options[os.path.abspath(path)] = {"arch": str(name).strip()}
+        return True
 
     def unload_current(self) -> None:
         mid = self.session.current_model_id
@@ -141,7 +161,7 @@ class ModelsDock(QDockWidget):
     def dropEvent(self, e: Any) -> None:  # noqa: N802 - Qt API
         for u in e.mimeData().urls():
             p = u.toLocalFile()
-            if p.lower().endswith(CHECKPOINT_SUFFIXES):
+            if p.lower().endswith(CHECKPOINT_SUFFIXES) and self.ask_architecture(p):
                 self.controller.load_checkpoint(p)
         e.acceptProposedAction()
 
