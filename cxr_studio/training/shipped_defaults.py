@@ -5,7 +5,8 @@ Used only where it is unambiguous: exactly one shipped model is meant for real r
   so ``cxr-studio-train eval --data ROOT`` reproduces the numbers the model ships with, and never
   scores images the model was trained or validated on without saying so;
 - the decision threshold defaults to the model's operating threshold;
-- the ROC picture goes to the current folder (the shipped file's folder may be read-only).
+- the ROC picture goes to the current folder and the preprocessing cache to the user's cache folder
+  (the shipped file's folder may be read-only).
 Otherwise the command stops with one sentence naming the shipped models.
 """
 from __future__ import annotations
@@ -21,6 +22,14 @@ from .data import DatasetError, scan_roots
 SPLIT_PARTS = ("train", "val", "test")
 
 
+def user_cache_dir() -> Path:
+    """Where preprocessed images of the shipped model's evaluations are kept ($XDG_CACHE_HOME aware)."""
+    import os
+
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "cxr-studio" / "eval"
+
+
 def _split_file_from_provenance(prov: dict, roots: list[str]) -> Path | None:
     """The model's own split written to a temporary split.json, when the data hold its images."""
     split = prov.get("split")
@@ -32,6 +41,10 @@ def _split_file_from_provenance(prov: dict, roots: list[str]) -> Path | None:
     import json
 
     fd, name = tempfile.mkstemp(prefix="cxr-studio-split-", suffix=".json")
+    import atexit
+    import os
+
+    atexit.register(lambda: os.path.exists(name) and os.unlink(name))  # only for this command's run
     with open(fd, "w", encoding="utf-8") as f:
         json.dump({k: split[k] for k in SPLIT_PARTS} | {"seed": prov.get("seed"), "note": "from the model's provenance"}, f)
     return Path(name)
@@ -63,5 +76,7 @@ def resolve_model_and_split(a: argparse.Namespace) -> None:
         else:
             a.split_file = str(split)
             print(f"images: the model's own held-out {a.part} part (its split is stored in the checkpoint)")
+    if shipped and getattr(a, "cache_dir", "absent") is None:  # never beside the installed model file
+        a.cache_dir = str(user_cache_dir())
     if shipped and hasattr(a, "roc") and a.roc is None and getattr(a, "json", None) is None:
         a.roc = str(Path.cwd() / f"{Path(a.checkpoint).stem}.roc.png")

@@ -148,3 +148,17 @@ def test_the_tb_model_is_the_default_for_radiographs() -> None:
     assert default_model_for_radiographs() == find_resource(TB_MODEL)
     demo = [m for m in models if m.kind == "phantoms"]
     assert demo and demo[0].path.name == "cxrnet-demo.pt"
+
+
+def test_eval_without_checkpoint_reproduces_the_shipped_test_metrics(nlm_root, tmp_path, monkeypatch, capsys) -> None:
+    """`cxr-studio-train eval --data NLM` uses the shipped model, its own stored test split and its
+    operating threshold, and gives the AUC stored in the file (preprocessing cached in the user's cache)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    assert train_main(["eval", "--data", str(nlm_root), "--json", str(tmp_path / "m.json")]) == 0
+    m = json.loads((tmp_path / "m.json").read_text())
+    prov = peek_checkpoint(find_resource(TB_MODEL))["provenance"]
+    assert m["n"] == len(prov["split"]["test"])
+    assert m["auc"] == pytest.approx(prov["test_metrics"]["pooled"]["auc"], abs=1e-9)
+    assert m["threshold"] == pytest.approx(prov["operating_point"]["threshold"])
+    assert (tmp_path / "cache" / "cxr-studio").is_dir()
