@@ -35,8 +35,8 @@ def radiograph(h: int = 4892, w: int = 4020) -> tuple[Any, np.ndarray]:
     """A smooth synthetic radiograph of the Shenzhen size and a lung mask."""
     import cv2
 
-    from cxr_studio.core.phantom import make_phantom
-    from cxr_studio.core.radiograph import Radiograph
+    from cxr_studio.core.phantoms.phantom import make_phantom
+    from cxr_studio.core.imaging.radiograph import Radiograph
 
     ph = make_phantom(1, size=1024, abnormal=True)
     px = cv2.resize(ph.image, (w, h), interpolation=cv2.INTER_LINEAR)
@@ -60,7 +60,7 @@ def ms(samples: list[float]) -> float:
 def loaded_like(arch: str, **kw: Any) -> Any:
     """A LoadedCheckpoint-like bundle around a freshly built model (no file needed)."""
     from cxr_studio.core.models import build_model
-    from cxr_studio.core.pipeline import PreprocessSpec
+    from cxr_studio.core.imaging.pipeline import PreprocessSpec
 
     model = build_model(arch, **kw).eval()
     spec = PreprocessSpec.from_dict(dict(model.default_preprocess))
@@ -76,10 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
-    from cxr_studio.core.engine import ModelManager, Worker
+    from cxr_studio.core.runtime.engine import ModelManager, Worker
     from cxr_studio.core.render import overlay, to_uint8
-    from cxr_studio.core.session import Session
-    from cxr_studio.core.views import compute_forward, compute_heatmap
+    from cxr_studio.core.runtime.session import Session
+    from cxr_studio.core.inspect.views import compute_forward, compute_heatmap
     from cxr_studio.gui.main_window import MainWindow
 
     rad, mask = radiograph()
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             gui_t.append(time.perf_counter() - t0)
             w.heatmap_drawn.disconnect()
             wait(app, lambda: w.bridge.pending == 0)
-            from cxr_studio.core.pipeline import preprocess
+            from cxr_studio.core.imaging.pipeline import preprocess
 
             t0 = time.perf_counter()
             p = preprocess(rad, c.spec_for(arch), lung_mask=mask)

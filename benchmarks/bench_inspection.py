@@ -1,7 +1,7 @@
 """Inspection speed, each against a baseline measured in the same process.
 
 (a) Grad-CAM on torchvision VGG16 (random weights, seeded) at 224x224, batch 1, target relu5_3
-    (features.29): ``cxr_studio.core.saliency.grad_cam`` vs ``pytorch_grad_cam.GradCAM``
+    (features.29): ``cxr_studio.core.inspect.saliency.grad_cam`` vs ``pytorch_grad_cam.GradCAM``
     (target: ratio ours/theirs <= 1).
 (b) One forward recording every layer (``forward_with_activations``) vs a plain forward without
     hooks (both under ``torch.no_grad``, eval mode, batch 1) for cxrnet (227), AlexNet, VGG16,
@@ -42,7 +42,7 @@ def bench_grad_cam(repeats: int) -> None:
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    from cxr_studio.core.saliency import grad_cam
+    from cxr_studio.core.inspect.saliency import grad_cam
 
     torch.manual_seed(0)
     vgg = torchvision.models.vgg16(weights=None).eval()
@@ -64,7 +64,7 @@ def bench_grad_cam(repeats: int) -> None:
 
 
 def bench_forward(repeats: int) -> None:
-    from cxr_studio.core.activations import forward_with_activations
+    from cxr_studio.core.inspect.activations import forward_with_activations
     from cxr_studio.core.models.registry import build_model
 
     nets = [

@@ -7,7 +7,7 @@ For each set (Montgomery: leftMask + rightMask merged; Shenzhen: mask/) the imag
 sorted by name and split: even positions form the atlas, odd positions are scored, so no image is
 ever both. ``--n`` limits the scored images per set (default: all). Every method scores the same
 images. "otsu" is the baseline the issue quotes (Otsu threshold, two largest dark components);
-"unet" and "auto" are added when ``cxr_studio.core.lungs_unet`` exists. Times are wall-clock per
+"unet" and "auto" are added when ``cxr_studio.core.lungs.unet`` exists. Times are wall-clock per
 image on this machine, also given as a ratio to the otsu baseline measured in the same run.
 """
 from __future__ import annotations
@@ -25,10 +25,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from cxr_studio.core.lungs import dice, segment_lungs  # noqa: E402
-from cxr_studio.core.lungs_atlas import Atlas, segment_atlas  # noqa: E402
-from cxr_studio.core.lungs_atlas_io import list_atlas_pairs, read_gray, read_mask  # noqa: E402
-from cxr_studio.core.lungs_heuristic import segment_heuristic  # noqa: E402
-from cxr_studio.core.lungs_postprocess import largest_components  # noqa: E402
+from cxr_studio.core.lungs.atlas import Atlas, segment_atlas  # noqa: E402
+from cxr_studio.core.lungs.atlas_io import list_atlas_pairs, read_gray, read_mask  # noqa: E402
+from cxr_studio.core.lungs.heuristic import segment_heuristic  # noqa: E402
+from cxr_studio.core.lungs.postprocess import largest_components  # noqa: E402
 
 SETS = {"Montgomery": "MontgomerySet", "Shenzhen": "ChinaSet_AllFiles"}
 
@@ -55,7 +55,7 @@ def load_set(folder: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
 
 def segmenter_test_names(data: Path) -> set[str]:
     """File names of the shipped segmenter's test split (recomputed from its recorded seed)."""
-    from cxr_studio.core.lungs_unet import load_segmenter
+    from cxr_studio.core.lungs.unet import load_segmenter
     from cxr_studio.training.segmenter_data import find_mask_pairs, split_pairs
 
     seed = int(load_segmenter().provenance.get("seed") or 0)
@@ -65,7 +65,7 @@ def segmenter_test_names(data: Path) -> set[str]:
 def full_size_timing(data: Path, repeats: int = 9) -> None:
     """U-Net segmentation of a full-size 16-bit radiograph (a real image upsampled to the Montgomery
     scanner's 4892x4020), resizing included; baseline: one cv2.resize of it to 1024 in the same run."""
-    from cxr_studio.core.lungs_unet import load_segmenter, segment_unet
+    from cxr_studio.core.lungs.unet import load_segmenter, segment_unet
 
     name, img, _ = load_set(data / SETS["Montgomery"])[0]
     big = cv2.resize(img.astype(np.float32), (4020, 4892), interpolation=cv2.INTER_CUBIC).clip(0, 1)
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         full_size_timing(args.data)
         return 0
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if importlib.util.find_spec("cxr_studio.core.lungs_unet") is not None:
+    if importlib.util.find_spec("cxr_studio.core.lungs.unet") is not None:
         methods += [m for m in ("unet", "auto") if m not in methods]
     if not all((args.data / d).is_dir() for d in SETS.values()):
         print(f"NLM data not found under {args.data}", file=sys.stderr)

@@ -31,10 +31,10 @@ def main() -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     from cxr_studio.core.models.importers import open_model
-    from cxr_studio.core.phantom import make_phantom
-    from cxr_studio.core.pipeline import preprocess
-    from cxr_studio.core.saliency import grad_cam
-    from cxr_studio.core.views import compute_forward, compute_heatmap
+    from cxr_studio.core.phantoms.phantom import make_phantom
+    from cxr_studio.core.imaging.pipeline import preprocess
+    from cxr_studio.core.inspect.saliency import grad_cam
+    from cxr_studio.core.inspect.views import compute_forward, compute_heatmap
 
     torch.manual_seed(0)
     ref = torchvision.models.resnet50(num_classes=3).eval()

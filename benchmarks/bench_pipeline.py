@@ -14,8 +14,8 @@ import time
 import cv2
 import numpy as np
 
-from cxr_studio.core.pipeline import PreprocessSpec, preprocess
-from cxr_studio.core.radiograph import Radiograph
+from cxr_studio.core.imaging.pipeline import PreprocessSpec, preprocess
+from cxr_studio.core.imaging.radiograph import Radiograph
 
 
 def _median_ms(fn, repeats: int) -> float:

@@ -25,7 +25,7 @@ from pydicom.uid import RLELossless
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "core"))
-from cxr_studio.core.io import read_image  # noqa: E402
+from cxr_studio.core.imaging.io import read_image  # noqa: E402
 from dicom_factory import make_dicom  # noqa: E402
 
 

@@ -26,13 +26,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    from cxr_studio.core.checkpoint import load_checkpoint
-    from cxr_studio.core.phantom import make_phantom
-    from cxr_studio.core.pipeline import preprocess
+    from cxr_studio.core.models.checkpoint import load_checkpoint
+    from cxr_studio.core.phantoms.phantom import make_phantom
+    from cxr_studio.core.imaging.pipeline import preprocess
     from cxr_studio.core.resources import DEMO_MODEL, find_resource
-    from cxr_studio.core.saliency import grad_cam
-    from cxr_studio.core.saliency_methods import METHODS, saliency_map
-    from cxr_studio.core.saliency_perturb import integrated_gradients, occlusion_attribution
+    from cxr_studio.core.inspect.saliency import grad_cam
+    from cxr_studio.core.inspect.saliency_methods import METHODS, saliency_map
+    from cxr_studio.core.inspect.saliency_perturb import integrated_gradients, occlusion_attribution
 
     ck = load_checkpoint(find_resource(DEMO_MODEL))
     model = ck.model

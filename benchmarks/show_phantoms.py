@@ -20,7 +20,7 @@ import numpy as np
 cv2.setNumThreads(1)  # CPU time then equals one core's work
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cxr_studio.core.phantom import LESION_TYPES, make_phantom  # noqa: E402
+from cxr_studio.core.phantoms.phantom import LESION_TYPES, make_phantom  # noqa: E402
 
 
 def tile(seed: int, size: int, tsize: int, lesion: str | None, outline: bool) -> np.ndarray:

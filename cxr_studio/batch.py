@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .core.method_names import HEATMAP_METHODS
+from .core.inspect.method_names import HEATMAP_METHODS
 from .core.render import COLORMAPS
 from .batch_files import _no_images_message, already_exported, collect_images, write_summary  # noqa: F401
 from .core.atomic import check_writable_dir, remove_stale_temps
@@ -57,7 +57,7 @@ def _channel(text: str) -> int | str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .core.pipeline import SEGMENTATION_METHODS
+    from .core.imaging.pipeline import SEGMENTATION_METHODS
 
     p = argparse.ArgumentParser(
         prog="cxr-studio export",
@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None,
                    help="trained checkpoint (.pt) to explain (default: the shipped model for radiographs, "
                         "when exactly one ships)")
-    from .core.model_args import add_model_arguments
+    from .core.models.args import add_model_arguments
 
     add_model_arguments(p)  # --arch, --classes, --input-size, --preset, --multi-label
     p.add_argument("--out", required=True, help="output folder (created when missing)")
@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _device(pref: str | None) -> Any:
     try:
-        from .core.engine import choose_device
+        from .core.runtime.engine import choose_device
     except ImportError:  # engine not available: plain torch
         import torch
 
@@ -118,7 +118,7 @@ def _prepare(args: argparse.Namespace) -> tuple[Any, Any, str]:
     device = _device(args.device)
     published = bool(args.arch and args.arch.startswith("xrv:") and args.checkpoint is None)
     if args.checkpoint is None and not published:
-        from .core.shipped import default_model_for_radiographs, no_default_message
+        from .core.models.shipped import default_model_for_radiographs, no_default_message
 
         default = default_model_for_radiographs()
         if default is None:
@@ -140,7 +140,7 @@ def _prepare(args: argparse.Namespace) -> tuple[Any, Any, str]:
         resolve_layer(loaded.model, layer)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    from .core.views import module_channels
+    from .core.inspect.views import module_channels
 
     if module_channels(loaded.model, layer) is None:
         raise UsageError(f"Layer {layer!r} has no spatial channels (fully connected); pick a conv, ReLU or pool layer.")
@@ -168,10 +168,10 @@ def export_one(
 
     ``taken``: stems already written in this run (two inputs called ``a.png`` never share a name,
     even with ``--overwrite``)."""
-    from .core.export import ExportError, ExportExists, export_view, unique_stem
-    from .core.io import read_image
-    from .core.pipeline import preprocess
-    from .core.views import compute_forward, compute_heatmap
+    from .core.render.export import ExportError, ExportExists, export_view, unique_stem
+    from .core.imaging.io import read_image
+    from .core.imaging.pipeline import preprocess
+    from .core.inspect.views import compute_forward, compute_heatmap
 
     radiograph = read_image(path)
     pre = preprocess(radiograph, spec)
@@ -268,7 +268,7 @@ def main(
         args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     except SystemExit as e:  # --help (0) or a usage error (2)
         return int(e.code or 0)
-    from .core.io import ImageReadError
+    from .core.imaging.io import ImageReadError
 
     out = Path(args.out)
     skipped: list[tuple[Path, str]] = []

@@ -17,7 +17,7 @@ def collect_images(inputs: Sequence[str], skipped: list[tuple[Path, str]] | None
 
     Entries of a folder passed over because they lead nowhere (symbolic link loops, broken links)
     are appended to ``skipped`` as (path, why), for the caller to report."""
-    from .core.io import scan_folder
+    from .core.imaging.io import scan_folder
 
     out: list[Path] = []
     for item in inputs:
@@ -44,7 +44,7 @@ def collect_images(inputs: Sequence[str], skipped: list[tuple[Path, str]] | None
 
 def _no_images_message(inputs: Sequence[str]) -> str:
     """"No images found", and where they are when a folder holds them one level down (a data root)."""
-    from .core.io import list_images
+    from .core.imaging.io import list_images
 
     hints = []
     for item in inputs:

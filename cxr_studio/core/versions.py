@@ -18,7 +18,7 @@ def _dist(name: str) -> str:
 
 
 def versions() -> dict[str, str]:
-    from .. import __version__
+    from cxr_studio import __version__
 
     return {
         "cxr_studio": str(__version__),

@@ -26,7 +26,7 @@ def about_text(device: Any = None) -> str:
     dev = "unknown"
     if device is not None:
         try:
-            from cxr_studio.core.engine import describe_device
+            from cxr_studio.core.runtime.engine import describe_device
 
             d = describe_device(device)
             dev = f"{d.get('name', device)} ({d.get('kind', '')})"

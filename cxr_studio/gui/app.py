@@ -55,7 +55,7 @@ def quick_args(argv: list[str]) -> argparse.Namespace:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = _window_parser(add_help=True)
-    from cxr_studio.core.model_args import add_model_arguments  # plain argparse: no torch import
+    from cxr_studio.core.models.args import add_model_arguments  # plain argparse: no torch import
 
     add_model_arguments(p)  # --arch, --classes, --input-size, --preset, --multi-label for --checkpoint files
     return p.parse_args(argv)
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtCore import QEventLoop, QTimer
     from PySide6.QtWidgets import QApplication
 
-    from cxr_studio.core.session import Session
+    from cxr_studio.core.runtime.session import Session
 
     from .main_window import MainWindow
     from .settings import Settings
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     app.processEvents()  # the first window is on screen before the heavy imports
     try:
         args = parse_args(argv)
-        from cxr_studio.core.engine import ModelManager, Worker, choose_device
+        from cxr_studio.core.runtime.engine import ModelManager, Worker, choose_device
 
         device = choose_device(args.device)
     except (ValueError, SystemExit) as e:
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         window.deleteLater()
         return 2 if not isinstance(e, SystemExit) else int(e.code or 0)
     manager = ModelManager(device)
-    from cxr_studio.core.model_args import model_options
+    from cxr_studio.core.models.args import model_options
 
     for ck in args.checkpoint:  # how to read the files named on the command line
         manager.open_options[os.path.abspath(ck)] = model_options(args)

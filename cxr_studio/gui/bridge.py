@@ -47,7 +47,7 @@ class _Job:
 
 
 class WorkerBridge(QObject):
-    """Qt face of `cxr_studio.core.engine.Worker`."""
+    """Qt face of `cxr_studio.core.runtime.engine.Worker`."""
 
     _done = Signal(int, object, object)  # job id, result, exception (internal, queued to GUI)
     _progressed = Signal(int, float, str)  # internal, queued to GUI thread

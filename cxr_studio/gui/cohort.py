@@ -121,7 +121,7 @@ def find_images(root: str | Path) -> list[Item]:
     except DatasetError:
         if not root.is_dir():
             raise ValueError(f"{root} is neither a folder of radiographs nor a data root the trainer reads.") from None
-    from cxr_studio.core.io import list_images
+    from cxr_studio.core.imaging.io import list_images
 
     items = [Item(p, label_from_name(p)) for p in list_images(root)]
     if not items:
@@ -137,10 +137,10 @@ def _uses_masks(loaded: Any) -> bool:
 def score_one(loaded: Any, item: Item, use_masks: bool) -> tuple[float, bool | None]:
     """The probability of the last class and, when the image has a lesion mask, whether the map the
     app shows first (the deepest conv layer's strongest channel) peaks inside it (pointing game)."""
-    from cxr_studio.core.io import read_image
-    from cxr_studio.core.lesions import find_lesion_mask
-    from cxr_studio.core.pipeline import preprocess
-    from cxr_studio.core.views import compute_forward, compute_heatmap, default_layer
+    from cxr_studio.core.imaging.io import read_image
+    from cxr_studio.core.imaging.lesions import find_lesion_mask
+    from cxr_studio.core.imaging.pipeline import preprocess
+    from cxr_studio.core.inspect.views import compute_forward, compute_heatmap, default_layer
     from cxr_studio.training.data import read_mask
 
     rad = read_image(item.path)
@@ -155,7 +155,7 @@ def score_one(loaded: Any, item: Item, use_masks: bool) -> tuple[float, bool | N
     fwd = compute_forward(loaded, prep, names=[layer] if layer else [])
     hit = None
     if layer is not None:
-        from cxr_studio.core.localisation import score_map
+        from cxr_studio.core.inspect.localisation import score_map
 
         hm = compute_heatmap(loaded, prep, fwd, layer, "strongest", "activation", ranking="max")
         hit = bool(score_map(hm.map_original, lesion, TOLERANCE_PX)["hit"])

@@ -60,7 +60,7 @@ class Controller(QObject):
 
     def spec_for(self, model_id: str | None = None) -> Any:
         """The current model's preprocessing with the user's pipeline-dock overrides applied."""
-        from cxr_studio.core.pipeline import PreprocessSpec
+        from cxr_studio.core.imaging.pipeline import PreprocessSpec
 
         user = self.session.spec
         loaded = self.loaded(model_id)
@@ -336,7 +336,7 @@ class Controller(QObject):
         act = fwd.activations.get(s.layer)
         if act is None:
             return
-        from cxr_studio.core.views import channel_view, data_mask
+        from cxr_studio.core.inspect.views import channel_view, data_mask
 
         loaded, n = self.loaded(mid), p.geometry.input_size
         placement = jobs.placement(loaded.model, s.layer) if loaded is not None else None

@@ -108,7 +108,7 @@ class ExportActions:
         """Run the batch exporter (`cxr-studio export`) on a folder in the worker, with a progress
         dialog (real progress from the exporter) whose Cancel stops after the current image."""
         from cxr_studio.batch import main as batch_main
-        from cxr_studio.core.io import list_images
+        from cxr_studio.core.imaging.io import list_images
 
         s = self.session
         n = max(1, len(list_images(src)))

@@ -64,10 +64,10 @@ def run_pipeline(radiograph: Any, spec: Any, lung_mask: np.ndarray | None = None
     segmentation. When the spec does not segment, the model input never sees a mask, but the lungs
     are still segmented ("auto", or ``lung_mask`` when given) for the outline and the "lungs"
     ranking; the mask then rides on the result, and a failure only adds a warning."""
-    from cxr_studio.core.pipeline import preprocess
+    from cxr_studio.core.imaging.pipeline import preprocess
 
     if isinstance(radiograph, (str, os.PathLike)):
-        from cxr_studio.core.io import read_image
+        from cxr_studio.core.imaging.io import read_image
 
         radiograph = read_image(radiograph)
     if spec.segmentation != "none":
@@ -113,7 +113,7 @@ def untrained_demo_checkpoint(folder: str | os.PathLike | None = None, seed: int
     shipped) as a checkpoint; its provenance says it is untrained."""
     import torch
 
-    from cxr_studio.core.checkpoint import save_checkpoint
+    from cxr_studio.core.models.checkpoint import save_checkpoint
     from cxr_studio.core.models import build_model
 
     torch.manual_seed(seed)
@@ -131,11 +131,11 @@ def untrained_demo_checkpoint(folder: str | os.PathLike | None = None, seed: int
 def forward(loaded: Any, prep: Any, cancel: Any = None) -> Any:
     """The forward pass with every layer's activation (core.views.compute_forward). With ``cancel``
     (a threading.Event) every layer checks it first and the pass stops with `Cancelled` once set."""
-    from cxr_studio.core.views import compute_forward
+    from cxr_studio.core.inspect.views import compute_forward
 
     if cancel is None:
         return compute_forward(loaded, prep)
-    from cxr_studio.core.engine import Cancelled
+    from cxr_studio.core.runtime.engine import Cancelled
 
     def check(_module: Any, _inputs: Any) -> None:
         if cancel.is_set():
@@ -152,21 +152,21 @@ def forward(loaded: Any, prep: Any, cancel: Any = None) -> Any:
 
 
 def layer_list(loaded: Any, input_size: int) -> list[Any]:
-    from cxr_studio.core.activations import list_layers
+    from cxr_studio.core.inspect.activations import list_layers
 
     return list_layers(loaded.model, input_size)
 
 
 def placement(model: Any, layer: str) -> Any:
     """Receptive-field placement of a layer's grid (None when it cannot be told)."""
-    from cxr_studio.core.placement import layer_placement
+    from cxr_studio.core.inspect.placement import layer_placement
 
     return layer_placement(model, layer)
 
 
 def rank(act: np.ndarray, method: str, geometry: Any, lung_mask: Any, region: Any,
          placement: Any = None) -> list[tuple[int, float]]:
-    from cxr_studio.core.activations import rank_channels
+    from cxr_studio.core.inspect.activations import rank_channels
 
     return rank_channels(act, method, geometry=geometry, lung_mask=lung_mask, region=region, placement=placement)
 
@@ -174,7 +174,7 @@ def rank(act: np.ndarray, method: str, geometry: Any, lung_mask: Any, region: An
 def channel_thumbnails(act: np.ndarray, scale: str, colormap: str = "jet", side: int = THUMB) -> np.ndarray:
     """Every channel of a (C, h, w) activation as a (C, side, side, 4) RGBA uint8 stack."""
     from cxr_studio.core.render import apply_lut, colormap_lut
-    from cxr_studio.core.saliency import channel_map
+    from cxr_studio.core.inspect.saliency import channel_map
 
     a = np.asarray(act, dtype=np.float32)
     lut = colormap_lut(colormap)
@@ -188,20 +188,20 @@ def channel_thumbnails(act: np.ndarray, scale: str, colormap: str = "jet", side:
 def heatmap(loaded: Any, prep: Any, fwd: Any, layer: str, channel: Any, method: str, class_index: Any,
             scale: str, ranking: str, region: Any) -> Any:
     """core.views.compute_heatmap: the one implementation shared with batch export."""
-    from cxr_studio.core.views import compute_heatmap
+    from cxr_studio.core.inspect.views import compute_heatmap
 
     return compute_heatmap(loaded, prep, fwd, layer, channel, method, class_index, scale, ranking, region)
 
 
 def conv1_tiles(loaded: Any) -> np.ndarray:
-    from cxr_studio.core.features import conv1_mosaic
+    from cxr_studio.core.inspect.features import conv1_mosaic
 
     return conv1_mosaic(loaded.model)
 
 
 def activation_maximisation(loaded: Any, layer: str, channel: int | None, class_index: int | None,
                             cancel: Any = None, progress: Callable[[float, str], None] | None = None) -> np.ndarray:
-    from cxr_studio.core.features import activation_maximisation as am
+    from cxr_studio.core.inspect.features import activation_maximisation as am
 
     kw: dict[str, Any] = {"channel": channel}
     if class_index is not None:
@@ -216,14 +216,14 @@ def map_to_original(map_input: np.ndarray, geometry: Any) -> np.ndarray:
 def export_overlay(stem: str | os.PathLike, pixels: np.ndarray, map_input: np.ndarray, geometry: Any,
                    settings: dict[str, Any], overwrite: bool = False) -> Any:
     """Map the shown heatmap onto the original grid and write PNG + NPY + JSON (core.export)."""
-    from cxr_studio.core.export import export_view
+    from cxr_studio.core.render.export import export_view
 
     return export_view(stem, pixels, geometry.map_to_original(map_input), settings, overwrite=overwrite)
 
 
 def write_rgb_png(path: str | os.PathLike, rgb: np.ndarray) -> Path:
     """Write an (H, W, 3|4) uint8 RGB(A) image (or a gray one) atomically: the one PNG writer."""
-    from cxr_studio.core.png import write_png
+    from cxr_studio.core.imaging.png import write_png
 
     return write_png(path, rgb)
 
@@ -258,15 +258,15 @@ def compare_row(model_id: str, loaded: Any, prep: Any, fwd: Any, ranking: str, r
                 scale: str) -> CompareRow:
     """One row of the compare view: the deepest conv's strongest channel and its Grad-CAM."""
     from cxr_studio.core.models.layers import deepest_conv
-    from cxr_studio.core.views import compute_heatmap
+    from cxr_studio.core.inspect.views import compute_heatmap
 
     layer = deepest_conv(loaded.model)
     if (ranking == "region" and region is None) or (ranking == "lungs" and prep.lung_mask is None):
         ranking = "max"
     act = compute_heatmap(loaded, prep, fwd, layer, "strongest", "activation", class_index, scale, ranking, region)
     cam = compute_heatmap(loaded, prep, fwd, layer, "strongest", "gradcam", class_index, scale, ranking, region)
-    from cxr_studio.core.placement import layer_placement
-    from cxr_studio.core.views import data_mask
+    from cxr_studio.core.inspect.placement import layer_placement
+    from cxr_studio.core.inspect.views import data_mask
 
     grid = fwd.activations[layer].shape[1:] if layer in fwd.activations else None
     valid = data_mask(grid, layer_placement(loaded.model, layer), prep.geometry.input_size) if grid else None

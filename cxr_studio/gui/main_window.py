@@ -202,7 +202,7 @@ class MainWindow(ExportActions, QMainWindow):
             self.view.show_stage(name, p.stages()[name])
 
     def _region_changed(self, region: Any) -> None:
-        from cxr_studio.core.activations import Region
+        from cxr_studio.core.inspect.activations import Region
 
         try:
             self.session.region = None if region is None else Region(region[0], region[1])
@@ -239,7 +239,7 @@ class MainWindow(ExportActions, QMainWindow):
 
     def load_default_model(self) -> None:
         """A real radiograph opened with no model: load the shipped model for radiographs, once."""
-        from cxr_studio.core.shipped import default_model_for_radiographs, no_default_message
+        from cxr_studio.core.models.shipped import default_model_for_radiographs, no_default_message
 
         if self.session.models or self._default_model_requested:
             return
@@ -259,7 +259,7 @@ class MainWindow(ExportActions, QMainWindow):
     def open_demo(self, seed: int = 3, size: int = 1024) -> None:
         """The demo: an abnormal synthetic phantom and the shipped demo model (an untrained narrow
         cxrnet, clearly marked, until the trained one is installed)."""
-        from cxr_studio.core.phantom import make_phantom
+        from cxr_studio.core.phantoms.phantom import make_phantom
         from cxr_studio.core.resources import DEMO_MODEL, find_resource
 
         ph = make_phantom(seed, size=size, abnormal=True)
@@ -281,7 +281,7 @@ class MainWindow(ExportActions, QMainWindow):
     def step_image(self, step: int) -> None:
         if self.image_path is None:
             return
-        from cxr_studio.core.io import list_images
+        from cxr_studio.core.imaging.io import list_images
 
         files = list_images(self.image_path.parent)
         if self.image_path in files:

@@ -10,7 +10,7 @@ from PySide6.QtWidgets import QLabel, QListWidget, QListWidgetItem, QPushButton,
 
 
 def _default_model() -> Any:
-    from cxr_studio.core.shipped import default_model_for_radiographs, shipped_models
+    from cxr_studio.core.models.shipped import default_model_for_radiographs, shipped_models
 
     path = default_model_for_radiographs()
     return next((m for m in shipped_models() if m.path == path), None) if path else None

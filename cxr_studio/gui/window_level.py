@@ -1,7 +1,7 @@
 """Window/level of the shown radiograph: display only (the model input never changes).
 
 The radiograph's pixels are 0..1 (a DICOM file's own VOI window already applied when it has one,
-see `core.io_dicom`), so a window is a (centre, width) pair in those units and the default, "full",
+see `core.imaging.dicom`), so a window is a (centre, width) pair in those units and the default, "full",
 shows the file as it was meant to be read. Presets come from the image's own histogram (inside the
 lungs when a mask is known), so they mean the same on 8- and 16-bit files; the status bar shows them
 in the file's stored units (0..255 for 8 bits, 0..4095 for 12 bits...).

@@ -106,7 +106,7 @@ def _threshold_arg(text: str) -> float | str:
 @subcommand("eval", "evaluate a checkpoint: accuracy, AUC, sensitivity, specificity, ROC")
 def _eval_setup(p: argparse.ArgumentParser) -> Runner:
     checkpoint_and_images_args(p, "evaluate")
-    from ..core.model_args import add_model_arguments
+    from ..core.models.args import add_model_arguments
 
     add_model_arguments(p)  # --arch, --classes, --input-size, --preset, --multi-label
     p.add_argument("--json", default=None, help="write the metrics here")
@@ -142,7 +142,7 @@ def _eval_setup(p: argparse.ArgumentParser) -> Runner:
 
 
 def _model_options(a: argparse.Namespace) -> dict[str, Any]:
-    from ..core.model_args import model_options
+    from ..core.models.args import model_options
 
     return model_options(a)
 
@@ -186,7 +186,7 @@ def _phantoms_setup(p: argparse.ArgumentParser) -> Runner:
             out = write_paired_phantoms(a.out, a.n, seed=a.seed, size=a.size)
             print(f"wrote {a.n} normal/abnormal phantom pairs to {out}")
             return 0
-        from ..core.phantom import write_phantom_dataset
+        from ..core.phantoms.phantom import write_phantom_dataset
 
         out = write_phantom_dataset(a.out, a.n, seed=a.seed, size=a.size, abnormal_fraction=a.abnormal_fraction)
         print(f"wrote {a.n} phantoms to {out}")
@@ -200,12 +200,12 @@ def _phantoms_setup(p: argparse.ArgumentParser) -> Runner:
 def _export_setup(p: argparse.ArgumentParser) -> Runner:
     p.add_argument("checkpoint")
     p.add_argument("out")
-    from ..core.model_args import add_model_arguments
+    from ..core.models.args import add_model_arguments
 
     add_model_arguments(p)
 
     def run(a: argparse.Namespace) -> int:
-        from ..core.checkpoint import export_release
+        from ..core.models.checkpoint import export_release
 
         if any(v is not None for v in _model_options(a).values()):
             from ..core.models.importers import release_imported
@@ -249,7 +249,7 @@ def _demo_check_setup(p: argparse.ArgumentParser) -> Runner:
     p.add_argument("--size", type=int, default=256, help="phantom size for the accuracy check")
 
     def run(a: argparse.Namespace) -> int:
-        from ..core.checkpoint import load_checkpoint
+        from ..core.models.checkpoint import load_checkpoint
         from .demo_check import phantom_accuracy, pointing_game_scores
 
         ck = load_checkpoint(a.checkpoint)

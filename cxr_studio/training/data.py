@@ -23,9 +23,9 @@ from typing import Any, Callable
 import numpy as np
 from ..core.atomic import atomic_file, strict_json, write_text_atomic
 from ..core.hashing import file_sha256
-from ..core.io import SUPPORTED_SUFFIXES
-from ..core.masks import MaskReadError
-from ..core.masks import read_mask as core_read_mask
+from ..core.imaging.io import SUPPORTED_SUFFIXES
+from ..core.imaging.masks import MaskReadError
+from ..core.imaging.masks import read_mask as core_read_mask
 
 IMAGE_SUFFIXES = SUPPORTED_SUFFIXES  # the one suffix list (core.io), DICOM's .dicom/.dic included
 CLASS_DIRS = {"normal": 0, "abnormal": 1, "0": 0, "1": 1, "negative": 0, "positive": 1, "tb": 1}
@@ -57,7 +57,7 @@ def label_from_name(path: Path) -> int | None:
 def _images(folder: Path) -> list[Path]:
     """The image files in ``folder``; one that is a symbolic link loop or a broken link is refused by
     name (skipping it silently would train on fewer images than the user gave)."""
-    from ..core.io import link_problem
+    from ..core.imaging.io import link_problem
 
     found = []
     for p in folder.iterdir():
@@ -267,13 +267,13 @@ def manifest_hash(samples: list[Sample]) -> str:
 
 def read_radiograph(path: Path) -> Any:
     """``core.io.read_image`` (every supported format)."""
-    from ..core.io import read_image
+    from ..core.imaging.io import read_image
 
     return read_image(path)
 
 
 def read_mask(paths: list[Path]) -> np.ndarray | None:
-    """OR of the mask images (the one mask reader, ``core.masks``), or None without masks."""
+    """OR of the mask images (the one mask reader, ``core.imaging.masks``), or None without masks."""
     try:
         return core_read_mask(paths, rule="nonzero") if paths else None
     except MaskReadError as exc:
@@ -282,7 +282,7 @@ def read_mask(paths: list[Path]) -> np.ndarray | None:
 
 def default_preprocess_fn(sample: Sample, spec: Any, use_masks: bool) -> np.ndarray:
     """The pipeline's CLAHE image (intermediate size) for one sample, float32 0..1."""
-    from ..core.pipeline import preprocess
+    from ..core.imaging.pipeline import preprocess
 
     rad = read_radiograph(sample.path)
     mask = read_mask(sample.mask_paths) if use_masks else None

@@ -16,8 +16,8 @@ FRESH_SEED0 = 100_000  # the demo model is trained on seeds < 100000
 def phantom_inputs(seeds: Iterable[int], spec: Any, size: int, abnormal: bool | None = None) -> tuple[
         torch.Tensor, np.ndarray, list[Any], list[Any]]:
     """(batch (N, C, n, n), labels, phantoms, preprocessed) for phantoms of the given seeds."""
-    from ..core.phantom import make_phantom
-    from ..core.pipeline import preprocess
+    from ..core.phantoms.phantom import make_phantom
+    from ..core.imaging.pipeline import preprocess
 
     phs, pres = [], []
     for s in seeds:
@@ -62,8 +62,8 @@ def peak_in_mask(map_original: np.ndarray, mask: np.ndarray, dilation_px: int) -
 
 def receptive_field(model: torch.nn.Module, layer: str) -> tuple[float, float]:
     """(stride, offset) of ``layer``'s grid in input pixels: cell ``i`` is centred on input pixel
-    ``stride * i + offset`` (see `cxr_studio.core.placement`)."""
-    from ..core.placement import layer_placement
+    ``stride * i + offset`` (see `cxr_studio.core.inspect.placement`)."""
+    from ..core.inspect.placement import layer_placement
 
     p = layer_placement(model, layer)
     if p is None:
@@ -94,9 +94,9 @@ def point_in_mask(xy: np.ndarray, mask: np.ndarray, dilation_px: int) -> bool:
 def pointing_game_scores(model: torch.nn.Module, spec: Any, n: int = 30, size: int = 512,
                          seed0: int = FRESH_SEED0 + 50_000, dilation_px: int = 8) -> dict[str, Any]:
     """Hit rates on ``n`` fresh abnormal phantoms for the strongest deepest-conv channel and Grad-CAM."""
-    from ..core.activations import forward_with_activations, rank_channels
+    from ..core.inspect.activations import forward_with_activations, rank_channels
     from ..core.models import deepest_conv
-    from ..core.saliency import channel_map, grad_cam
+    from ..core.inspect.saliency import channel_map, grad_cam
 
     layer = deepest_conv(model)
     _, _, phs, pres = phantom_inputs(range(seed0, seed0 + n), spec, size, abnormal=True)

@@ -56,7 +56,7 @@ def choose_training_device(preference: str | None, info: DistInfo) -> torch.devi
 def pick_device(preference: str | None) -> torch.device:
     """``core.engine.choose_device`` (cuda -> mps -> cpu, or the named one)."""
     try:
-        from ..core.engine import choose_device
+        from ..core.runtime.engine import choose_device
     except ImportError:  # the core engine not installed yet: same policy, minimal
         if preference:
             dev = torch.device(preference)
@@ -114,7 +114,7 @@ def fit(
     command: str = "",
 ) -> dict[str, Any]:
     """Train; returns a summary (best/last epoch metrics, test metrics, paths)."""
-    from ..core.checkpoint import load_checkpoint, save_checkpoint
+    from ..core.models.checkpoint import load_checkpoint, save_checkpoint
     from ..core.models import build_model
 
     info = dist_from_env()

@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..core.placement import Placement, layer_placement
+from ..core.inspect.placement import Placement, layer_placement
 
 _STOP = (nn.Linear, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten)
 _EPS = 1e-8

@@ -29,7 +29,7 @@ def lesion_geometry(sample: Sample, spec: Any, use_masks: bool) -> Any:
     """The pipeline's ``Geometry`` (crop box) for ``sample``, exactly as ``data.default_preprocess_fn``
     runs it for the image cache (CLAHE and the intermediate size do not move the crop box: they are
     skipped to save time)."""
-    from ..core.pipeline import preprocess
+    from ..core.imaging.pipeline import preprocess
 
     rad = read_radiograph(sample.path)
     mask = read_mask(sample.mask_paths) if use_masks else None

@@ -2,7 +2,7 @@
 
 For every abnormal image with a lesion mask (``lesion_mask/<stem>_lesion.png``, the Shenzhen release's
 ``Annotations_AllinOne_json.json``, or phantoms), each saliency method of
-`core.saliency_methods.METHODS` explains class "abnormal" at the deepest conv (input methods: the
+`core.inspect.saliency_methods.METHODS` explains class "abnormal" at the deepest conv (input methods: the
 input); its map, placed at the receptive-field centres and mapped onto the radiograph (never clipped
 to the lungs), is scored by `core.localisation`: pointing game with a tolerance (pixels at 512,
 scaled), energy inside, and mIoU at the threshold chosen on the split's validation images
@@ -72,10 +72,10 @@ def localize(checkpoint: str | Path, roots: list[str], *, split_file: str | None
              lesion_source: str = "auto", options: Any = None, device: str | None = None,
              progress: bool = False) -> dict[str, Any]:
     """Score, write the JSON (strict) and figures, return the report (with per-image rows)."""
-    from ..core.checkpoint import load_checkpoint
+    from ..core.models.checkpoint import load_checkpoint
     from ..core.models import deepest_conv
-    from ..core.saliency_cam import LIBRARY_CAMS, _library
-    from ..core.saliency_methods import SOURCE, Options
+    from ..core.inspect.saliency_cam import LIBRARY_CAMS, _library
+    from ..core.inspect.saliency_methods import SOURCE, Options
     from .engine import pick_device
     from .lung_check_scoring import untrained_twin
 
@@ -160,8 +160,8 @@ def localize(checkpoint: str | Path, roots: list[str], *, split_file: str | None
 def _sanity(ctx: Context, prepared: list[Any], methods: list[str], seed: int,
             progress: bool = False) -> dict[str, Any]:
     """Randomisation results per method over the first images; the maps of image 0 for the figure."""
-    from ..core.saliency_methods import INPUT_METHODS, map_support
-    from ..core.sanity import sanity_check
+    from ..core.inspect.saliency_methods import INPUT_METHODS, map_support
+    from ..core.inspect.sanity import sanity_check
     from .localize_scoring import method_map
 
     per: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
@@ -208,7 +208,7 @@ def _bar(enabled: bool, total: int, desc: str = "localize", unit: str = "img") -
 
 @subcommand("localize", "does the heatmap point at the disease? lesion-level scores, sanity checks, faithfulness")
 def _localize_setup(p: argparse.ArgumentParser) -> Runner:
-    from ..core.saliency_methods import METHODS
+    from ..core.inspect.saliency_methods import METHODS
 
     checkpoint_and_images_args(p, "score", "abnormal ")
     p.add_argument("--methods", default=None, help=f"comma-separated (default all): {','.join(METHODS)}")
@@ -234,7 +234,7 @@ def _localize_setup(p: argparse.ArgumentParser) -> Runner:
     p.add_argument("--no-progress", action="store_true")
 
     def run(a: argparse.Namespace) -> int:
-        from ..core.saliency_methods import Options, parse_methods
+        from ..core.inspect.saliency_methods import Options, parse_methods
 
         if a.threads:
             import torch

@@ -37,7 +37,7 @@ def _tile(pre: Any, m: np.ndarray, lesion: np.ndarray | None, lungs: np.ndarray 
 
 def _write(path: Path, rgb: np.ndarray) -> str:
     from ..core.atomic import write_bytes_atomic
-    from ..core.export import encode_png
+    from ..core.render.export import encode_png
 
     path.parent.mkdir(parents=True, exist_ok=True)
     return str(write_bytes_atomic(path, encode_png(rgb)))

@@ -21,7 +21,7 @@ def _rows_for(rows: list[dict[str, Any]], method: str, key: str | None = None) -
 def method_summary(rows: list[dict[str, Any]], val_rows: list[dict[str, Any]], method: str,
                    faithfulness: bool) -> dict[str, Any]:
     """One method's scores on all images, plus ``called_abnormal`` and the deletion/insertion AUCs."""
-    from ..core.localisation import bootstrap_ci, summarise
+    from ..core.inspect.localisation import bootstrap_ci, summarise
 
     val = np.stack([np.asarray(r["methods"][method]["iou_curve"]) for r in val_rows]) if val_rows else None
     out = summarise(_rows_for(rows, method), val)
@@ -40,7 +40,7 @@ def method_summary(rows: list[dict[str, Any]], val_rows: list[dict[str, Any]], m
 def lesion_baseline_inputs(p: Any, tolerance_px: float) -> dict[str, Any]:
     """What the baselines need of one image, kept small: the uniform scores, the lesion on the
     prior grid, and the grown lesion bit-packed (for the prior point's hit)."""
-    from ..core.localisation import grow, to_prior_grid, tolerance_for, uniform_scores
+    from ..core.inspect.localisation import grow, to_prior_grid, tolerance_for, uniform_scores
 
     grown = grow(p.lesion, tolerance_for(p.lesion.shape, tolerance_px))
     lungs = p.lungs if p.lungs.any() else np.ones_like(p.lesion)
@@ -50,7 +50,7 @@ def lesion_baseline_inputs(p: Any, tolerance_px: float) -> dict[str, Any]:
 
 
 def _point_summary(values: list[float], energy: list[float]) -> dict[str, Any]:
-    from ..core.localisation import bootstrap_ci
+    from ..core.inspect.localisation import bootstrap_ci
 
     return {"n": len(values), "pointing_game": float(np.mean(values)), "pointing_ci": bootstrap_ci(values),
             "energy_inside": float(np.mean(energy)), "energy_ci": bootstrap_ci(energy)}
@@ -61,7 +61,7 @@ def baselines(rows: list[dict[str, Any]], info: list[dict[str, Any]], tolerance_
     """uniform_lungs, uniform_image (exact expectations per image), population_prior (leave-one-out
     most lesion-dense point; its energy = the share of the other images' lesion density that falls
     in this lesion) and the untrained twin's scores per method."""
-    from ..core.localisation import PRIOR_GRID, population_prior_points, summarise
+    from ..core.inspect.localisation import PRIOR_GRID, population_prior_points, summarise
 
     out: dict[str, Any] = {
         "uniform_lungs": _point_summary([i["lungs"]["hit"] for i in info], [i["lungs"]["energy"] for i in info]),
@@ -93,7 +93,7 @@ def baselines(rows: list[dict[str, Any]], info: list[dict[str, Any]], tolerance_
 def sanity_summary(raw: dict[str, Any]) -> dict[str, Any]:
     """Per method: mean Spearman / SSIM at the explained layer's cascade step over the sanity
     images, the verdict, and the mean curves of both randomisations."""
-    from ..core.sanity import PASS_SPEARMAN
+    from ..core.inspect.sanity import PASS_SPEARMAN
 
     out: dict[str, Any] = {}
     for m, results in (raw.get("per_method") or {}).items():

@@ -65,7 +65,7 @@ def lung_check(checkpoint: str | Path, roots: list[str], *, split_file: str | No
                progress: bool = False, untrained_control: bool = False) -> dict[str, Any]:
     """Score every selected abnormal image; write the JSON and figures; return the summary + rows.
     ``untrained_control`` also scores the same images with `untrained_twin` (the recipe's seed)."""
-    from ..core.checkpoint import load_checkpoint
+    from ..core.models.checkpoint import load_checkpoint
     from ..core.models import deepest_conv
     from .demo_check import receptive_field
     from .engine import pick_device

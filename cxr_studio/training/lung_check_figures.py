@@ -28,7 +28,7 @@ def figure_name(image_path: Path, channel: int) -> str:
 
 def strongest_channel_heatmap(model: Any, pre: Any, forward: Any, layer: str) -> Any:
     """The app's heat map of ``layer``'s strongest channel (ranked by max) for one preprocessed image."""
-    from ..core.views import compute_heatmap
+    from ..core.inspect.views import compute_heatmap
 
     return compute_heatmap(model, pre, forward, layer, channel="strongest", method="activation", ranking="max")
 
@@ -59,6 +59,6 @@ def render_figure(pre: Any, heat_original: np.ndarray, lungs: np.ndarray, peak_x
 def write_figure(path: Path, pre: Any, heat_original: np.ndarray, lungs: np.ndarray, peak_xy: np.ndarray) -> Path:
     """Render and write one figure atomically; returns its path."""
     from ..core.atomic import write_bytes_atomic
-    from ..core.export import encode_png
+    from ..core.render.export import encode_png
 
     return write_bytes_atomic(path, encode_png(render_figure(pre, heat_original, lungs, peak_xy)))

@@ -42,10 +42,10 @@ def cell_centres_original(pre: Any, grid_hw: tuple[int, int], rf: tuple[float, f
 def check_image(model: Any, spec: Any, layer: str, rf: tuple[float, float], sample: Sample,
                 use_masks: bool, dilation_px: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """(JSON row, what a figure needs) for one image."""
-    from ..core.activations import forward_with_activations, rank_channels
+    from ..core.inspect.activations import forward_with_activations, rank_channels
     from ..core.lungs import segment_lungs_detailed
-    from ..core.pipeline import preprocess
-    from ..core.saliency import channel_map, grad_cam
+    from ..core.imaging.pipeline import preprocess
+    from ..core.inspect.saliency import channel_map, grad_cam
     from .demo_check import aligned_peak, point_in_mask
 
     try:

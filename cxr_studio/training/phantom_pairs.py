@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from ..core.png import write_png
+from ..core.imaging.png import write_png
 
 
 def _write(path: Path, array: np.ndarray) -> None:
@@ -16,7 +16,7 @@ def _write(path: Path, array: np.ndarray) -> None:
 def write_paired_phantoms(out_dir: str | Path, n: int, seed: int = 0, size: int = 512) -> Path:
     """``n`` seeds from ``seed``, each as a normal and an abnormal phantom (2n images; a seed whose
     lesions could not be placed gives only the normal one). Files already there are kept (resumable)."""
-    from ..core.phantom import make_phantom
+    from ..core.phantoms.phantom import make_phantom
 
     if n < 1:
         raise ValueError(f"the number of phantom pairs must be at least 1, got {n}")

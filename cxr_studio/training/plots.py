@@ -5,7 +5,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from ..core.png import write_png
+from ..core.imaging.png import write_png
 
 _COLORS = [(200, 80, 30), (40, 140, 230), (60, 170, 60), (30, 30, 200), (150, 60, 150)]  # BGR
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..core.checkpoint import load_checkpoint, save_checkpoint
+from ..core.models.checkpoint import load_checkpoint, save_checkpoint
 from ..core.lungs import dice
 from ..core.models import build_model
 from ..core.models.unet import SEGMENTER_SPEC
@@ -125,8 +125,8 @@ def train(data: list[str], out: Path, cfg: dict[str, Any], resume: bool = False,
 
 def evaluate(checkpoint: Path, pairs, log=print) -> dict[str, Any]:
     """Dice of the cleaned, full-resolution prediction against each pair's mask, per dataset."""
-    from ..core.io import read_image
-    from ..core.lungs_unet import segment_unet
+    from ..core.imaging.io import read_image
+    from ..core.lungs.unet import segment_unet
 
     loaded = load_checkpoint(checkpoint)
     per: dict[str, list[float]] = {}

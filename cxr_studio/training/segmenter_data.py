@@ -15,10 +15,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..core.masks import read_mask as core_read_mask
+from ..core.imaging.masks import read_mask as core_read_mask
 
-from ..core.io import read_image
-from ..core.pipeline import PreprocessSpec, preprocess
+from ..core.imaging.io import read_image
+from ..core.imaging.pipeline import PreprocessSpec, preprocess
 from ..core.atomic import strict_json, write_text_atomic
 
 
@@ -70,7 +70,7 @@ def find_mask_pairs(roots: list[str | Path]) -> list[MaskPair]:
 
 
 def read_mask(pair: MaskPair) -> np.ndarray:
-    """The pair's full-resolution bool mask (the one mask reader, ``core.masks``)."""
+    """The pair's full-resolution bool mask (the one mask reader, ``core.imaging.masks``)."""
     return core_read_mask(list(pair.masks))
 
 

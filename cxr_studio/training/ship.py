@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..core.atomic import atomic_file
-from ..core.checkpoint import CheckpointError, load_checkpoint, read_raw
+from ..core.models.checkpoint import CheckpointError, load_checkpoint, read_raw
 from ..core.hashing import file_sha256
 from .cli import subcommand
 from .data import DatasetError, PreprocessCache, read_split, scan_roots, select, write_json_atomic

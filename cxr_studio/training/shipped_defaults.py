@@ -15,8 +15,8 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from ..core.checkpoint import peek_checkpoint
-from ..core.shipped import default_model_for_radiographs, no_default_message, operating_threshold
+from ..core.models.checkpoint import peek_checkpoint
+from ..core.models.shipped import default_model_for_radiographs, no_default_message, operating_threshold
 from .data import DatasetError, scan_roots
 
 SPLIT_PARTS = ("train", "val", "test")

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler, default_collate
 
-from ..core.pipeline import NORMALIZATIONS
+from ..core.imaging.pipeline import NORMALIZATIONS
 
 
 class CachedImages(Dataset):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cxr_studio.core.io import ImageReadError, read_image
+from cxr_studio.core.imaging.io import ImageReadError, read_image
 
 
 def assert_damage_only_raises_image_read_error(data: bytes, folder: Path, suffix: str, first: int = 1,

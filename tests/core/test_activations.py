@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from cxr_studio.core.activations import (
+from cxr_studio.core.inspect.activations import (
     ForwardResult,
     LayerError,
     Region,
@@ -17,7 +17,7 @@ from cxr_studio.core.activations import (
     rank_channels,
     record_activations,
 )
-from cxr_studio.core.pipeline import Geometry
+from cxr_studio.core.imaging.pipeline import Geometry
 
 
 def tiny_net(seed: int = 0) -> nn.Module:

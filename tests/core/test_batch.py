@@ -11,13 +11,13 @@ import torch
 
 from cxr_studio.batch import main
 from cxr_studio.cli import main as cli_main
-from cxr_studio.core import export as ex
-from cxr_studio.core.checkpoint import load_checkpoint, save_checkpoint
-from cxr_studio.core.io import read_image, write_png
+from cxr_studio.core.render import export as ex
+from cxr_studio.core.models.checkpoint import load_checkpoint, save_checkpoint
+from cxr_studio.core.imaging.io import read_image, write_png
 from cxr_studio.core.models import build_model
-from cxr_studio.core.phantom import make_phantom
-from cxr_studio.core.pipeline import PreprocessSpec, preprocess
-from cxr_studio.core.views import ViewError, compute_forward, compute_heatmap
+from cxr_studio.core.phantoms.phantom import make_phantom
+from cxr_studio.core.imaging.pipeline import PreprocessSpec, preprocess
+from cxr_studio.core.inspect.views import ViewError, compute_forward, compute_heatmap
 
 INPUT = 91
 SPEC = PreprocessSpec.preset("fast").replace(input_size=INPUT, intermediate_size=128)
@@ -124,8 +124,8 @@ def test_views_activation_and_gradcam(ckpt: Path, images: Path) -> None:
     act = fwd.activations["relu5"]
     means = act.reshape(act.shape[0], -1).mean(axis=1)
     assert hm.channel == int(np.argmax(means)) == hm.ranking[0][0]
-    from cxr_studio.core.placement import layer_placement, place_on_input
-    from cxr_studio.core.saliency import channel_map
+    from cxr_studio.core.inspect.placement import layer_placement, place_on_input
+    from cxr_studio.core.inspect.saliency import channel_map
 
     expected = place_on_input(channel_map(act, hm.channel), layer_placement(loaded.model, "relu5"), INPUT)
     assert hm.map_input.shape == (INPUT, INPUT) and np.array_equal(hm.map_input, expected)
@@ -197,7 +197,7 @@ def test_batch_same_names_never_collide(ckpt: Path, tmp_path: Path) -> None:
 
 
 def test_views_region_ranking(ckpt: Path, images: Path) -> None:
-    from cxr_studio.core.activations import Region
+    from cxr_studio.core.inspect.activations import Region
 
     loaded = load_checkpoint(ckpt)
     pre = preprocess(read_image(images / "phantom_0.png"), loaded.spec)

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torchvision
 
-from cxr_studio.core import checkpoint as ck
-from cxr_studio.core.checkpoint import (
+from cxr_studio.core.models import checkpoint as ck
+from cxr_studio.core.models.checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
     export_release,
@@ -19,7 +19,7 @@ from cxr_studio.core.checkpoint import (
     save_checkpoint,
 )
 from cxr_studio.core.models import build_model
-from cxr_studio.core.pipeline import PreprocessSpec
+from cxr_studio.core.imaging.pipeline import PreprocessSpec
 
 TINY = dict(width=0.125, fc_width=64)
 

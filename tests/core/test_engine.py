@@ -8,8 +8,8 @@ from concurrent.futures import CancelledError
 import pytest
 import torch
 
-from cxr_studio.core.checkpoint import CheckpointError, save_checkpoint
-from cxr_studio.core.engine import (
+from cxr_studio.core.models.checkpoint import CheckpointError, save_checkpoint
+from cxr_studio.core.runtime.engine import (
     Cancelled,
     DeviceError,
     DeviceMemoryError,

@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from cxr_studio.core import export as ex
-from cxr_studio.core.export import ExportError, export_view, rerender, unique_stem
-from cxr_studio.core.io import read_image, write_png
+from cxr_studio.core.render import export as ex
+from cxr_studio.core.render.export import ExportError, export_view, rerender, unique_stem
+from cxr_studio.core.imaging.io import read_image, write_png
 from cxr_studio.core.render import overlay
 
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from cxr_studio.core.activations import LayerError
-from cxr_studio.core.features import (
+from cxr_studio.core.inspect.activations import LayerError
+from cxr_studio.core.inspect.features import (
     AMSettings,
     Cancelled,
     activation_maximisation,
@@ -134,7 +134,7 @@ def test_progress_reaches_one_and_cancel_stops_early():
         activation_maximisation(net, "conv2", 2, settings=settings, progress=progress, cancel=cancel)
     assert len(calls) == 3 and max(calls) < 1.0
     assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in net.modules()) == 0
-    from cxr_studio.core import engine
+    from cxr_studio.core.runtime import engine
 
     with pytest.raises(engine.Cancelled):  # the worker's own class; cancelled before it starts
         activation_maximisation(net, "conv2", 2, settings=settings, cancel=cancel)

@@ -19,13 +19,13 @@ import torch
 
 from cxr_studio import batch
 from cxr_studio.batch import main
-from cxr_studio.core import export as ex
+from cxr_studio.core.render import export as ex
 from cxr_studio.core.atomic import remove_stale_temps, strict_json, temp_name, write_text_exclusive
-from cxr_studio.core.checkpoint import save_checkpoint
-from cxr_studio.core.io import read_image, write_png
+from cxr_studio.core.models.checkpoint import save_checkpoint
+from cxr_studio.core.imaging.io import read_image, write_png
 from cxr_studio.core.models import build_model
-from cxr_studio.core.phantom import make_phantom
-from cxr_studio.core.pipeline import PreprocessSpec
+from cxr_studio.core.phantoms.phantom import make_phantom
+from cxr_studio.core.imaging.pipeline import PreprocessSpec
 from dicom_factory import gradient, make_dicom
 
 INPUT = 91

@@ -104,3 +104,25 @@ def test_the_checker_finds_a_cycle(tmp_path: Path) -> None:
 
 def test_cxr_studio_has_no_import_cycle() -> None:
     assert cycles(import_graph(PKG)) == []
+
+
+def test_documented_entry_points_stay_importable() -> None:
+    """Scripts outside the package use these names (DESIGN.md); the parts moved into sub-packages."""
+    import importlib
+
+    from cxr_studio.core.imaging.io import read_image
+    from cxr_studio.core.inspect.views import compute_forward, compute_heatmap
+
+    assert importlib.import_module("cxr_studio.core.io").read_image is read_image
+    assert importlib.import_module("cxr_studio.core.lungs").segment_lungs
+    assert importlib.import_module("cxr_studio.core.checkpoint").load_checkpoint
+    assert importlib.import_module("cxr_studio.core.pipeline").preprocess
+    views = importlib.import_module("cxr_studio.core.views")
+    assert views.compute_forward is compute_forward and views.compute_heatmap is compute_heatmap
+
+
+def test_core_is_parts_not_a_flat_room() -> None:
+    top = sorted(p.stem for p in (PKG / "core").glob("*.py"))
+    assert top == ["__init__", "atomic", "checkpoint", "hashing", "io", "pipeline", "resources", "versions", "views"]
+    parts = sorted(p.name for p in (PKG / "core").iterdir() if (p / "__init__.py").is_file())
+    assert parts == ["imaging", "inspect", "lungs", "models", "phantoms", "render", "runtime"]

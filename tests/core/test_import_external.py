@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from cxr_studio.core.activations import forward_with_activations
-from cxr_studio.core.checkpoint import CheckpointError
+from cxr_studio.core.inspect.activations import forward_with_activations
+from cxr_studio.core.models.checkpoint import CheckpointError
 from cxr_studio.core.models.importers import open_model
 from cxr_studio.core.models.layers import deepest_conv
-from cxr_studio.core.saliency import grad_cam
+from cxr_studio.core.inspect.saliency import grad_cam
 
 N = 64
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 import torchvision
 
-from cxr_studio.core import checkpoint as ck
-from cxr_studio.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from cxr_studio.core.models import checkpoint as ck
+from cxr_studio.core.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from cxr_studio.core.models import build_model
 from cxr_studio.core.models.importers import open_model
-from cxr_studio.core.pipeline import PreprocessSpec
+from cxr_studio.core.imaging.pipeline import PreprocessSpec
 
 TINY = dict(width=0.125, fc_width=64)
 

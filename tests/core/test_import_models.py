@@ -13,13 +13,13 @@ import torch
 import torchvision
 from torchvision.models.vision_transformer import VisionTransformer
 
-from cxr_studio.core.activations import forward_with_activations, list_layers
-from cxr_studio.core.checkpoint import CheckpointError, load_checkpoint
-from cxr_studio.core.engine import ModelManager
+from cxr_studio.core.inspect.activations import forward_with_activations, list_layers
+from cxr_studio.core.models.checkpoint import CheckpointError, load_checkpoint
+from cxr_studio.core.runtime.engine import ModelManager
 from cxr_studio.core.models.importers import ScriptProgram, open_model, release_imported
 from cxr_studio.core.models.layers import LayerNotFoundError, deepest_conv
-from cxr_studio.core.placement import layer_placement
-from cxr_studio.core.saliency import grad_cam
+from cxr_studio.core.inspect.placement import layer_placement
+from cxr_studio.core.inspect.saliency import grad_cam
 
 N = 64
 
@@ -84,7 +84,7 @@ def test_torchvision_state_dicts_load_and_explain(tmp_path, arch, how, deepest, 
     place = layer_placement(m, deepest)
     assert place is not None and place.stride == 32.0
     _check_cam(m, cam_layer)
-    from cxr_studio.core.features import conv1_mosaic
+    from cxr_studio.core.inspect.features import conv1_mosaic
 
     first = next(mod for mod in m.modules() if isinstance(mod, torch.nn.Conv2d))
     assert conv1_mosaic(m).shape[2] == 3 and first.out_channels >= 16  # the first conv's filters as tiles
@@ -171,9 +171,9 @@ def test_exported_program_is_unflattened_so_layers_can_be_hooked(tmp_path):
 
 
 def test_tiny_vit_predicts_and_names_the_views_that_need_a_spatial_layer(tmp_path):
-    from cxr_studio.core.phantom import make_phantom
-    from cxr_studio.core.pipeline import preprocess
-    from cxr_studio.core.views import ViewError, compute_forward, compute_heatmap
+    from cxr_studio.core.phantoms.phantom import make_phantom
+    from cxr_studio.core.imaging.pipeline import preprocess
+    from cxr_studio.core.inspect.views import ViewError, compute_forward, compute_heatmap
 
     torch.manual_seed(3)
     vit = VisionTransformer(image_size=N, patch_size=16, num_layers=1, num_heads=2, hidden_dim=16,
@@ -197,8 +197,8 @@ def test_tiny_vit_predicts_and_names_the_views_that_need_a_spatial_layer(tmp_pat
 
 def test_multi_label_export_names_the_class(tmp_path):
     from cxr_studio.batch import main
-    from cxr_studio.core.io import write_png
-    from cxr_studio.core.phantom import make_phantom
+    from cxr_studio.core.imaging.io import write_png
+    from cxr_studio.core.phantoms.phantom import make_phantom
 
     torch.manual_seed(4)
     path = _save(torchvision.models.resnet18(num_classes=3), tmp_path / "ml.pth", "plain")
@@ -261,7 +261,7 @@ def test_manager_release_and_the_same_flags_everywhere(tmp_path, capsys):
 
 
 def test_eval_takes_a_torchvision_state_dict_with_the_same_flags(tmp_path, capsys):
-    from cxr_studio.core.phantom import write_phantom_dataset
+    from cxr_studio.core.phantoms.phantom import write_phantom_dataset
     from cxr_studio.training.cli import main as train_main
 
     root = write_phantom_dataset(tmp_path / "data", 6, seed=0, size=128)

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxr_studio.core import io
+from cxr_studio.core.imaging import io
 from damage import assert_damage_only_raises_image_read_error
 
-from cxr_studio.core.io import ImageReadError, ImageWriteError, Radiograph, read_image, write_png
+from cxr_studio.core.imaging.io import ImageReadError, ImageWriteError, Radiograph, read_image, write_png
 
 
 def ramp(h: int = 64, w: int = 48, top: int = 255, dtype=np.uint8) -> np.ndarray:

@@ -8,7 +8,7 @@ import pytest
 from pydicom.pixels import get_decoder, get_encoder
 from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit, RLELossless
 
-from cxr_studio.core.io import ImageReadError, read_image
+from cxr_studio.core.imaging.io import ImageReadError, read_image
 from damage import assert_damage_only_raises_image_read_error
 from dicom_factory import base_dataset, gradient, make_dicom
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from cxr_studio.core import localisation as loc
-from cxr_studio.core.faithfulness import curves, random_order, saliency_order
-from cxr_studio.core.lesions import LesionError, find_lesion_mask, lesion_from_json, rasterise, read_via
-from cxr_studio.core.sanity import cascade, explained_step, independent, parameter_layers, spearman, ssim
+from cxr_studio.core.inspect import localisation as loc
+from cxr_studio.core.inspect.faithfulness import curves, random_order, saliency_order
+from cxr_studio.core.imaging.lesions import LesionError, find_lesion_mask, lesion_from_json, rasterise, read_via
+from cxr_studio.core.inspect.sanity import cascade, explained_step, independent, parameter_layers, spearman, ssim
 
 
 def square(shape, y0, y1, x0, x1):

@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cxr_studio.core.io import read_image
+from cxr_studio.core.imaging.io import read_image
 from cxr_studio.core.lungs import dice, segment_lungs, segment_lungs_detailed
-from cxr_studio.core.lungs_unet import load_segmenter, shipped_segmenter_available
-from cxr_studio.core.phantom import make_phantom
+from cxr_studio.core.lungs.unet import load_segmenter, shipped_segmenter_available
+from cxr_studio.core.phantoms.phantom import make_phantom
 
 pytestmark = pytest.mark.skipif(not shipped_segmenter_available(), reason="segmenter weights not installed")
 

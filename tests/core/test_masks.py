@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from cxr_studio.core.masks import MaskReadError, read_mask
+from cxr_studio.core.imaging.masks import MaskReadError, read_mask
 
 
 def test_or_of_files_rules_and_resize(tmp_path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cxr_studio.core.metrics import energy_inside, iou_at, localisation_report, pointing_game
+from cxr_studio.core.inspect.metrics import energy_inside, iou_at, localisation_report, pointing_game
 
 
 def blob(cx: float, cy: float, sigma: float = 6.0, shape: tuple[int, int] = (80, 100)) -> np.ndarray:

@@ -7,10 +7,10 @@ import cv2
 import numpy as np
 import pytest
 
-from cxr_studio.core.phantom import (
+from cxr_studio.core.phantoms.phantom import (
     LESION_TYPES, Phantom, PhantomError, make_phantom, write_phantom_dataset,
 )
-from cxr_studio.core.radiograph import Radiograph
+from cxr_studio.core.imaging.radiograph import Radiograph
 
 SIZE = 256  # small and fast; one test checks the default 512
 

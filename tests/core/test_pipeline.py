@@ -4,14 +4,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cxr_studio.core.pipeline import (
+from cxr_studio.core.imaging.pipeline import (
     Geometry,
     PreprocessSpec,
     apply_clahe,
     lung_crop_box,
     preprocess,
 )
-from cxr_studio.core.radiograph import Radiograph
+from cxr_studio.core.imaging.radiograph import Radiograph
 
 
 def _image(h: int = 300, w: int = 240, seed: int = 0) -> Radiograph:

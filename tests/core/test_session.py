@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch.nn as nn
 
-from cxr_studio.core.events import Signal
-from cxr_studio.core.pipeline import PreprocessSpec
-from cxr_studio.core.radiograph import Radiograph
-from cxr_studio.core.session import FIELDS, Session, SessionError
+from cxr_studio.core.runtime.events import Signal
+from cxr_studio.core.imaging.pipeline import PreprocessSpec
+from cxr_studio.core.imaging.radiograph import Radiograph
+from cxr_studio.core.runtime.session import FIELDS, Session, SessionError
 
 
 # -- Signal ---------------------------------------------------------------------------------------
@@ -61,7 +61,7 @@ def test_signal_blocked_nests() -> None:
 
 
 def test_signal_group() -> None:
-    from cxr_studio.core.events import SignalGroup
+    from cxr_studio.core.runtime.events import SignalGroup
 
     g = SignalGroup(["a", "b"])
     got: list = []

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-import cxr_studio.core.shipped as shipped
+import cxr_studio.core.models.shipped as shipped
 from cxr_studio.batch import main as export_main
-from cxr_studio.core.checkpoint import save_checkpoint
-from cxr_studio.core.io import write_png
+from cxr_studio.core.models.checkpoint import save_checkpoint
+from cxr_studio.core.imaging.io import write_png
 from cxr_studio.core.models import build_model
-from cxr_studio.core.phantom import make_phantom
-from cxr_studio.core.pipeline import PreprocessSpec
+from cxr_studio.core.phantoms.phantom import make_phantom
+from cxr_studio.core.imaging.pipeline import PreprocessSpec
 
 
 def test_describe_reads_title_kind_auc_and_threshold_from_provenance() -> None:

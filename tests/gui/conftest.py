@@ -15,7 +15,7 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A narrow cxrnet saved as a checkpoint (random weights, fixed seed)."""
     import torch
 
-    from cxr_studio.core.checkpoint import save_checkpoint
+    from cxr_studio.core.models.checkpoint import save_checkpoint
     from cxr_studio.core.models import build_model
 
     torch.manual_seed(0)
@@ -30,7 +30,7 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def phantom() -> Any:
-    from cxr_studio.core.phantom import make_phantom
+    from cxr_studio.core.phantoms.phantom import make_phantom
 
     return make_phantom(5, size=384, abnormal=True)
 
@@ -45,8 +45,8 @@ def settings(tmp_path: Path) -> Any:
 @pytest.fixture
 def window(qtbot: Any, settings: Any) -> Iterator[Any]:
     """A shown main window with a real Worker and ModelManager on the CPU."""
-    from cxr_studio.core.engine import ModelManager, Worker
-    from cxr_studio.core.session import Session
+    from cxr_studio.core.runtime.engine import ModelManager, Worker
+    from cxr_studio.core.runtime.session import Session
     from cxr_studio.gui.main_window import MainWindow
 
     w = MainWindow(Session(), Worker(), ModelManager("cpu"), settings)

@@ -63,10 +63,10 @@ def test_bad_device_is_one_line(tmp_path: Path, capsys: Any) -> None:
 def test_an_image_alone_opens_with_the_shipped_tb_model(tmp_path: Path) -> None:
     """`cxr-studio IMAGE` (no --checkpoint): the shipped model for radiographs is loaded, so a heatmap
     appears and the screenshot is written (without a model it would time out with exit code 3)."""
-    from cxr_studio.core.io import write_png
-    from cxr_studio.core.phantom import make_phantom
+    from cxr_studio.core.imaging.io import write_png
+    from cxr_studio.core.phantoms.phantom import make_phantom
     from cxr_studio.core.resources import TB_MODEL, find_resource
-    from cxr_studio.core.shipped import default_model_for_radiographs
+    from cxr_studio.core.models.shipped import default_model_for_radiographs
 
     assert default_model_for_radiographs() == find_resource(TB_MODEL)
     img, shot = tmp_path / "chest.png", tmp_path / "shot.png"

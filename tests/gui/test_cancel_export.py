@@ -14,7 +14,7 @@ import pytest
 def unsegmented(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
-    from cxr_studio.core.checkpoint import save_checkpoint
+    from cxr_studio.core.models.checkpoint import save_checkpoint
     from cxr_studio.core.models import build_model
 
     torch.manual_seed(2)
@@ -50,7 +50,7 @@ def test_export_dialogs_suggest_a_descriptive_name_in_the_last_folder(qtbot: Any
 
 
 def test_forward_pass_can_be_cancelled(qtbot: Any, loaded_window: Any, monkeypatch: Any) -> None:
-    from cxr_studio.core import views
+    from cxr_studio.core.inspect import views
 
     w = loaded_window
     started, release = threading.Event(), threading.Event()
@@ -82,8 +82,8 @@ def test_forward_pass_can_be_cancelled(qtbot: Any, loaded_window: Any, monkeypat
 
 def test_folder_export_can_be_cancelled(qtbot: Any, window: Any, phantom: Any, unsegmented: Path,
                                         tmp_path: Path) -> None:
-    from cxr_studio.core.io import write_png
-    from cxr_studio.core.phantom import make_phantom
+    from cxr_studio.core.imaging.io import write_png
+    from cxr_studio.core.phantoms.phantom import make_phantom
 
     w = window
     w.open_radiograph(phantom.radiograph(), phantom.lung_mask, "phantom")

@@ -19,7 +19,7 @@ N = 20
 
 @pytest.fixture(scope="module")
 def cohort_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from cxr_studio.core.phantom import write_phantom_dataset
+    from cxr_studio.core.phantoms.phantom import write_phantom_dataset
 
     return write_phantom_dataset(tmp_path_factory.mktemp("cohort") / "phantoms", N, seed=40, size=256)
 
@@ -29,7 +29,7 @@ def plain_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A narrow cxrnet whose preprocessing does not segment."""
     import torch
 
-    from cxr_studio.core.checkpoint import save_checkpoint
+    from cxr_studio.core.models.checkpoint import save_checkpoint
     from cxr_studio.core.models import build_model
 
     torch.manual_seed(3)

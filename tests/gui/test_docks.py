@@ -22,7 +22,7 @@ class _NoWorker:
 
 
 def _controller(qtbot: Any) -> Any:
-    from cxr_studio.core.session import Session
+    from cxr_studio.core.runtime.session import Session
     from cxr_studio.gui.bridge import WorkerBridge
     from cxr_studio.gui.controller import Controller
 

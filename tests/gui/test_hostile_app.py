@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cxr_studio.core.io import write_png
-from cxr_studio.core.phantom import make_phantom
+from cxr_studio.core.imaging.io import write_png
+from cxr_studio.core.phantoms.phantom import make_phantom
 
 
 def run_app(args: list[str], tmp_path: Path, monkeypatch: Any) -> int:

@@ -68,8 +68,8 @@ def test_compare_opens_large(qtbot: Any, window: Any) -> None:
 def test_saved_layout_that_no_longer_fits_is_reset(qtbot: Any, settings: Any) -> None:
     from PySide6.QtCore import QByteArray, QSize
 
-    from cxr_studio.core.engine import ModelManager, Worker
-    from cxr_studio.core.session import Session
+    from cxr_studio.core.runtime.engine import ModelManager, Worker
+    from cxr_studio.core.runtime.session import Session
     from cxr_studio.gui.layout import SIZE_KEY, available
     from cxr_studio.gui.main_window import MainWindow
 

@@ -15,7 +15,7 @@ def unsegmented_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A narrow cxrnet whose preprocessing does not segment (as the demo model's)."""
     import torch
 
-    from cxr_studio.core.checkpoint import save_checkpoint
+    from cxr_studio.core.models.checkpoint import save_checkpoint
     from cxr_studio.core.models import build_model
 
     torch.manual_seed(1)
@@ -39,7 +39,7 @@ def _open_demo_like(qtbot: Any, w: Any, phantom: Any, ckpt: Path) -> None:
 
 def test_real_image_after_demo_gets_segmented_lungs_and_lungs_ranking(
         qtbot: Any, window: Any, phantom: Any, unsegmented_checkpoint: Path) -> None:
-    from cxr_studio.core.phantom import make_phantom
+    from cxr_studio.core.phantoms.phantom import make_phantom
 
     w = window
     _open_demo_like(qtbot, w, phantom, unsegmented_checkpoint)
@@ -60,7 +60,7 @@ def test_real_image_after_demo_gets_segmented_lungs_and_lungs_ranking(
     assert made_by not in (None, "given", "none") and f"segmentation: {made_by}" in info
     assert w.view._outline_data is not None  # the outline is drawn
     # the shown channel is the strongest by mean inside the segmented lungs
-    from cxr_studio.core.activations import rank_channels
+    from cxr_studio.core.inspect.activations import rank_channels
     from cxr_studio.gui import jobs
 
     act = w.controller.activation()
@@ -82,7 +82,7 @@ def test_real_image_after_demo_gets_segmented_lungs_and_lungs_ranking(
 def test_no_lungs_falls_back_to_max_with_a_status_message(
         qtbot: Any, window: Any, phantom: Any, unsegmented_checkpoint: Path, monkeypatch: Any) -> None:
     import cxr_studio.core.lungs as lungs
-    from cxr_studio.core.phantom import make_phantom
+    from cxr_studio.core.phantoms.phantom import make_phantom
 
     w = window
     _open_demo_like(qtbot, w, phantom, unsegmented_checkpoint)
@@ -105,7 +105,7 @@ def test_no_lungs_falls_back_to_max_with_a_status_message(
     assert w.last_error is None and (w._error_box is None or not w._error_box.isVisible())
     assert any("ranking by max" in m for m in messages)
     assert any("could not be segmented" in m for m in messages)
-    from cxr_studio.core.activations import rank_channels
+    from cxr_studio.core.inspect.activations import rank_channels
     from cxr_studio.gui import jobs
 
     act = w.controller.activation()

@@ -10,7 +10,7 @@ import pytest
 
 
 def test_every_image_opens_at_a_non_zero_threshold(qtbot: Any, loaded_window: Any) -> None:
-    from cxr_studio.core.session import DEFAULT_THRESHOLD
+    from cxr_studio.core.runtime.session import DEFAULT_THRESHOLD
 
     w = loaded_window
     assert 0 < w.session.threshold == DEFAULT_THRESHOLD
@@ -42,7 +42,7 @@ def test_no_data_is_transparent_at_any_threshold(qtbot: Any, loaded_window: Any)
 
 
 def test_saved_threshold_from_before_the_default_is_not_restored(qtbot: Any, settings: Any) -> None:
-    from cxr_studio.core.session import DEFAULT_THRESHOLD
+    from cxr_studio.core.runtime.session import DEFAULT_THRESHOLD
 
     settings.set_value("view/threshold", 0.0)  # written by an older version (no view/version)
     settings.set_value("view/opacity", 0.7)
@@ -56,8 +56,8 @@ def test_switching_models_shows_that_models_strongest_channel(
         qtbot: Any, loaded_window: Any, tmp_path: Path) -> None:
     import torch
 
-    from cxr_studio.core.activations import rank_channels
-    from cxr_studio.core.checkpoint import save_checkpoint
+    from cxr_studio.core.inspect.activations import rank_channels
+    from cxr_studio.core.models.checkpoint import save_checkpoint
     from cxr_studio.core.models import build_model
     from cxr_studio.gui import jobs
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from cxr_studio.core.io import write_png
+from cxr_studio.core.imaging.io import write_png
 from cxr_studio.gui.docks.models_dock import verdict
 
 
@@ -28,7 +28,7 @@ def radiograph_file(tmp_path: Path, phantom: Any) -> Path:
 
 def test_an_image_opened_without_a_model_loads_the_default(qtbot: Any, window: Any, radiograph_file: Path,
                                                             tiny_checkpoint: Path, monkeypatch: Any) -> None:
-    import cxr_studio.core.shipped as shipped
+    import cxr_studio.core.models.shipped as shipped
 
     monkeypatch.setattr(shipped, "default_model_for_radiographs", lambda: tiny_checkpoint)
     window.open_image(radiograph_file)
@@ -42,7 +42,7 @@ def test_an_image_opened_without_a_model_loads_the_default(qtbot: Any, window: A
 
 def test_a_named_checkpoint_suppresses_the_default(qtbot: Any, window: Any, radiograph_file: Path,
                                                    tiny_checkpoint: Path, monkeypatch: Any) -> None:
-    import cxr_studio.core.shipped as shipped
+    import cxr_studio.core.models.shipped as shipped
 
     called = []
     monkeypatch.setattr(shipped, "default_model_for_radiographs", lambda: called.append(1) or tiny_checkpoint)
@@ -53,7 +53,7 @@ def test_a_named_checkpoint_suppresses_the_default(qtbot: Any, window: Any, radi
 
 
 def test_no_default_says_which_models_ship(qtbot: Any, window: Any, radiograph_file: Path, monkeypatch: Any) -> None:
-    import cxr_studio.core.shipped as shipped
+    import cxr_studio.core.models.shipped as shipped
 
     monkeypatch.setattr(shipped, "default_model_for_radiographs", lambda: None)
     window.open_image(radiograph_file)
@@ -63,7 +63,7 @@ def test_no_default_says_which_models_ship(qtbot: Any, window: Any, radiograph_f
 
 
 def test_models_dock_lists_shipped_models_and_loads_one_by_double_click(qtbot: Any, window: Any) -> None:
-    from cxr_studio.core.shipped import shipped_models
+    from cxr_studio.core.models.shipped import shipped_models
 
     dock = window.models_dock
     listed = [dock.shipped.item(i).data(256) for i in range(dock.shipped.count())]
@@ -86,7 +86,7 @@ def test_multi_label_predictions_are_listed_most_probable_first() -> None:
 
 def test_the_status_bar_shows_the_verdict_of_the_current_model(qtbot: Any, window: Any, radiograph_file: Path,
                                                              tiny_checkpoint: Path, monkeypatch: Any) -> None:
-    import cxr_studio.core.shipped as shipped
+    import cxr_studio.core.models.shipped as shipped
 
     monkeypatch.setattr(shipped, "default_model_for_radiographs", lambda: tiny_checkpoint)
     window.open_image(radiograph_file)
@@ -101,7 +101,7 @@ def test_a_dropped_checkpoint_replaces_the_default(qtbot: Any, window: Any, radi
                                                    tiny_checkpoint: Path, monkeypatch: Any) -> None:
     from PySide6.QtCore import QMimeData, QUrl
 
-    import cxr_studio.core.shipped as shipped
+    import cxr_studio.core.models.shipped as shipped
 
     called = []
     monkeypatch.setattr(shipped, "default_model_for_radiographs", lambda: called.append(1) or tiny_checkpoint)

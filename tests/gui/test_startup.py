@@ -12,7 +12,7 @@ PROBE = r"""
 import sys
 from PySide6.QtWidgets import QApplication
 app = QApplication([])
-from cxr_studio.core.session import Session
+from cxr_studio.core.runtime.session import Session
 from cxr_studio.gui.main_window import MainWindow
 from cxr_studio.gui.settings import Settings
 w = MainWindow(Session(), None, None, Settings(sys.argv[1]))
@@ -32,8 +32,8 @@ def test_the_window_is_built_and_shown_before_torch_is_imported(tmp_path: Path) 
 
 def test_jobs_asked_for_during_start_up_run_once_the_worker_is_attached(qtbot: Any, settings: Any,
                                                                         phantom: Any) -> None:
-    from cxr_studio.core.engine import ModelManager, Worker
-    from cxr_studio.core.session import Session
+    from cxr_studio.core.runtime.engine import ModelManager, Worker
+    from cxr_studio.core.runtime.session import Session
     from cxr_studio.gui.main_window import MainWindow
 
     w = MainWindow(Session(), None, None, settings)

@@ -54,7 +54,7 @@ def test_end_to_end_layer_strongest_threshold_export(qtbot: Any, loaded_window: 
     w.channels_dock.strongest.click()
     act = w.controller.activation("relu4")
     p = s.preprocessed
-    from cxr_studio.core.activations import rank_channels
+    from cxr_studio.core.inspect.activations import rank_channels
 
     best = rank_channels(act, "lungs", geometry=p.geometry, lung_mask=p.lung_mask)[0][0]
     qtbot.waitUntil(lambda: s.channel == best and w.controller.last_heatmap.channel == best, timeout=30000)
@@ -153,8 +153,8 @@ def test_closing_stops_the_worker_and_leaks_no_windows(qtbot: Any, settings: Any
                                                        tiny_checkpoint: Path) -> None:
     from PySide6.QtWidgets import QApplication
 
-    from cxr_studio.core.engine import ModelManager, Worker
-    from cxr_studio.core.session import Session
+    from cxr_studio.core.runtime.engine import ModelManager, Worker
+    from cxr_studio.core.runtime.session import Session
     from cxr_studio.gui.main_window import MainWindow
 
     before = {id(x) for x in QApplication.topLevelWidgets() if x.isVisible()}
@@ -173,8 +173,8 @@ def test_closing_stops_the_worker_and_leaks_no_windows(qtbot: Any, settings: Any
 
 
 def test_export_folder_next_image_and_unload(qtbot: Any, loaded_window: Any, tmp_path: Path) -> None:
-    from cxr_studio.core.io import write_png
-    from cxr_studio.core.phantom import make_phantom
+    from cxr_studio.core.imaging.io import write_png
+    from cxr_studio.core.phantoms.phantom import make_phantom
 
     w = loaded_window
     src = tmp_path / "in"

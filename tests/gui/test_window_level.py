@@ -86,7 +86,7 @@ def test_presets_from_the_status_bar(qtbot: Any, loaded_window: Any) -> None:
 
 
 def test_sixteen_bit_images_keep_their_depth_and_show_stored_units(qtbot: Any, window: Any, phantom: Any) -> None:
-    from cxr_studio.core.radiograph import Radiograph
+    from cxr_studio.core.imaging.radiograph import Radiograph
 
     v = window.view
     px = phantom.radiograph().pixels
@@ -103,7 +103,7 @@ def test_sixteen_bit_images_keep_their_depth_and_show_stored_units(qtbot: Any, w
 
 
 def test_presets_follow_the_lungs_when_known() -> None:
-    from cxr_studio.core.phantom import make_phantom
+    from cxr_studio.core.phantoms.phantom import make_phantom
 
     ph = make_phantom(4, size=256)
     px = ph.radiograph().pixels

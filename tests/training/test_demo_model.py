@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cxr_studio.core.checkpoint import load_checkpoint
+from cxr_studio.core.models.checkpoint import load_checkpoint
 from cxr_studio.core.resources import DEMO_MODEL, find_resource
 from cxr_studio.training.demo_check import phantom_accuracy, pointing_game_scores
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cxr_studio.core.checkpoint import save_checkpoint
+from cxr_studio.core.models.checkpoint import save_checkpoint
 from cxr_studio.core.models import build_model
 from cxr_studio.training import evaluate
 from cxr_studio.training.cli import main

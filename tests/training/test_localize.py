@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cxr_studio.core.phantom import write_phantom_dataset
+from cxr_studio.core.phantoms.phantom import write_phantom_dataset
 from cxr_studio.core.resources import DEMO_MODEL, find_resource
 from cxr_studio.training.cli import main
 from cxr_studio.training.data import scan_roots

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from cxr_studio.core.phantom import write_phantom_dataset
+from cxr_studio.core.phantoms.phantom import write_phantom_dataset
 from cxr_studio.core.resources import DEMO_MODEL, find_resource
 from cxr_studio.training.cli import main
 from cxr_studio.training.data import read_mask, scan_roots, stratified_split, write_split

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from cxr_studio.core.checkpoint import load_checkpoint
-from cxr_studio.core.lungs_unet import clean_mask, confidence, segment_unet
-from cxr_studio.core.phantom import write_phantom_dataset
+from cxr_studio.core.models.checkpoint import load_checkpoint
+from cxr_studio.core.lungs.unet import clean_mask, confidence, segment_unet
+from cxr_studio.core.phantoms.phantom import write_phantom_dataset
 from cxr_studio.training.segmenter import train
 from cxr_studio.training.segmenter_data import find_mask_pairs, split_pairs
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cxr_studio.core.checkpoint import load_checkpoint
+from cxr_studio.core.models.checkpoint import load_checkpoint
 from cxr_studio.training.engine import fit
 from cxr_studio.training.loops import TrainingError, make_loader, make_optimizer
 from cxr_studio.training.prepare import prepare_data

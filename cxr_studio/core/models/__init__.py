@@ -8,8 +8,8 @@ from __future__ import annotations
 import importlib
 import importlib.util
 
-from . import cxrnet, torchvision_any, torchvision_nets  # noqa: F401  (registers the builders)
-from .layers import (
+from cxr_studio.core.models import cxrnet, torchvision_any, torchvision_nets  # noqa: F401  (registers the builders)
+from cxr_studio.core.models.layers import (
     LayerNotFoundError,
     conv_layers,
     count_parameters,
@@ -23,7 +23,7 @@ from .layers import (
     readable_name,
     resolve_layer,
 )
-from .registry import (
+from cxr_studio.core.models.registry import (
     DEFAULT_CLASS_NAMES,
     ModelInfo,
     UnknownArchitectureError,
@@ -32,7 +32,7 @@ from .registry import (
     model_meta,
     register,
 )
-from .torchvision_nets import WeightsFileError, WeightsUnavailableError
+from cxr_studio.core.models.torchvision_nets import WeightsFileError, WeightsUnavailableError
 
 # optional families added by other modules (the lung U-Net registers itself when present)
 if importlib.util.find_spec(f"{__name__}.unet") is not None:

@@ -25,8 +25,8 @@ from collections import OrderedDict
 import torch
 import torch.nn as nn
 
-from ..pipeline import PreprocessSpec
-from .registry import DEFAULT_CLASS_NAMES, register
+from cxr_studio.core.imaging.pipeline import PreprocessSpec
+from cxr_studio.core.models.registry import DEFAULT_CLASS_NAMES, register
 
 INITS = ("paper", "kaiming", "empty")
 BASE_CHANNELS = (96, 128, 256, 256, 256)
@@ -119,7 +119,7 @@ def cxrnet(
     # build on the meta device (no allocation, no default init), allocate, then apply our own init
     with torch.device("meta"):
         model = _layers(in_channels, (c1, c2, c3, c4, c5), sizes["pool5"], int(fc_width), int(num_classes), dropout)
-    from .discovery import building_on_meta
+    from cxr_studio.core.models.discovery import building_on_meta
 
     if not building_on_meta():  # on the meta device (shape checks) nothing is allocated
         model = model.to_empty(device="cpu")

@@ -14,7 +14,7 @@ from typing import Any, Iterator
 import torch
 import torch.nn as nn
 
-from .registry import build_model, model_meta
+from cxr_studio.core.models.registry import build_model, model_meta
 
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net", "module")
 PREFIXES = ("module.", "_orig_mod.")
@@ -132,7 +132,7 @@ def infer_outputs(arch: str, kwargs: dict[str, Any], state: dict[str, torch.Tens
     params = model_meta(arch).parameters
     if "num_classes" not in params or "num_classes" in kwargs:
         return kwargs
-    from .torchvision_any import infer_aux_logits, infer_num_classes, is_torchvision_classifier
+    from cxr_studio.core.models.torchvision_any import infer_aux_logits, infer_num_classes, is_torchvision_classifier
 
     out = dict(kwargs)
     if is_torchvision_classifier(arch) and arch not in ("alexnet", "vgg16", "vgg19"):

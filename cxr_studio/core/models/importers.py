@@ -25,7 +25,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..checkpoint import (
+from cxr_studio.core.models.checkpoint import (
     FORMAT,
     CheckpointError,
     LoadedCheckpoint,
@@ -34,11 +34,11 @@ from ..checkpoint import (
     preset_spec,
     read_raw,
 )
-from ..hashing import file_sha256
-from ..model_args import add_model_arguments, model_options  # noqa: F401  (the shared flags, re-exported)
-from . import fitting
-from .discovery import attach_layers, discover
-from .registry import DEFAULT_CLASS_NAMES
+from cxr_studio.core.hashing import file_sha256
+from cxr_studio.core.models.args import add_model_arguments, model_options  # noqa: F401  (the shared flags, re-exported)
+from cxr_studio.core.models import fitting
+from cxr_studio.core.models.discovery import attach_layers, discover
+from cxr_studio.core.models.registry import DEFAULT_CLASS_NAMES
 
 
 # -- opening -------------------------------------------------------------------------------------
@@ -57,7 +57,7 @@ def open_model(
     problem is a `CheckpointError` with one sentence."""
     opts = dict(classes=classes, input_size=input_size, preset=preset, multi_label=multi_label)
     if arch and ":" in arch:
-        from .external import open_external
+        from cxr_studio.core.models.external import open_external
 
         return _to(open_external(path, arch, **opts), device)
     if path is None:
@@ -88,8 +88,8 @@ def needs_architecture(path: str | os.PathLike) -> bool:
 
 def architecture_names() -> list[str]:
     """What an architecture name can be: our registered ones, then torchvision's classifiers."""
-    from .registry import architectures
-    from .torchvision_any import torchvision_classifiers
+    from cxr_studio.core.models.registry import architectures
+    from cxr_studio.core.models.torchvision_any import torchvision_classifiers
 
     ours = architectures()
     return ours + [n for n in torchvision_classifiers() if n not in ours]
@@ -184,8 +184,8 @@ def _first_conv_in(state: dict[str, torch.Tensor]) -> int:
 def _rebuild_traced(ts: torch.jit.ScriptModule, state: dict[str, torch.Tensor], spec: Any) -> tuple[nn.Module, str, nn.Module] | None:
     """(eager model, torchvision name, meta twin) of the torchvision classifier ``ts`` was traced
     or scripted from, when one fits its weights exactly and gives the same outputs; else None."""
-    from .registry import build_model
-    from .torchvision_any import _meta_model, infer_num_classes, torchvision_classifiers
+    from cxr_studio.core.models.registry import build_model
+    from cxr_studio.core.models.torchvision_any import _meta_model, infer_num_classes, torchvision_classifiers
 
     original = getattr(ts, "original_name", "")
     for name in torchvision_classifiers():
@@ -278,8 +278,8 @@ def _exported(path: Path, *, classes, input_size, preset, multi_label) -> Loaded
 def release_imported(src: str | os.PathLike | None, dst: str | os.PathLike, **options: Any) -> Path:
     """Open ``src`` as :func:`open_model` does and write it as a self-describing CXR Studio
     checkpoint (architecture, class names, preprocessing, provenance "imported from ...")."""
-    from ..checkpoint import save_checkpoint
-    from .registry import model_meta
+    from cxr_studio.core.models.checkpoint import save_checkpoint
+    from cxr_studio.core.models.registry import model_meta
 
     loaded = open_model(src, **options)
     try:

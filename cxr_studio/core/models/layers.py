@@ -136,7 +136,7 @@ def describe_model(model: nn.Module, input_size: int | None = None, title: str =
 
 def describe(name: str, **kwargs: object) -> str:
     """Build architecture ``name`` with ``kwargs`` and return (and print) its layer table."""
-    from .registry import build_model
+    from cxr_studio.core.models.registry import build_model
 
     model = build_model(name, **kwargs)
     opts = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())

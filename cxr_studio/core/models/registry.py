@@ -139,7 +139,7 @@ def _ensure_attributes(model: nn.Module) -> None:
     if not isinstance(getattr(model, "new_layers", None), list):
         model.new_layers = []
     if not isinstance(getattr(model, "default_preprocess", None), dict):
-        from ..pipeline import PreprocessSpec
+        from cxr_studio.core.imaging.pipeline import PreprocessSpec
 
         model.default_preprocess = PreprocessSpec.preset("paper").to_dict()
     if not isinstance(getattr(model, "class_names", None), list):

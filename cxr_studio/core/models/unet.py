@@ -9,8 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..pipeline import PreprocessSpec
-from .registry import register
+from cxr_studio.core.imaging.pipeline import PreprocessSpec
+from cxr_studio.core.models.registry import register
 
 SEGMENTER_SPEC = PreprocessSpec(
     segmentation="none",

@@ -104,7 +104,7 @@ class CohortDock(QDockWidget):
             self.score(root)
 
     def threshold(self) -> float:
-        from cxr_studio.core.shipped import operating_threshold
+        from cxr_studio.core.models.shipped import operating_threshold
 
         t = operating_threshold(getattr(self.session.current_model, "provenance", None))
         return 0.5 if t is None else float(t)

@@ -12,7 +12,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDockWidget, QDoubleSpinBox, QFormLayout, QHBoxLayout,
                                QPushButton, QSlider, QWidget)
 
-from cxr_studio.core.method_names import HEATMAP_METHODS, LABELS, SLOW_METHODS
+from cxr_studio.core.inspect.method_names import HEATMAP_METHODS, LABELS, SLOW_METHODS
 
 # every method of the one list; the strongest-channel ones are "Channel activation" with a ranking here
 SOURCES = {k: LABELS[k] + (" (slow)" if k in SLOW_METHODS else "") for k in HEATMAP_METHODS

@@ -37,7 +37,7 @@ def prediction_summary(session: Any) -> str:
     fwd, loaded = session.forward, session.current_model
     if fwd is None or loaded is None or not len(fwd.probabilities):
         return ""
-    from cxr_studio.core.shipped import operating_threshold
+    from cxr_studio.core.models.shipped import operating_threshold
 
     names = list(getattr(loaded, "class_names", []) or [])
     line = verdict(names, fwd.probabilities, operating_threshold(getattr(loaded, "provenance", None)))
@@ -112,7 +112,7 @@ class ModelsDock(QDockWidget):
         self.shipped.clear()
         if self.controller.manager is None:  # start-up: filled once torch is in (MainWindow.attach_engine)
             return
-        from cxr_studio.core.shipped import shipped_models
+        from cxr_studio.core.models.shipped import shipped_models
 
         for m in shipped_models():
             item = QListWidgetItem(m.short_label())
@@ -197,7 +197,7 @@ class ModelsDock(QDockWidget):
             self.device.setText("Device: loading…")
             return
         try:
-            from cxr_studio.core.engine import describe_device
+            from cxr_studio.core.runtime.engine import describe_device
 
             d = describe_device(self.controller.manager.device)
         except Exception as e:  # noqa: BLE001 - the label is informative only
@@ -217,7 +217,7 @@ class ModelsDock(QDockWidget):
             lab = QLabel("(no prediction yet)")
             self.pred_box.addWidget(lab)
             return
-        from cxr_studio.core.shipped import operating_threshold
+        from cxr_studio.core.models.shipped import operating_threshold
 
         names = list(getattr(loaded, "class_names", []) or [])
         self.verdict.setText(verdict(names, fwd.probabilities, operating_threshold(getattr(loaded, "provenance", None))))

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-from .metrics import _check, energy_inside
+from cxr_studio.core.inspect.metrics import _check, energy_inside
 
 REFERENCE_SIDE = 512  # the tolerance is given in pixels of a 512-pixel image
 THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 0.05 .. 0.95, CheXlocalize-style grid

@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .activations import LayerError, _first_tensor, _model_device, eval_mode, layer_table, resolve_module
-from .engine import Cancelled as _WorkerCancelled
-from .pipeline import NORMALIZATIONS
+from cxr_studio.core.inspect.activations import LayerError, _first_tensor, _model_device, eval_mode, layer_table, resolve_module
+from cxr_studio.core.runtime.engine import Cancelled as _WorkerCancelled
+from cxr_studio.core.imaging.pipeline import NORMALIZATIONS
 
 NORMALISE_MODES = ("filter", "global")
 GRAD_NORMS = ("laplacian", "std")

@@ -59,7 +59,7 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
 def scan_folder(folder: str | os.PathLike) -> tuple[list[Path], list[tuple[Path, str]]]:
     """`list_images`, plus the entries passed over that a user may have meant as images:
     (path, why) for symbolic link loops and broken links (a caller should say so, not skip silently)."""
-    from .io import ImageReadError, is_supported  # here: io imports this module at its end
+    from cxr_studio.core.imaging.io import ImageReadError, is_supported  # here: io imports this module at its end
 
     d = Path(folder)
     if not d.is_dir():

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from .checkpoint import LoadedCheckpoint, load_checkpoint
+from cxr_studio.core.models.checkpoint import LoadedCheckpoint, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -384,7 +384,7 @@ class ModelManager:
         TorchScript, exported programs); ``options`` (``classes``, ``input_size``, ``preset``,
         ``multi_label``) and those set for this path in ``open_options`` (the command line's
         ``--arch ...`` flags) say how to read a file that does not describe itself."""
-        from .models.importers import open_model
+        from cxr_studio.core.models.importers import open_model
 
         opts = {**self.open_options.get(os.path.abspath(os.fspath(path)), {}), **options}
         if arch is not None:

@@ -24,8 +24,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from .lungs_atlas_io import AtlasFolderError, list_atlas_pairs, read_gray, read_mask
-from .lungs_postprocess import (
+from cxr_studio.core.lungs.atlas_io import AtlasFolderError, list_atlas_pairs, read_gray, read_mask
+from cxr_studio.core.lungs.postprocess import (
     WORK_SIZE,
     ContentBox,
     check_pixels,

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .models.layers import LayerError, layer_names, resolve_layer
+from cxr_studio.core.models.layers import LayerError, layer_names, resolve_layer
 
 RANK_METHODS = ("max", "mean", "lungs", "region")
 
@@ -286,7 +286,7 @@ def rank_channels(
         if not mask.any():
             raise ValueError(f"The {what} is empty")
         if placement is not None:
-            from .placement import sample_on_grid
+            from cxr_studio.core.inspect.placement import sample_on_grid
 
             n = int(geometry.input_size)
             on_input = geometry.original_to_grid(mask.astype(np.float32), (n, n))

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 from scipy import ndimage as ndi
 
-from .lungs_postprocess import (
+from cxr_studio.core.lungs.postprocess import (
     WORK_SIZE,
     check_pixels,
     clean_mask,

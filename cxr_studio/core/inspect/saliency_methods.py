@@ -14,9 +14,9 @@ from typing import Any, Callable
 import numpy as np
 from torch import nn
 
-from .method_names import SALIENCY_METHODS, SLOW_METHODS
-from .placement import layer_placement, place_on_input
-from .saliency_cam import LIBRARY_CAMS, SCORECAM_BATCH, SaliencyError, cam_grid
+from cxr_studio.core.inspect.method_names import SALIENCY_METHODS, SLOW_METHODS
+from cxr_studio.core.inspect.placement import layer_placement, place_on_input
+from cxr_studio.core.inspect.saliency_cam import LIBRARY_CAMS, SCORECAM_BATCH, SaliencyError, cam_grid
 
 METHODS: tuple[str, ...] = SALIENCY_METHODS  # the one list lives in method_names (no torch import)
 INPUT_METHODS: tuple[str, ...] = ("occlusion", "integrated-gradients")  # attribute the input pixels
@@ -71,7 +71,7 @@ def saliency_map(model: nn.Module, x: Any, method: str, layer: str | None, class
                  progress: Callable[[int, int], None] | None = None) -> Saliency:
     """One method's map of batch item 0 of ``x`` explaining ``class_index`` (layer methods at
     ``layer``; ``geometry`` and ``lung_mask`` of the original radiograph for channel-lungs)."""
-    from .saliency_perturb import integrated_gradients_map, occlusion_map
+    from cxr_studio.core.inspect.saliency_perturb import integrated_gradients_map, occlusion_map
 
     if method not in METHODS:
         raise SaliencyError(f"Unknown saliency method {method!r}; choose from {', '.join(METHODS)}")
@@ -96,7 +96,7 @@ def map_support(model: nn.Module, x: Any, method: str, layer: str | None) -> np.
     """(N, N) bool: where ``method``'s maps can be non-zero on the input (the layer's cells and half
     a stride around them for layer methods; everywhere for input methods). Comparisons of two maps
     (sanity checks) use only this part, so a shared empty border does not count as agreement."""
-    from .activations import forward_with_activations
+    from cxr_studio.core.inspect.activations import forward_with_activations
 
     n = int(x.shape[-1])
     if method in INPUT_METHODS or layer is None:

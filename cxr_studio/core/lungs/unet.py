@@ -14,8 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .lungs_postprocess import LungSegmentation, check_pixels
-from .resources import LUNG_SEGMENTER, find_resource
+from cxr_studio.core.lungs.postprocess import LungSegmentation, check_pixels
+from cxr_studio.core.resources import LUNG_SEGMENTER, find_resource
 
 UNET_CONFIDENCE_THRESHOLD = 0.6
 _lock = threading.Lock()
@@ -28,8 +28,8 @@ def shipped_segmenter_available() -> bool:
 
 def load_segmenter(path: str | Path | None = None):
     """The segmenter checkpoint (a ``LoadedCheckpoint``), loaded once per path, on the CPU."""
-    from .checkpoint import load_checkpoint
-    from .models import unet as _unet  # noqa: F401  (registers lung_unet)
+    from cxr_studio.core.models.checkpoint import load_checkpoint
+    from cxr_studio.core.models import unet as _unet  # noqa: F401  (registers lung_unet)
 
     p = Path(path) if path is not None else find_resource(LUNG_SEGMENTER)
     if p is None:
@@ -47,8 +47,8 @@ def predict_probability(pixels: np.ndarray, loaded=None) -> np.ndarray:
     """Lung probability at the segmenter's input resolution (256x256 float32)."""
     import torch
 
-    from .pipeline import preprocess
-    from .radiograph import Radiograph
+    from cxr_studio.core.imaging.pipeline import preprocess
+    from cxr_studio.core.imaging.radiograph import Radiograph
 
     loaded = loaded or load_segmenter()
     s = 4 * int(loaded.spec.intermediate_size)

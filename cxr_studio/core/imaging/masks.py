@@ -16,7 +16,7 @@ from typing import Iterable
 import cv2
 import numpy as np
 
-from .native_stderr import quiet_native_stderr
+from cxr_studio.core.imaging.native_stderr import quiet_native_stderr
 
 
 class MaskReadError(ValueError):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .resources import DEMO_MODEL, LUNG_SEGMENTER, TB_MODEL, resource_dirs
+from cxr_studio.core.resources import DEMO_MODEL, LUNG_SEGMENTER, TB_MODEL, resource_dirs
 
 __all__ = ["ShippedModel", "shipped_models", "default_model_for_radiographs", "describe_shipped",
            "operating_threshold", "no_default_message", "TB_MODEL", "DEMO_MODEL"]
@@ -84,7 +84,7 @@ def _candidate_files() -> list[Path]:
 
 def shipped_models() -> list[ShippedModel]:
     """Every shipped classifier, models for real radiographs first, then by name."""
-    from .checkpoint import CheckpointError, peek_checkpoint
+    from cxr_studio.core.models.checkpoint import CheckpointError, peek_checkpoint
 
     out = []
     for p in _candidate_files():

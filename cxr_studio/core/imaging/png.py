@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .atomic import write_bytes_atomic
+from cxr_studio.core.atomic import write_bytes_atomic
 
 PNG_COMPRESSION = 6
 

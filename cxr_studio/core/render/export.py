@@ -26,11 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import publish_exclusive, temp_name
-from .hashing import file_sha256
-from .versions import versions
-from . import png
-from .render import overlay
+from cxr_studio.core.atomic import publish_exclusive, temp_name
+from cxr_studio.core.hashing import file_sha256
+from cxr_studio.core.versions import versions
+from cxr_studio.core.imaging import png
+from cxr_studio.core.render import overlay
 
 SIDECAR_FORMAT = 1
 SUFFIXES = (".png", ".npy", ".json")
@@ -291,7 +291,7 @@ def rerender(sidecar_path: str | os.PathLike, pixels: np.ndarray | None = None) 
             raise ExportError(f"The original image {img} is missing.")
         if side.get("image_sha256") and file_sha256(img) != side["image_sha256"]:
             raise ExportError(f"The original image {img} has changed since the export (sha256 differs).")
-        from .io import read_image
+        from cxr_studio.core.imaging.io import read_image
 
         pixels = read_image(img).pixels
     px, hm = _check_arrays(pixels, heat)

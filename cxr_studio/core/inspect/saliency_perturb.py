@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .activations import _first_tensor, as_batch, eval_mode
+from cxr_studio.core.inspect.activations import _first_tensor, as_batch, eval_mode
 
 Progress = Callable[[int, int], None]
 

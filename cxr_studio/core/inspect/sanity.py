@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .activations import layer_table
+from cxr_studio.core.inspect.activations import layer_table
 
 PASS_SPEARMAN = 0.5
 COMPARE_SIDE = 64

@@ -12,10 +12,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .io import RASTER_SUFFIXES
-from .lungs_postprocess import LungSegmentationError
-from .masks import MaskReadError
-from .masks import read_mask as read_mask_files
+from cxr_studio.core.imaging.io import RASTER_SUFFIXES
+from cxr_studio.core.lungs.postprocess import LungSegmentationError
+from cxr_studio.core.imaging.masks import MaskReadError
+from cxr_studio.core.imaging.masks import read_mask as read_mask_files
 
 IMAGE_SUFFIXES = RASTER_SUFFIXES  # the one suffix list (core.io); atlas files are read with OpenCV
 
@@ -79,7 +79,7 @@ def read_gray(path: Path) -> np.ndarray:
 
 
 def read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
-    """Read a mask file as bool, resized (nearest) to ``shape`` (the one mask reader, ``core.masks``)."""
+    """Read a mask file as bool, resized (nearest) to ``shape`` (the one mask reader, ``core.imaging.masks``)."""
     try:
         return read_mask_files(path, shape)
     except MaskReadError:

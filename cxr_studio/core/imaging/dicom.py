@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .io import ImageReadError, check_dimensions
+from cxr_studio.core.imaging.io import ImageReadError, check_dimensions
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def read_dicom_pixels(p: Path, name: str, has_preamble: bool = True) -> tuple[np
 
         stored, samples = apply_color_lut(stored, ds), 3
     if stored.ndim == 3 and samples in (3, 4):
-        from .io import _luminance
+        from cxr_studio.core.imaging.io import _luminance
 
         values = _luminance(np.asarray(stored)[:, :, :3])
         window = None

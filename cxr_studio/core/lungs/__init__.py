@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .lungs_postprocess import LungSegmentation
+from cxr_studio.core.lungs.postprocess import LungSegmentation
 
 __all__ = ["METHODS", "LungSegmentation", "dice", "segment_lungs", "segment_lungs_detailed"]
 
@@ -22,15 +22,15 @@ def segment_lungs_detailed(
     if method not in METHODS:
         raise ValueError(f"Unknown lung segmentation method {method!r}; choose one of {METHODS}")
     if method == "heuristic":
-        from .lungs_heuristic import segment_heuristic
+        from cxr_studio.core.lungs.heuristic import segment_heuristic
 
         return LungSegmentation(segment_heuristic(pixels), "heuristic")
     if method == "atlas":
-        from .lungs_atlas import segment_atlas
+        from cxr_studio.core.lungs.atlas import segment_atlas
 
         return LungSegmentation(segment_atlas(pixels, atlas), "atlas")
     if method == "unet":
-        from .lungs_unet import segment_unet
+        from cxr_studio.core.lungs.unet import segment_unet
 
         return segment_unet(pixels)
     return _auto(pixels, atlas)
@@ -41,7 +41,7 @@ def _auto(px: np.ndarray, atlas: str | None) -> LungSegmentation:
     else the atlas when one is configured, else the heuristic."""
     warnings: list[str] = []
     try:
-        from .lungs_unet import UNET_CONFIDENCE_THRESHOLD, segment_unet, shipped_segmenter_available
+        from cxr_studio.core.lungs.unet import UNET_CONFIDENCE_THRESHOLD, segment_unet, shipped_segmenter_available
     except ImportError:
         shipped_segmenter_available = None  # type: ignore[assignment]
     if shipped_segmenter_available is not None and shipped_segmenter_available():
@@ -53,10 +53,10 @@ def _auto(px: np.ndarray, atlas: str | None) -> LungSegmentation:
             " falling back to the " + ("atlas" if atlas else "heuristic") + " method."
         )
     if atlas:
-        from .lungs_atlas import segment_atlas
+        from cxr_studio.core.lungs.atlas import segment_atlas
 
         return LungSegmentation(segment_atlas(px, atlas), "atlas", warnings=warnings)
-    from .lungs_heuristic import segment_heuristic
+    from cxr_studio.core.lungs.heuristic import segment_heuristic
 
     return LungSegmentation(segment_heuristic(px), "heuristic", warnings=warnings)
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .activations import LayerError, _first_tensor, as_batch, eval_mode, resolve_module
+from cxr_studio.core.inspect.activations import LayerError, _first_tensor, as_batch, eval_mode, resolve_module
 
 SCALES = ("channel", "layer")
 

@@ -4,7 +4,7 @@ The GUI observes a `Session` through ``session.events.<field>`` (one `Signal` pe
 the new value) and ``session.events.changed`` (emitted with ``(name, value)`` for every field). Setters
 validate (a `SessionError`, a `ValueError`, with a sentence a person understands) and emit only when
 the value really changes. Torch work is not done here: the GUI sends it to the engine's worker
-(through `cxr_studio.core.views`) and stores the results back with ``set_forward`` / ``set_heatmap``.
+(through `cxr_studio.core.inspect.views`) and stores the results back with ``set_forward`` / ``set_heatmap``.
 
 Use from one thread (the GUI thread); the worker never touches the session.
 
@@ -21,10 +21,10 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any, Callable
 
-from .events import SignalGroup
-from .method_names import HEATMAP_METHODS
-from .pipeline import PreprocessSpec
-from .render import COLORMAPS
+from cxr_studio.core.runtime.events import SignalGroup
+from cxr_studio.core.inspect.method_names import HEATMAP_METHODS
+from cxr_studio.core.imaging.pipeline import PreprocessSpec
+from cxr_studio.core.render import COLORMAPS
 
 METHODS: tuple[str, ...] = HEATMAP_METHODS  # the one list (core.method_names)
 SCALES: tuple[str, ...] = ("channel", "layer")
@@ -249,7 +249,7 @@ class Session:
             return
         names = self.layer_names(loaded)
         if self.layer is None or (names and self.layer not in names):
-            from .views import default_layer
+            from cxr_studio.core.inspect.views import default_layer
 
             self._set("layer", default_layer(loaded.model))
             self._set("channel", 0)
@@ -272,7 +272,7 @@ class Session:
         loaded = self.current_model
         if loaded is None:
             return []
-        from .views import conv_layer_names
+        from cxr_studio.core.inspect.views import conv_layer_names
 
         return conv_layer_names(loaded.model)
 
@@ -306,7 +306,7 @@ class Session:
             return int(acts[layer].shape[0])
         loaded = self.current_model
         if loaded is not None:
-            from .views import module_channels
+            from cxr_studio.core.inspect.views import module_channels
 
             return module_channels(loaded.model, layer)
         return None

@@ -22,10 +22,10 @@ from typing import Any, Iterable
 import cv2
 import numpy as np
 
-from .phantom_lesions import LESION_TYPES, LungInfo, add_lesions
-from .radiograph import Radiograph
-from .atomic import atomic_file
-from .png import write_png
+from cxr_studio.core.phantoms.lesions import LESION_TYPES, LungInfo, add_lesions
+from cxr_studio.core.imaging.radiograph import Radiograph
+from cxr_studio.core.atomic import atomic_file
+from cxr_studio.core.imaging.png import write_png
 
 __all__ = ["LESION_TYPES", "Phantom", "PhantomError", "make_phantom", "write_phantom_dataset"]
 

@@ -1,0 +1,1 @@
+"""Reading radiographs, masks and lesion outlines; the one PNG writer; preprocessing."""

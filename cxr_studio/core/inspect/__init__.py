@@ -1,0 +1,1 @@
+"""Looking inside a model: activations, placement, saliency methods, features, views, lesion scores."""

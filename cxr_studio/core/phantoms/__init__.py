@@ -1,0 +1,1 @@
+"""Synthetic radiographs with lung and lesion masks."""

@@ -1,0 +1,1 @@
+"""Threads and state: device, worker, model manager, events, the Session."""
