@@ -222,9 +222,18 @@ def main(argv: list[str] | None = None) -> int:
     window.closed.connect(loop.quit)
     quit_on_last = app.quitOnLastWindowClosed()
     app.setQuitOnLastWindowClosed(False)
+    # Garbage is collected on the GUI thread only (pyqtgraph's collector: automatic gc off, a timer
+    # collects): a Qt object in a reference cycle collected by the worker thread crashes the process.
+    from pyqtgraph.util.garbage_collector import GarbageCollector
+
+    collector = GarbageCollector(interval=1.0)
     try:
         code = loop.exec()
     finally:
+        collector.timer.stop()
+        import gc
+
+        gc.enable()
         app.setQuitOnLastWindowClosed(quit_on_last)
     if not window._closed:
         window.close()

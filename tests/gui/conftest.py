@@ -42,6 +42,17 @@ def settings(tmp_path: Path) -> Any:
     return Settings(tmp_path / "settings.ini")
 
 
+@pytest.fixture(autouse=True)
+def collect_qt_garbage_here() -> Iterator[None]:
+    """After every GUI test, collect garbage on the GUI thread. Otherwise a test's dropped Qt wrappers
+    (windows in reference cycles) can be collected later by whichever thread allocates next, such as
+    the next test's worker thread, and a Qt object destroyed off its own thread crashes the process."""
+    yield
+    import gc
+
+    gc.collect()
+
+
 @pytest.fixture
 def window(qtbot: Any, settings: Any) -> Iterator[Any]:
     """A shown main window with a real Worker and ModelManager on the CPU."""
