@@ -27,6 +27,24 @@ def parse_threshold(value: float | str) -> float | str:
     return v
 
 
+def evaluation_cache(ck: Any, ckpt_path: Path, cache_dir: str | Path | None = None,
+                     preprocess_fn: Any = None) -> PreprocessCache:
+    """The preprocessing cache a checkpoint is evaluated through: its own spec at its input size (the
+    whole image resized, as the app does), the dataset's lung masks when its recipe used them, kept in
+    ``<run>/../.cache`` unless ``cache_dir`` says otherwise."""
+    recipe = (ck.provenance.get("recipe") or {}) if isinstance(ck.provenance, dict) else {}
+    recipe = recipe if isinstance(recipe, dict) else {}  # a checkpoint saved without a recipe
+    folder = Path(cache_dir) if cache_dir else (Path(ckpt_path).resolve().parent.parent / ".cache")
+    return PreprocessCache(folder, ck.spec, int(ck.spec.input_size), bool(recipe.get("use_dataset_masks", True)),
+                           preprocess_fn)
+
+
+def checkpoint_probabilities(ck: Any, cache: PreprocessCache, samples: list) -> tuple:
+    """(labels, probability of class 1, mean cross-entropy) of ``samples`` in order, through ``cache``."""
+    dev = next(ck.model.parameters()).device
+    return predict(ck.model, CachedImages(cache.load_all(samples), [s.label for s in samples], ck.spec), dev)
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path,
     roots: list[str | Path],
@@ -91,16 +109,10 @@ def evaluate_checkpoint(
     threshold = parse_threshold(threshold)
     if threshold == "val" and (split is None or not split.get("val")):
         raise DatasetError("--threshold val needs a split file with a validation part (not --all)")
-    recipe = (ck.provenance.get("recipe") or {}) if isinstance(ck.provenance, dict) else {}
-    recipe = recipe if isinstance(recipe, dict) else {}  # a checkpoint saved without a recipe
-    use_masks = bool(recipe.get("use_dataset_masks", True))
-    folder = Path(cache_dir) if cache_dir else (ckpt_path.resolve().parent.parent / ".cache")
-    spec = ck.spec
-    cache = PreprocessCache(folder, spec, int(spec.input_size), use_masks, preprocess_fn)
-    dev = next(ck.model.parameters()).device
+    cache = evaluation_cache(ck, ckpt_path, cache_dir, preprocess_fn)
 
     def probabilities(images: list) -> tuple:
-        return predict(ck.model, CachedImages(cache.load_all(images), [s.label for s in images], spec), dev)
+        return checkpoint_probabilities(ck, cache, images)
 
     source_of_threshold = "given"
     if threshold == "val":

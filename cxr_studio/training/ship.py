@@ -24,23 +24,15 @@ from ..core.atomic import atomic_file
 from ..core.models.checkpoint import CheckpointError, load_checkpoint, read_raw
 from ..core.hashing import file_sha256
 from .cli import subcommand
-from .data import DatasetError, PreprocessCache, read_split, scan_roots, select, write_json_atomic
-from .loops import predict
+from .data import DatasetError, read_split, scan_roots, select, write_json_atomic
+from .evaluate import check_finite_outputs, checkpoint_probabilities, evaluation_cache
 from .metrics import auc_interval, classification_metrics, youden_threshold
-from .tensors import CachedImages
 
 MAX_SHIPPED_BYTES = 20 * 1000 * 1000  # the repository's hook refuses bigger files
 
 
 def dataset_of(sample_id: str) -> str:
     return sample_id.split("/", 1)[0]
-
-
-def score(ck: Any, samples: list, cache: PreprocessCache) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, probability of class 1) of ``samples`` in order, through the training cache."""
-    dev = next(ck.model.parameters()).device
-    labels, probs, _ = predict(ck.model, CachedImages(cache.load_all(samples), [s.label for s in samples], ck.spec), dev)
-    return labels, probs
 
 
 def metrics_with_interval(labels: np.ndarray, probs: np.ndarray, threshold: float, n_boot: int) -> dict:
@@ -87,15 +79,15 @@ def ship(checkpoint: str | Path, roots: list[str | Path], out: str | Path, *, sp
     split = read_split(split_file, samples)
     if not split.get("val") or not split.get("test"):
         raise DatasetError(f"{split_file} needs a validation and a test part")
-    recipe = (ck.provenance or {}).get("recipe") or {}
-    folder = Path(cache_dir) if cache_dir else src.resolve().parent.parent / ".cache"
-    cache = PreprocessCache(folder, ck.spec, int(ck.spec.input_size), bool(recipe.get("use_dataset_masks", True)))
+    cache = evaluation_cache(ck, src, cache_dir)  # the images exactly as `eval` and the app see them
     val, test = select(samples, split["val"]), select(samples, split["test"])
-    val_labels, val_probs = score(ck, val, cache)
+    val_labels, val_probs, _ = checkpoint_probabilities(ck, cache, val)
+    check_finite_outputs(val_probs, "the validation images")
     threshold = youden_threshold(val_labels, val_probs)
     if not np.isfinite(threshold):
         raise DatasetError("the validation part holds one class only; cannot choose an operating threshold")
-    test_labels, test_probs = score(ck, test, cache)
+    test_labels, test_probs, _ = checkpoint_probabilities(ck, cache, test)
+    check_finite_outputs(test_probs, "the test images")
     report = held_out_report([s.id for s in test], test_labels, test_probs, float(threshold), n_boot)
     val_report = metrics_with_interval(val_labels, val_probs, float(threshold), n_boot)
 
