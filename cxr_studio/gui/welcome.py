@@ -9,21 +9,12 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QLabel, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout, QWidget
 
 
-def _default_model() -> Any:
-    from cxr_studio.core.models.shipped import default_model_for_radiographs, shipped_models
-
-    path = default_model_for_radiographs()
-    return next((m for m in shipped_models() if m.path == path), None) if path else None
-
-
-def open_button_text() -> str:
-    m = _default_model()
+def open_button_text(m: Any) -> str:
     with_model = f" with the {m.name}" if m is not None else ""
     return f"Open a radiograph{with_model}…  (PNG, JPEG, TIFF, DICOM; or drop a file here)"
 
 
-def shipped_note() -> str:
-    m = _default_model()
+def shipped_note(m: Any) -> str:
     if m is None:
         return "No model for real radiographs ships with this installation: load your checkpoint in the Models dock."
     auc = f", AUC {m.test_auc:.3f} on held-out test images" if m.test_auc is not None else ""
@@ -54,11 +45,11 @@ class WelcomePage(QWidget):
         self.demo_button.setMinimumHeight(40)
         self.demo_button.clicked.connect(self.demo_requested.emit)
         lay.addWidget(self.demo_button)
-        self.open_button = QPushButton("Open a radiograph…" if defer_models else open_button_text())
+        self.open_button = QPushButton("Open a radiograph…")
         self.open_button.setMinimumHeight(40)
         self.open_button.clicked.connect(self.open_requested.emit)
         lay.addWidget(self.open_button)
-        self.model_note = QLabel("Loading the models…" if defer_models else shipped_note())
+        self.model_note = QLabel("Loading the models…")
         self.model_note.setWordWrap(True)
         lay.addWidget(self.model_note)
         lay.addWidget(QLabel("Recent files"))
@@ -66,10 +57,15 @@ class WelcomePage(QWidget):
         self.recent.setMaximumHeight(180)
         self.recent.itemActivated.connect(lambda it: self.recent_requested.emit(it.data(Qt.ItemDataRole.UserRole)))
         lay.addWidget(self.recent)
+        if not defer_models:
+            self.show_models()
 
     def show_models(self) -> None:
-        self.open_button.setText(open_button_text())
-        self.model_note.setText(shipped_note())
+        from cxr_studio.core.models.shipped import default_shipped_model
+
+        m = default_shipped_model()  # read once for both texts
+        self.open_button.setText(open_button_text(m))
+        self.model_note.setText(shipped_note(m))
 
     def set_recent(self, files: list[str]) -> None:
         self.recent.clear()

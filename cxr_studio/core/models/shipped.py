@@ -17,7 +17,7 @@ from typing import Any
 
 from cxr_studio.core.resources import DEMO_MODEL, LUNG_SEGMENTER, TB_MODEL, resource_dirs
 
-__all__ = ["ShippedModel", "shipped_models", "default_model_for_radiographs", "describe_shipped",
+__all__ = ["ShippedModel", "shipped_models", "default_shipped_model", "default_model_for_radiographs", "describe_shipped",
            "operating_threshold", "no_default_message", "TB_MODEL", "DEMO_MODEL"]
 
 
@@ -82,23 +82,44 @@ def _candidate_files() -> list[Path]:
     return list(seen.values())
 
 
+# (path, size, mtime) -> description: reading a checkpoint's metadata loads the whole file, and the
+# app asks several times at start (welcome page, Models dock, the first image's default model)
+_described: dict[tuple[str, int, int], ShippedModel] = {}
+
+
+def _describe_file(p: Path) -> ShippedModel:
+    from cxr_studio.core.models.checkpoint import peek_checkpoint
+
+    st = p.stat()
+    key = (str(p), st.st_size, st.st_mtime_ns)
+    if key not in _described:
+        _described[key] = describe_shipped(p, peek_checkpoint(p))
+    return _described[key]
+
+
 def shipped_models() -> list[ShippedModel]:
     """Every shipped classifier, models for real radiographs first, then by name."""
-    from cxr_studio.core.models.checkpoint import CheckpointError, peek_checkpoint
+    from cxr_studio.core.models.checkpoint import CheckpointError
 
     out = []
     for p in _candidate_files():
         try:
-            out.append(describe_shipped(p, peek_checkpoint(p)))
+            out.append(_describe_file(p))
         except (CheckpointError, OSError):
             continue  # an unreadable file in the resources is reported by bundle_check, not here
     return sorted(out, key=lambda m: (m.kind != "radiographs", m.name))
 
 
-def default_model_for_radiographs() -> Path | None:
+def default_shipped_model() -> ShippedModel | None:
     """The one shipped model for real radiographs (None when none or several ship)."""
     real = [m for m in shipped_models() if m.kind == "radiographs"]
-    return real[0].path if len(real) == 1 else None
+    return real[0] if len(real) == 1 else None
+
+
+def default_model_for_radiographs() -> Path | None:
+    """The path of ``default_shipped_model()``."""
+    m = default_shipped_model()
+    return m.path if m is not None else None
 
 
 def no_default_message() -> str:
