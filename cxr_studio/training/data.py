@@ -302,6 +302,17 @@ def segmenter_id() -> str:
     return file_sha256(path) if path is not None else "none"
 
 
+def load_cache_entry(path: Path, size: int) -> np.ndarray | None:
+    """A cached (size, size) uint8 array, or None when it is missing or damaged (then recomputed)."""
+    if not path.exists():
+        return None
+    try:
+        arr = np.load(path)
+    except (OSError, ValueError):
+        return None
+    return arr if arr.shape == (size, size) and arr.dtype == np.uint8 else None
+
+
 class PreprocessCache:
     """Preprocessed images as uint8 (size, size) arrays on disk, keyed by spec + file hashes.
 
@@ -342,14 +353,10 @@ class PreprocessCache:
         import cv2
 
         path = self.folder / self.spec_key / f"{self.key(sample)}.npy"
-        if path.exists():
-            try:
-                arr = np.load(path)
-                if arr.shape == (self.size, self.size) and arr.dtype == np.uint8:
-                    self.hits += 1
-                    return arr
-            except (OSError, ValueError):
-                pass  # a damaged cache entry is recomputed
+        arr = load_cache_entry(path, self.size)
+        if arr is not None:
+            self.hits += 1
+            return arr
         self.misses += 1
         try:
             img = self.preprocess_fn(sample, self.spec, self.use_masks)

@@ -21,7 +21,7 @@ import torch
 
 from ..core.atomic import atomic_file
 from ..core.hashing import file_sha256
-from .data import DatasetError, PreprocessCache, Sample, read_mask, read_radiograph
+from .data import DatasetError, PreprocessCache, Sample, load_cache_entry, read_mask, read_radiograph
 from .tensors import Batch, CachedImages
 
 
@@ -71,14 +71,10 @@ class LesionCache:
         if sample.lesion_path is None:
             return None
         path = self.folder / f"{self.key(sample)}.npy"
-        if path.exists():
-            try:
-                arr = np.load(path)
-                if arr.shape == (self.size, self.size) and arr.dtype == np.uint8:
-                    self.hits += 1
-                    return arr
-            except (OSError, ValueError):
-                pass  # a damaged entry is recomputed
+        arr = load_cache_entry(path, self.size)
+        if arr is not None:
+            self.hits += 1
+            return arr
         self.misses += 1
         try:
             geo = self.geometry_fn(sample, self.image_cache.spec, self.image_cache.use_masks)
