@@ -12,6 +12,9 @@ Otherwise the command stops with one sentence naming the shipped models.
 from __future__ import annotations
 
 import argparse
+import atexit
+import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -24,8 +27,6 @@ SPLIT_PARTS = ("train", "val", "test")
 
 def user_cache_dir() -> Path:
     """Where preprocessed images of the shipped model's evaluations are kept ($XDG_CACHE_HOME aware)."""
-    import os
-
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "cxr-studio" / "eval"
 
@@ -38,12 +39,7 @@ def _split_file_from_provenance(prov: dict, roots: list[str]) -> Path | None:
     ids = {s.id for s in scan_roots(list(roots))}
     if not set(split["test"]) <= ids:
         return None
-    import json
-
     fd, name = tempfile.mkstemp(prefix="cxr-studio-split-", suffix=".json")
-    import atexit
-    import os
-
     atexit.register(lambda: os.path.exists(name) and os.unlink(name))  # only for this command's run
     with open(fd, "w", encoding="utf-8") as f:
         json.dump({k: split[k] for k in SPLIT_PARTS} | {"seed": prov.get("seed"), "note": "from the model's provenance"}, f)
