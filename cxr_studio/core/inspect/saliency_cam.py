@@ -23,6 +23,7 @@ from torch import nn
 
 from cxr_studio.core.inspect.activations import LayerError, as_batch, eval_mode, forward_with_activations, rank_channels, resolve_module
 from cxr_studio.core.inspect.saliency import _scale_like_reference, channel_map, grad_cam
+from cxr_studio.core.runtime.engine import Cancelled
 
 LIBRARY_CAMS = {"hirescam": "HiResCAM", "scorecam": "ScoreCAM", "layercam": "LayerCAM", "eigencam": "EigenCAM"}
 SCORECAM_BATCH = 32  # masked copies of the input per forward pass
@@ -55,15 +56,26 @@ def strongest_channel_map(model: nn.Module, x: Any, layer: str, by: str = "max",
 
 
 @contextlib.contextmanager
-def _quiet_scorecam(lib: Any) -> Iterator[None]:
-    """Score-CAM draws a tqdm bar per image; swap the module's tqdm reference for a no-op meanwhile."""
+def _quiet_scorecam(lib: Any, progress: Any = None, cancel: Any = None) -> Iterator[None]:
+    """Score-CAM draws a tqdm bar over its batches of masked inputs; swap the module's tqdm
+    reference meanwhile for a loop that reports ``progress(done, total)`` and raises `Cancelled`
+    between batches when ``cancel`` (an Event) is set."""
     mod = lib.score_cam
     saved = mod.tqdm
+
+    def steps(it: Any) -> Iterator[Any]:
+        items = list(it)
+        for i, item in enumerate(items):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("Score-CAM was cancelled")
+            yield item
+            if progress is not None:
+                progress(i + 1, len(items))
 
     class _NoBar:
         @staticmethod
         def tqdm(it: Any, *a: Any, **k: Any) -> Any:
-            return it
+            return steps(it)
 
     mod.tqdm = _NoBar
     try:
@@ -73,9 +85,10 @@ def _quiet_scorecam(lib: Any) -> Iterator[None]:
 
 
 def library_cam(model: nn.Module, x: Any, layer: str, method: str, class_index: int,
-                batch_size: int = SCORECAM_BATCH) -> np.ndarray:
+                batch_size: int = SCORECAM_BATCH, progress: Any = None, cancel: Any = None) -> np.ndarray:
     """pytorch-grad-cam's ``method`` (a `LIBRARY_CAMS` key) for batch item 0 and ``class_index``,
-    as an (h, w) grid map in 0..1 (the library's min-max scaling, without its resize)."""
+    as an (h, w) grid map in 0..1 (the library's min-max scaling, without its resize). Score-CAM
+    reports ``progress(done, total)`` per batch and stops between batches on ``cancel``."""
     if method not in LIBRARY_CAMS:
         raise SaliencyError(f"{method!r} is not a pytorch-grad-cam method here; "
                             f"choose one of {', '.join(LIBRARY_CAMS)}")
@@ -87,7 +100,7 @@ def library_cam(model: nn.Module, x: Any, layer: str, method: str, class_index: 
     grads = {id(p): p.grad for p in model.parameters()}
     flags = {id(p): p.requires_grad for p in model.parameters()}
     try:
-        with eval_mode(model), torch.enable_grad(), _quiet_scorecam(lib):
+        with eval_mode(model), torch.enable_grad(), _quiet_scorecam(lib, progress, cancel):
             cam = getattr(lib, LIBRARY_CAMS[method])(model=model, target_layers=[module])
             try:
                 cam.batch_size = int(batch_size)
@@ -109,7 +122,8 @@ def library_cam(model: nn.Module, x: Any, layer: str, method: str, class_index: 
 
 def cam_grid(model: nn.Module, x: Any, layer: str, method: str, class_index: int, *, geometry: Any = None,
              lung_mask: np.ndarray | None = None, placement: Any = None,
-             batch_size: int = SCORECAM_BATCH) -> tuple[np.ndarray, int | None]:
+             batch_size: int = SCORECAM_BATCH, progress: Any = None,
+             cancel: Any = None) -> tuple[np.ndarray, int | None]:
     """(grid map 0..1, channel or None) of one layer method of `saliency_methods.LAYER_METHODS`."""
     if method == "channel-max":
         return strongest_channel_map(model, x, layer, "max")
@@ -118,4 +132,4 @@ def cam_grid(model: nn.Module, x: Any, layer: str, method: str, class_index: int
                                      placement=placement)
     if method in ("gradcam", "gradcam++"):
         return grad_cam(model, x, layer, int(class_index), plus=method == "gradcam++", grid=True), None
-    return library_cam(model, x, layer, method, class_index, batch_size), None
+    return library_cam(model, x, layer, method, class_index, batch_size, progress, cancel), None

@@ -68,9 +68,13 @@ def parse_methods(text: str | None) -> list[str]:
 
 def saliency_map(model: nn.Module, x: Any, method: str, layer: str | None, class_index: int, *,
                  geometry: Any = None, lung_mask: np.ndarray | None = None, options: Options = Options(),
-                 progress: Callable[[int, int], None] | None = None) -> Saliency:
+                 progress: Callable[[int, int], None] | None = None, cancel: Any = None,
+                 partial: Callable[[np.ndarray], None] | None = None) -> Saliency:
     """One method's map of batch item 0 of ``x`` explaining ``class_index`` (layer methods at
-    ``layer``; ``geometry`` and ``lung_mask`` of the original radiograph for channel-lungs)."""
+    ``layer``; ``geometry`` and ``lung_mask`` of the original radiograph for channel-lungs).
+    The slow methods report ``progress(done, total)``, stop between batches when ``cancel`` (an
+    Event) is set (raising `engine.Cancelled`), and occlusion and integrated gradients hand
+    ``partial`` an (N, N) estimate of the map after each batch."""
     from cxr_studio.core.inspect.saliency_perturb import integrated_gradients_map, occlusion_map
 
     if method not in METHODS:
@@ -79,16 +83,17 @@ def saliency_map(model: nn.Module, x: Any, method: str, layer: str | None, class
     k = int(class_index)
     if method == "occlusion":
         m = occlusion_map(model, x, k, options.occlusion_window, options.occlusion_stride, options.batch_size,
-                          progress)
+                          progress, cancel, partial)
         return Saliency(m, method, None, k)
     if method == "integrated-gradients":
-        m = integrated_gradients_map(model, x, k, options.ig_steps, max(1, options.batch_size // 2), progress)
+        m = integrated_gradients_map(model, x, k, options.ig_steps, max(1, options.batch_size // 2), progress,
+                                     cancel, partial)
         return Saliency(m, method, None, k)
     if layer is None:
         raise SaliencyError(f"{method} explains a layer; give one (e.g. the deepest conv)")
     placement = layer_placement(model, layer)
     grid, ch = cam_grid(model, x, layer, method, k, geometry=geometry, lung_mask=lung_mask, placement=placement,
-                        batch_size=options.scorecam_batch)
+                        batch_size=options.scorecam_batch, progress=progress, cancel=cancel)
     return Saliency(place_on_input(grid, placement, n), method, layer, k, ch)
 
 

@@ -127,3 +127,21 @@ def sanity_check(model: nn.Module, map_fn: Callable[[nn.Module], np.ndarray], la
     at = next(s for s in casc if s["layer"] == stop)
     return {"explained_layer": stop, "spearman_randomised": at["spearman"], "ssim_randomised": at["ssim"],
             "passes": bool(at["spearman"] < PASS_SPEARMAN), "cascade": casc, "independent": indep}
+
+
+def randomised_model(model: nn.Module, layer: str | None, seed: int = 0) -> tuple[str, nn.Module]:
+    """(explained layer, a copy of ``model`` with every parameterised layer from the top down to it
+    randomised): the cascade step at which a faithful map of ``layer`` must have changed."""
+    stop = explained_step(model, layer)
+    for name, m in cascade(model, seed):
+        if name == stop:
+            return name, m
+    raise ValueError(f"no randomisation step reaches {stop!r}")  # unreachable: stop is a cascade layer
+
+
+def compare(trained: np.ndarray, randomised: np.ndarray, support: np.ndarray | None = None) -> dict[str, Any]:
+    """Spearman, SSIM and the verdict of one trained-vs-randomised pair of maps (inside ``support``)."""
+    crop = _crop(support)
+    a, b = crop(trained), crop(randomised)
+    rho = spearman(a, b)
+    return {"spearman_randomised": rho, "ssim_randomised": ssim(a, b), "passes": bool(rho < PASS_SPEARMAN)}

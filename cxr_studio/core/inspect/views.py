@@ -139,6 +139,10 @@ def compute_heatmap(
     scale: str = "channel",
     ranking: str = "max",
     region: Region | None = None,
+    *,
+    progress: Any = None,
+    cancel: Any = None,
+    partial: Any = None,
 ) -> HeatmapResult:
     """The heatmap of one view.
 
@@ -148,6 +152,9 @@ def compute_heatmap(
     ``forward`` (from `compute_forward`) is reused when it holds ``layer``; else the layer is run.
     The ranking is returned for spatial layers; it is best-effort ([] when the ranking method lacks
     its mask or region) unless it picks the channel (``"strongest"``), where its error is raised.
+    The slow methods (`method_names.SLOW_METHODS`) report ``progress(done, total)``, stop on
+    ``cancel`` (an Event; `engine.Cancelled` is raised) and, where the method allows, hand
+    ``partial`` an (N, N) estimate of ``map_input`` as they go (`saliency_methods.saliency_map`).
     """
     if method not in METHODS:
         raise ViewError(f"Unknown heatmap method {method!r}; choose one of {', '.join(METHODS)}.")
@@ -187,7 +194,8 @@ def compute_heatmap(
         from cxr_studio.core.inspect.saliency_methods import saliency_map
 
         s = saliency_map(model, preprocessed.tensor(next(model.parameters()).device), method, layer, k,
-                         geometry=preprocessed.geometry, lung_mask=getattr(preprocessed, "lung_mask", None))
+                         geometry=preprocessed.geometry, lung_mask=getattr(preprocessed, "lung_mask", None),
+                         progress=progress, cancel=cancel, partial=partial)
         return HeatmapResult(
             map_input=s.map_input, map_original=to_original(s.map_input, preprocessed.geometry), channel=s.channel,
             ranking=order, layer=layer, method=method, class_index=k, scale=scale, ranking_method=ranking,
