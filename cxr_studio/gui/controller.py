@@ -18,6 +18,7 @@ from . import jobs
 from .bridge import WorkerBridge
 from .jobs import HeatmapView
 from .lung_masks import LungMasks
+from .saliency_runner import SaliencyRunner
 
 USER_SPEC_KEYS = ("segmentation", "clahe", "clahe_clip", "clahe_tiles")  # pipeline-dock overrides
 
@@ -39,6 +40,7 @@ class Controller(QObject):
         self.bridge = bridge
         self.manager = manager
         self.lungs = LungMasks()  # the current image's lung masks, each with the method that made it
+        self.saliency = SaliencyRunner(bridge, self)  # saliency maps in the worker (slow ones cancellable)
         self.prep_cache: dict[str, Any] = {}  # spec json -> Preprocessed
         self.forward_cache: dict[tuple[str, str], Any] = {}  # (model id, spec json) -> ForwardResult
         self.layer_cache: dict[str, list[Any]] = {}
@@ -341,6 +343,7 @@ class Controller(QObject):
         loaded, n = self.loaded(mid), p.geometry.input_size
         placement = jobs.placement(loaded.model, s.layer) if loaded is not None else None
         valid = data_mask(act.shape[1:], placement, n) if act.ndim == 3 else None
+        self.saliency.stop()
         if s.method == "activation":
             if act.ndim != 3:
                 self.message.emit(f"{s.layer} is fully connected: it has no spatial map. Pick a conv layer.")
@@ -351,12 +354,12 @@ class Controller(QObject):
             return
         layer, method = s.layer, s.method
 
-        def done(res: Any) -> None:
-            self._show(HeatmapView(res.map_input, p.geometry.crop_box, (0.0, 1.0), mid, layer, None, method, valid))
+        def view(m: np.ndarray, final: bool) -> None:  # partial maps of slow methods are drawn, not kept
+            hv = HeatmapView(m, p.geometry.crop_box, (0.0, 1.0), mid, layer, None, method, valid)
+            self._show(hv) if final else self.heatmap_ready.emit(hv)
 
-        self.bridge.submit(method, jobs.heatmap, loaded, p, fwd, layer, s.channel, method,
-                           s.class_index, s.scale, s.ranking, s.region, key="heatmap", on_result=done,
-                           on_error=self.error.emit)
+        args = (loaded, p, fwd, layer, s.channel, method, s.class_index, s.scale, s.ranking, s.region)
+        self.saliency.submit(args, method, view, self.error.emit)
 
     def _show(self, hv: HeatmapView) -> None:
         self.last_heatmap = hv

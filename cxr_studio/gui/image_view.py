@@ -16,11 +16,11 @@ from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtWidgets import QHBoxLayout, QWidget
 
 from . import window_level as wl
+from .outlines import LESION_PEN, LUNG_PEN, MaskOutline
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
 
 HEAT_DISPLAY_MAX = 1024
-OUTLINE_MAX = 768  # the lung mask is downsampled to this before tracing its outline
 
 
 def _cv2() -> Any:
@@ -35,29 +35,6 @@ def _resize(a: np.ndarray, w: int, h: int, area: bool = False) -> np.ndarray:
         return np.ascontiguousarray(a)
     interp = cv2.INTER_AREA if area else cv2.INTER_LINEAR
     return cv2.resize(np.ascontiguousarray(a, dtype=np.float32), (int(w), int(h)), interpolation=interp)
-
-
-def outline_path(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(x, y) arrays of the mask's boundary in original pixel coordinates, NaN between contours."""
-    from skimage.measure import find_contours
-
-    m = np.asarray(mask, dtype=np.float32)
-    h, w = m.shape
-    s = min(1.0, OUTLINE_MAX / max(h, w))
-    small = _resize(m, max(2, round(w * s)), max(2, round(h * s)), area=True) if s < 1 else m
-    small = np.pad(small, 1)
-    xs: list[np.ndarray] = []
-    ys: list[np.ndarray] = []
-    for c in find_contours(small, 0.5):
-        if len(c) < 8:
-            continue
-        ys.append((c[:, 0] - 1 + 0.5) / s - 0.5)
-        xs.append((c[:, 1] - 1 + 0.5) / s - 0.5)
-        ys.append(np.array([np.nan]))
-        xs.append(np.array([np.nan]))
-    if not xs:
-        return np.zeros(0), np.zeros(0)
-    return np.concatenate(xs), np.concatenate(ys)
 
 
 class ColorBar(pg.PlotWidget):
@@ -144,10 +121,10 @@ class ImageView(QWidget):
         self.base.setAutoDownsample(True)
         self.heat = pg.ImageItem(axisOrder="row-major")
         self.heat.setZValue(10)
-        self.outline = pg.PlotDataItem(pen=pg.mkPen((80, 255, 80), width=1.5), connect="finite")
-        self.outline.setZValue(20)
-        for item in (self.base, self.heat, self.outline):
+        for item in (self.base, self.heat):
             self.vb.addItem(item)
+        self.outline = MaskOutline(self.vb, LUNG_PEN, z=20)
+        self.lesion_outline = MaskOutline(self.vb, LESION_PEN, z=21)
         self.colorbar = ColorBar()
         lay = QHBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -170,7 +147,6 @@ class ImageView(QWidget):
         self.roi: pg.ROI | None = None
         self.region_kind: str | None = None
         self.showing_stage = "original"
-        self._outline_data: tuple[np.ndarray, np.ndarray] | None = None
         self.graphics.scene().sigMouseMoved.connect(self._mouse_moved)
 
     # -- image ----------------------------------------------------------------------------------
@@ -188,13 +164,11 @@ class ImageView(QWidget):
         self.base.setRect(QRectF(0, 0, self.pixels.shape[1], self.pixels.shape[0]))
         self.showing_stage = "original"
         self.heat.setVisible(self.heat_map is not None)
-        self.outline.setVisible(self._outline_data is not None and self._outline_wanted)
+        self._stage_shown(True)
         if new:
             self.window_changed.emit(wl.describe(self.window, self.meta, self.window_name))
         if fit:
             self.fit()
-
-    _outline_wanted = True
 
     # -- window / level (display only) ------------------------------------------------------------
     def _levels(self) -> tuple[float, float]:
@@ -235,7 +209,7 @@ class ImageView(QWidget):
         self.base.setRect(QRectF(0, 0, a.shape[1], a.shape[0]))
         self.showing_stage = name
         self.heat.setVisible(False)
-        self.outline.setVisible(False)
+        self._stage_shown(False)
         self.fit()
 
     def fit(self) -> None:
@@ -296,20 +270,28 @@ class ImageView(QWidget):
     def set_opacity(self, opacity: float) -> None:
         self.heat.setOpacity(float(opacity))
 
-    # -- lung outline ---------------------------------------------------------------------------
+    # -- outlines (lungs, lesion) ----------------------------------------------------------------
+    def _stage_shown(self, original: bool) -> None:
+        for o in (self.outline, self.lesion_outline):
+            o.stage_shown(original)
+
+    @property
+    def _outline_data(self) -> tuple[np.ndarray, np.ndarray] | None:
+        return self.outline.data
+
     def set_lung_mask(self, mask: np.ndarray | None) -> None:
         self.lung_mask = mask
-        if mask is None or not np.any(mask):
-            self._outline_data = None
-            self.outline.setData([], [])
-            return
-        self._outline_data = outline_path(mask)
-        self.outline.setData(*self._outline_data, connect="finite")
-        self.outline.setVisible(self._outline_wanted and self.showing_stage == "original")
+        self.outline.set_mask(mask)
 
     def show_outline(self, on: bool) -> None:
-        self._outline_wanted = bool(on)
-        self.outline.setVisible(bool(on) and self._outline_data is not None and self.showing_stage == "original")
+        self.outline.show(on)
+
+    def set_lesion_mask(self, mask: np.ndarray | None) -> None:
+        """The radiologists' lesion outline of this image (None: it has none)."""
+        self.lesion_outline.set_mask(mask)
+
+    def show_lesion_outline(self, on: bool) -> None:
+        self.lesion_outline.show(on)
 
     # -- region of interest ---------------------------------------------------------------------
     def start_region(self, kind: str) -> None:

@@ -186,11 +186,15 @@ def channel_thumbnails(act: np.ndarray, scale: str, colormap: str = "jet", side:
 
 
 def heatmap(loaded: Any, prep: Any, fwd: Any, layer: str, channel: Any, method: str, class_index: Any,
-            scale: str, ranking: str, region: Any) -> Any:
-    """core.views.compute_heatmap: the one implementation shared with batch export."""
+            scale: str, ranking: str, region: Any, partial: Any = None, cancel: Any = None,
+            progress: Any = None) -> Any:
+    """core.views.compute_heatmap: the one implementation shared with batch export (slow methods:
+    ``progress(fraction, text)``, ``cancel`` and ``partial`` maps as the worker hands them)."""
     from cxr_studio.core.inspect.views import compute_heatmap
 
-    return compute_heatmap(loaded, prep, fwd, layer, channel, method, class_index, scale, ranking, region)
+    steps = (lambda done, total: progress(done / max(total, 1), f"{done}/{total}")) if progress else None
+    return compute_heatmap(loaded, prep, fwd, layer, channel, method, class_index, scale, ranking, region,
+                           progress=steps, cancel=cancel, partial=partial)
 
 
 def conv1_tiles(loaded: Any) -> np.ndarray:

@@ -12,10 +12,9 @@ from typing import Any
 
 import numpy as np
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QMainWindow, QMessageBox, QStackedWidget, QWidget
 
-from . import jobs, layout, status_bar
+from . import jobs, layout, menus, status_bar
 from .bridge import WorkerBridge
 from .controller import Controller
 from .docks.channels_dock import ChannelsDock
@@ -28,6 +27,8 @@ from .docks.mosaic_dock import MosaicDock
 from .docks.pipeline_dock import PipelineDock
 from .export_actions import ExportActions
 from .image_view import ImageView
+from .lesion_overlay import LesionOverlay
+from .sanity_dialog import run_sanity_check
 from .settings import Settings
 from .welcome import WelcomePage
 
@@ -93,52 +94,8 @@ class MainWindow(ExportActions, QMainWindow):
     def _build_status(self) -> None:
         status_bar.build(self)
 
-    def _action(self, menu: Any, text: str, slot: Any, shortcut: Any = None, checkable: bool = False) -> QAction:
-        a = QAction(text, self)
-        if shortcut is not None:
-            a.setShortcut(QKeySequence(shortcut))
-        a.setCheckable(checkable)
-        a.triggered.connect(slot)
-        menu.addAction(a)
-        return a
-
     def _build_menus(self) -> None:
-        mb = self.menuBar()
-        f = mb.addMenu("&File")
-        self._action(f, "&Open image…", self.ask_open, QKeySequence.StandardKey.Open)
-        self._action(f, "Open &demo", lambda: self.open_demo())
-        self.recent_menu = f.addMenu("Open &recent")
-        self._action(f, "&Next image in folder", lambda: self.step_image(1), "Ctrl+Right")
-        self._action(f, "&Previous image in folder", lambda: self.step_image(-1), "Ctrl+Left")
-        f.addSeparator()
-        self._action(f, "&Load checkpoint…", self.models_dock.ask_load, "Ctrl+L")
-        f.addSeparator()
-        self._action(f, "&Export overlay (PNG + NPY + JSON)…", self.ask_export, "Ctrl+E")
-        self._action(f, "Export &compare figure…", lambda: self.ask_save_image("compare"))
-        self._action(f, "Export channel &grid…", lambda: self.ask_save_image("grid"))
-        self._action(f, "Export filter &mosaic…", lambda: self.ask_save_image("mosaic"))
-        self._action(f, "Export &folder…", self.ask_export_folder)
-        f.addSeparator()
-        self._action(f, "&Quit", self.close, QKeySequence.StandardKey.Quit)
-        v = mb.addMenu("&View")
-        self._action(v, "&Fit to window", self.view.fit, "Ctrl+0")
-        self._action(v, "&Compare models", lambda: layout.show_bottom(self, self.compare_dock), "Ctrl+K")
-        self._action(v, "C&ohort…", lambda: layout.show_bottom(self, self.cohort_dock), "Ctrl+Shift+K")
-        self._action(v, "&Reset layout", lambda: layout.arrange(self))
-        self.outline_action = self._action(v, "Lung &outline", lambda on: setattr(self.session, "show_lung_outline", on), "O", True)
-        self.light_action = self._action(v, "&Light theme", self._toggle_theme, None, True)
-        v.addSeparator()
-        for d in self.docks:
-            v.addAction(d.toggleViewAction())
-        n = mb.addMenu("&Navigate")
-        self._action(n, "Next channel", lambda: self._step_channel(1), "]")
-        self._action(n, "Previous channel", lambda: self._step_channel(-1), "[")
-        self._action(n, "Next layer", lambda: self._step_layer(1), "Ctrl+PgDown")
-        self._action(n, "Previous layer", lambda: self._step_layer(-1), "Ctrl+PgUp")
-        self._action(n, "&Strongest channel", self.controller.strongest, "S")
-        h = mb.addMenu("&Help")
-        self._action(h, "&About", self.show_about)
-        self._fill_recent()
+        menus.build(self)
 
     def _connect(self) -> None:
         s, c, b = self.session, self.controller, self.bridge
@@ -151,6 +108,9 @@ class MainWindow(ExportActions, QMainWindow):
         self.pipeline_dock.stage_clicked.connect(self._show_stage)
         self.heatmap_dock.region_requested.connect(self.view.start_region)
         self.heatmap_dock.region_cleared.connect(self.view.clear_region)
+        self.heatmap_dock.sanity_requested.connect(lambda: run_sanity_check(self))
+        self.lesions = LesionOverlay(s, c, b, self.view, self)
+        s.events.show_lesion_outline.connect(lambda on: self.lesion_action.setChecked(bool(on)))
         c.heatmap_ready.connect(self._show_heatmap)
         c.error.connect(self.show_error)
         c.message.connect(lambda m: self.statusBar().showMessage(m, 8000))
@@ -233,6 +193,7 @@ class MainWindow(ExportActions, QMainWindow):
         self.settings.add_recent_file(p)
         self._fill_recent()
         self.setWindowTitle(f"CXR Studio — {p.name}")
+        self.lesions.expect(None)
         self.controller.open_image(str(p))
         if self.auto_default_model:
             self.load_default_model()
@@ -251,8 +212,10 @@ class MainWindow(ExportActions, QMainWindow):
         self.controller.load_checkpoint(str(path))
         self.statusBar().showMessage(f"Opened with the shipped model {path.name}", 8000)
 
-    def open_radiograph(self, radiograph: Any, lung_mask: np.ndarray | None = None, title: str = "") -> None:
+    def open_radiograph(self, radiograph: Any, lung_mask: np.ndarray | None = None, title: str = "",
+                        lesion_mask: np.ndarray | None = None) -> None:
         self.image_path = None
+        self.lesions.expect(lesion_mask)
         self.setWindowTitle(f"CXR Studio — {title or 'image'}")
         self.controller.open_image(radiograph, lung_mask)
 
@@ -266,7 +229,7 @@ class MainWindow(ExportActions, QMainWindow):
         saved = self.settings.view_settings()
         if "ranking" not in saved:
             self.session.ranking = "lungs"  # strongest inside the lungs, where the lesions are
-        self.open_radiograph(ph.radiograph(), ph.lung_mask, f"demo phantom (seed {seed})")
+        self.open_radiograph(ph.radiograph(), ph.lung_mask, f"demo phantom (seed {seed})", ph.lesion_mask)
         if self.session.models:
             return
         path = find_resource(DEMO_MODEL)
@@ -349,6 +312,7 @@ class MainWindow(ExportActions, QMainWindow):
                 pass
         self.light_action.setChecked(self.settings.theme == "light")
         self.outline_action.setChecked(s.show_lung_outline)
+        self.lesion_action.setChecked(s.show_lesion_outline)
 
     def save_settings(self) -> None:
         s = self.session

@@ -138,3 +138,27 @@ def test_randomised_model_stops_at_the_explained_layer(net_and_x):
     name2, m2 = randomised_model(net, "relu2")
     assert name2 == "conv2" and torch.equal(m2.conv1.weight, net.conv1.weight)
     assert not torch.equal(m2.conv2.weight, net.conv2.weight)
+
+
+def test_map_on_grid_matches_the_full_resolution_path():
+    from cxr_studio.core.phantoms.phantom import make_phantom
+    from cxr_studio.core.imaging.pipeline import PreprocessSpec, preprocess
+    from cxr_studio.core.inspect.lesion_scores import map_on_grid
+
+    ph = make_phantom(4, size=1600, abnormal=True)
+    prep = preprocess(ph.radiograph(), PreprocessSpec(input_size=64, crop=True), ph.lung_mask)
+    g = prep.geometry
+    assert g.crop_box != (0, 0, 1600, 1600)  # a real crop
+    target = LesionTarget.from_mask(ph.lesion_mask, "phantom")
+    rng = np.random.default_rng(0)
+    m = cv2_smooth(rng.random((64, 64)).astype(np.float32))
+    fast = map_on_grid(m, g.crop_box, g.original_size, target)
+    slow = prepare_map(g.map_to_original(m), target)
+    assert fast.shape == slow.shape and np.abs(fast - slow).mean() < 0.01
+    assert score(fast, target, 0.5)["pointing_hit"] == score(slow, target, 0.5)["pointing_hit"]
+
+
+def cv2_smooth(a: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.GaussianBlur(a, (0, 0), 4)

@@ -38,7 +38,7 @@ def _shrink(a: np.ndarray, side: int, mask: bool) -> np.ndarray:
     return cv2.resize(a.astype(np.float32), size, interpolation=cv2.INTER_AREA)
 
 
-@dataclass
+@dataclass(eq=False)
 class LesionTarget:
     """One lesion outline prepared for repeated scoring: the mask on the scoring grid and grown."""
 
@@ -64,6 +64,23 @@ def prepare_map(map_original: np.ndarray, target: LesionTarget) -> np.ndarray:
         return m
     h, w = target.lesion.shape
     return cv2.resize(m, (w, h), interpolation=cv2.INTER_AREA)
+
+
+def map_on_grid(map_input: np.ndarray, crop_box: tuple[int, int, int, int], original_size: tuple[int, int],
+                target: LesionTarget) -> np.ndarray:
+    """A map covering the model input, placed over ``crop_box`` (y0, x0, y1, x1) of the original
+    radiograph (``original_size``), straight onto ``target``'s scoring grid: what
+    `Geometry.map_to_original` then `prepare_map` give, without the full-resolution detour."""
+    h, w = (int(v) for v in original_size)
+    gh, gw = target.lesion.shape
+    fy, fx = gh / h, gw / w
+    y0, x0, y1, x1 = (int(v) for v in crop_box)
+    sy0, sx0 = int(round(y0 * fy)), int(round(x0 * fx))
+    sy1, sx1 = max(sy0 + 1, int(round(y1 * fy))), max(sx0 + 1, int(round(x1 * fx)))
+    out = np.zeros((gh, gw), np.float32)
+    m = np.nan_to_num(np.asarray(map_input, dtype=np.float32))
+    out[sy0:sy1, sx0:sx1] = cv2.resize(m, (sx1 - sx0, sy1 - sy0), interpolation=cv2.INTER_LINEAR)[: gh - sy0, : gw - sx0]
+    return out
 
 
 def score(small_map: np.ndarray, target: LesionTarget, threshold: float) -> dict[str, Any]:

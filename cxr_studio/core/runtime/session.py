@@ -36,7 +36,7 @@ DEFAULT_THRESHOLD = 0.3
 FIELDS: tuple[str, ...] = (
     "radiograph", "preprocessed", "models", "current_model_id", "layer", "channel", "method",
     "class_index", "threshold", "opacity", "colormap", "scale", "ranking", "region", "spec",
-    "show_lung_outline", "forward", "heatmap",
+    "show_lung_outline", "forward", "heatmap", "show_lesion_outline", "lesion", "lesion_scores",
 )
 
 
@@ -109,6 +109,9 @@ class Session:
             "show_lung_outline": True,
             "forward": None,
             "heatmap": None,
+            "show_lesion_outline": True,
+            "lesion": None,  # the image's lesion outline (inspect.lesion_scores.LesionTarget) or None
+            "lesion_scores": None,  # the map on screen against it (inspect.lesion_scores.score) or None
         }
         self._forward_cache: dict[str, Any] = {}  # model id -> ForwardResult for the current image
 
@@ -145,6 +148,8 @@ class Session:
         self._set("forward", None)
         self._set("heatmap", None)
         self._set("region", None)
+        self._set("lesion_scores", None)
+        self._set("lesion", None)
         self._set("preprocessed", None)
         self._set("radiograph", radiograph, force=radiograph is not self._v["radiograph"])
 
@@ -351,6 +356,10 @@ class Session:
     scale = _field("scale", lambda v: _choice(v, SCALES, "scale mode"), "channel | layer map scaling")
     ranking = _field("ranking", lambda v: _choice(v, RANKINGS, "ranking method"), "max | mean | lungs | region")
     show_lung_outline = _field("show_lung_outline", bool, "draw the lung-mask outline")
+    show_lesion_outline = _field("show_lesion_outline", bool, "draw the lesion outline (when the image has one)")
+    lesion = _field("lesion", lambda v: v, "the image's lesion outline (LesionTarget) or None")
+    lesion_scores = _field("lesion_scores", lambda v: None if v is None else dict(v),
+                           "pointing hit, energy inside and IoU of the map on screen against the lesion")
 
     @property
     def class_index(self) -> int:

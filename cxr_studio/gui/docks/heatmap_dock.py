@@ -1,5 +1,7 @@
-"""Heatmap controls: source (activation / Grad-CAM / Grad-CAM++), class, colormap, threshold
-(slider + spin box), opacity, per-channel vs per-layer scaling, lung outline and region tools.
+"""Heatmap controls: source (activation or any saliency method), class, colormap, threshold
+(slider + spin box), opacity, per-channel vs per-layer scaling, lung and lesion outlines, the live
+lesion scores of the map on screen (when the image has a lesion outline), the sanity check and the
+region tools.
 
 Every control writes the session; threshold / opacity / colormap only change the overlay's lookup
 table or opacity (the main window listens), never a recomputation.
@@ -9,9 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDockWidget, QDoubleSpinBox, QFormLayout, QHBoxLayout,
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDockWidget, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel,
                                QPushButton, QSlider, QWidget)
 
+from cxr_studio.core.inspect.lesion_scores import describe
 from cxr_studio.core.inspect.method_names import HEATMAP_METHODS, LABELS, SLOW_METHODS
 
 # every method of the one list; the strongest-channel ones are "Channel activation" with a ranking here
@@ -23,6 +26,7 @@ SLIDER_STEPS = 1000
 class HeatmapDock(QDockWidget):
     region_requested = Signal(str)  # "rect" | "polygon"
     region_cleared = Signal()
+    sanity_requested = Signal()
 
     def __init__(self, session: Any, controller: Any, parent: QWidget | None = None) -> None:
         super().__init__("Heatmap", parent)
@@ -68,6 +72,21 @@ class HeatmapDock(QDockWidget):
         self.outline = QCheckBox("Show lung outline")
         self.outline.toggled.connect(lambda on: setattr(session, "show_lung_outline", on))
         form.addRow(self.outline)
+        self.lesion = QCheckBox("Show lesion outline")
+        self.lesion.setToolTip("The radiologists' outline of the findings (magenta, dashed), when the image has one "
+                               "(lesion_mask/<name>_lesion.png or the Shenzhen release's JSON beside it)")
+        self.lesion.toggled.connect(lambda on: setattr(session, "show_lesion_outline", on))
+        form.addRow(self.lesion)
+        self.scores = QLabel()
+        self.scores.setWordWrap(True)
+        self.scores.setToolTip("The map on screen against the lesion outline: is its peak inside (8 px tolerance at "
+                               "512), its share of mass inside, and IoU of what the threshold colours")
+        form.addRow("Lesion", self.scores)
+        self.sanity = QPushButton("Sanity check…")
+        self.sanity.setToolTip("The same map on a copy of the model randomised down to the explained layer "
+                               "(Adebayo et al. 2018): a faithful map changes")
+        self.sanity.clicked.connect(self.sanity_requested.emit)
+        form.addRow(self.sanity)
         regions = QHBoxLayout()
         for label, kind in (("Rectangle", "rect"), ("Polygon", "polygon")):
             b = QPushButton(label)
@@ -79,8 +98,12 @@ class HeatmapDock(QDockWidget):
         regions.addWidget(clear)
         form.addRow("Region", regions)
         self.setWidget(w)
-        for name in ("method", "colormap", "threshold", "opacity", "scale", "show_lung_outline", "class_index"):
+        for name in ("method", "colormap", "threshold", "opacity", "scale", "show_lung_outline", "class_index",
+                     "show_lesion_outline"):
             getattr(session.events, name).connect(lambda _v: self.sync())
+        for name in ("lesion", "lesion_scores"):
+            getattr(session.events, name).connect(lambda _v: self._show_scores())
+        self._show_scores()
         session.events.current_model_id.connect(lambda _: self._fill_classes())
         self._fill_classes()
         self.sync()
@@ -100,11 +123,21 @@ class HeatmapDock(QDockWidget):
         if v is not None:
             self.session.class_index = int(v)
 
+    def _show_scores(self) -> None:
+        s = self.session
+        self.lesion.setEnabled(s.lesion is not None)
+        if s.lesion is None:
+            self.scores.setText("no lesion outline beside this image")
+        elif s.lesion_scores is None:
+            self.scores.setText(f"outline from {s.lesion.source}; no heatmap yet")
+        else:
+            self.scores.setText(describe(s.lesion_scores))
+
     def sync(self) -> None:
         """Push the session's values into the widgets without feeding back."""
         s = self.session
         widgets = (self.source, self.colormap, self.threshold_slider, self.threshold_spin, self.opacity_slider,
-                   self.scale, self.outline, self.klass)
+                   self.scale, self.outline, self.klass, self.lesion)
         for wdg in widgets:
             wdg.blockSignals(True)
         self.source.setCurrentIndex(max(0, self.source.findData(s.method)))
@@ -114,6 +147,7 @@ class HeatmapDock(QDockWidget):
         self.opacity_slider.setValue(round(s.opacity * SLIDER_STEPS))
         self.scale.setCurrentIndex(max(0, self.scale.findData(s.scale)))
         self.outline.setChecked(bool(s.show_lung_outline))
+        self.lesion.setChecked(bool(s.show_lesion_outline))
         i = self.klass.findData(s.class_index)
         if i >= 0:
             self.klass.setCurrentIndex(i)

@@ -1,0 +1,78 @@
+"""Mask outlines drawn over the radiograph: the lungs (green) and, when the image has one, the
+radiologists' lesion outline (magenta, dashed: a colour the jet overlay never uses).
+
+Each `MaskOutline` owns one pyqtgraph curve, the traced boundary and whether the user wants it; it
+is shown only on the original radiograph (not on pipeline stages).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+
+OUTLINE_MAX = 768  # a mask is downsampled to this before tracing its outline
+LUNG_PEN = {"color": (80, 255, 80), "width": 1.5}
+LESION_PEN = {"color": (255, 60, 255), "width": 2.0, "style": Qt.PenStyle.DashLine}
+
+
+def outline_path(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) arrays of the mask's boundary in original pixel coordinates, NaN between contours."""
+    import cv2  # imported on first use: the window shows before cv2 and skimage load
+    from skimage.measure import find_contours
+
+    m = np.asarray(mask, dtype=np.float32)
+    h, w = m.shape
+    s = min(1.0, OUTLINE_MAX / max(h, w))
+    if s < 1:
+        m = cv2.resize(np.ascontiguousarray(m), (max(2, round(w * s)), max(2, round(h * s))),
+                       interpolation=cv2.INTER_AREA)
+    small = np.pad(m, 1)
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    for c in find_contours(small, 0.5):
+        if len(c) < 8:
+            continue
+        ys.append((c[:, 0] - 1 + 0.5) / s - 0.5)
+        xs.append((c[:, 1] - 1 + 0.5) / s - 0.5)
+        ys.append(np.array([np.nan]))
+        xs.append(np.array([np.nan]))
+    if not xs:
+        return np.zeros(0), np.zeros(0)
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+class MaskOutline:
+    """One outline on the view box: ``set_mask`` traces it, ``show`` is the user's toggle."""
+
+    def __init__(self, view_box: Any, pen: dict[str, Any], z: float = 20) -> None:
+        self.item = pg.PlotDataItem(pen=pg.mkPen(**pen), connect="finite")
+        self.item.setZValue(z)
+        view_box.addItem(self.item)
+        self.data: tuple[np.ndarray, np.ndarray] | None = None
+        self.wanted = True
+        self.on_original = True
+
+    def set_mask(self, mask: np.ndarray | None) -> None:
+        if mask is None or not np.any(mask):
+            self.data = None
+            self.item.setData([], [])
+        else:
+            self.data = outline_path(mask)
+            self.item.setData(*self.data, connect="finite")
+        self.refresh()
+
+    def show(self, on: bool) -> None:
+        self.wanted = bool(on)
+        self.refresh()
+
+    def stage_shown(self, original: bool) -> None:
+        self.on_original = bool(original)
+        self.refresh()
+
+    def refresh(self) -> None:
+        self.item.setVisible(self.wanted and self.data is not None and self.on_original)
+
+    def isVisible(self) -> bool:  # noqa: N802 - reads like the Qt item it stands for
+        return bool(self.item.isVisible())
