@@ -67,3 +67,17 @@ def test_export_without_checkpoint_and_no_default_names_the_shipped_models(tiny,
     err = capsys.readouterr().err
     assert "--checkpoint" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
+
+
+def test_the_tb_model_stays_the_default_beside_its_unguided_twin(monkeypatch, tmp_path) -> None:
+    def model(name: str, kind: str = "radiographs") -> shipped.ShippedModel:
+        return shipped.ShippedModel(tmp_path / name, name, kind, "NLM", 0.85, 0.6)
+
+    tb, twin, demo = model("cxrnet-tb.pt"), model("cxrnet-tb-unguided.pt"), model("cxrnet-demo.pt", "phantoms")
+    monkeypatch.setattr(shipped, "shipped_models", lambda: [tb, twin, demo])
+    assert shipped.default_shipped_model() is tb
+    monkeypatch.setattr(shipped, "shipped_models", lambda: [twin, demo])
+    assert shipped.default_shipped_model() is twin  # the only model for radiographs
+    other = model("other.pt")
+    monkeypatch.setattr(shipped, "shipped_models", lambda: [twin, other, demo])
+    assert shipped.default_shipped_model() is None  # several, none of them the TB model: ambiguous

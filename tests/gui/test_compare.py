@@ -81,3 +81,25 @@ def test_difference_of_two_panes(qtbot: Any, compared: Any) -> None:
     assert lut[128, 3] == 0 and lut[255, 3] == 255 and lut[0, 3] == 0  # small differences clear
     d.diff.setChecked(False)
     assert len(d.panes) == 4
+
+
+def test_guided_vs_unguided_is_one_click(qtbot: Any, loaded_window: Any, tiny_checkpoint: Path, tmp_path: Path,
+                                         monkeypatch: Any) -> None:
+    import shutil
+
+    from cxr_studio.core.models import shipped
+
+    w = loaded_window
+    twin = tmp_path / "cxrnet-tb-unguided.pt"
+    shutil.copy(tiny_checkpoint, twin)
+    models = [shipped.ShippedModel(tiny_checkpoint, "TB", "radiographs", "NLM", 0.9, 0.5),
+              shipped.ShippedModel(twin, "TB unguided", "radiographs", "NLM", 0.85, 0.5)]
+    monkeypatch.setattr(shipped, "shipped_models", lambda: models)
+    n_before = len(w.session.models)
+    asked = w.compare_dock.compare_shipped()
+    assert asked == [str(tiny_checkpoint), str(twin)]
+    qtbot.waitUntil(lambda: len(w.session.models) == n_before + 1, timeout=60000)  # the loaded one is not reloaded
+    assert w.compare_dock.isVisible()
+    qtbot.waitUntil(lambda: len(w.compare_dock.panes) >= 2 and w.bridge.pending == 0, timeout=120000)
+    titles = " ".join(p.title for p in w.compare_dock.panes)
+    assert "unguided" in titles

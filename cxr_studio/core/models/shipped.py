@@ -6,8 +6,9 @@ operating threshold) is read from the file's provenance, never written a second 
 
 ``kind`` tells which images a model is meant for: ``"radiographs"`` (trained on real chest X-rays) or
 ``"phantoms"`` (the demo model). ``default_model_for_radiographs()`` is the model a real radiograph opens
-with when the user names none: the only shipped model of kind ``"radiographs"``; when there is none,
-or more than one, there is no default and callers say which models ship.
+with when the user names none: ``models/cxrnet-tb.pt``, or else the only shipped model of kind
+``"radiographs"``; when there is none, or several and no TB model, there is no default and callers say
+which models ship.
 """
 from __future__ import annotations
 
@@ -111,8 +112,13 @@ def shipped_models() -> list[ShippedModel]:
 
 
 def default_shipped_model() -> ShippedModel | None:
-    """The one shipped model for real radiographs (None when none or several ship)."""
+    """The shipped model for real radiographs: the TB model (``models/cxrnet-tb.pt``) when it ships, else
+    the only model for radiographs (None when none, or several and none of them is the TB model; the
+    others, such as the unguided twin kept for comparison, are there to be picked by name)."""
     real = [m for m in shipped_models() if m.kind == "radiographs"]
+    main = [m for m in real if m.path.name == Path(TB_MODEL).name]
+    if main:
+        return main[0]
     return real[0] if len(real) == 1 else None
 
 

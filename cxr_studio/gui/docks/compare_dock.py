@@ -103,6 +103,11 @@ class CompareDock(QDockWidget):
         self.diff_a.activated.connect(lambda _: self._rebuild())
         self.diff_b.activated.connect(lambda _: self._rebuild())
         bar.addStretch(1)
+        self.shipped_button = QPushButton("Guided vs unguided")
+        self.shipped_button.setToolTip("Load every shipped model for real radiographs (the lesion-guided TB model and "
+                                       "its unguided twin, same recipe, split and seed) and compare them here")
+        self.shipped_button.clicked.connect(self.compare_shipped)
+        bar.addWidget(self.shipped_button)
         self.refresh_button = QPushButton("Refresh")
         self.refresh_button.clicked.connect(self.refresh)
         bar.addWidget(self.refresh_button)
@@ -134,6 +139,26 @@ class CompareDock(QDockWidget):
         for name in ("threshold", "colormap", "opacity"):
             getattr(session.events, name).connect(lambda _v: self.apply_display())
         self.visibilityChanged.connect(lambda vis: self.refresh() if vis and self._stale else None)
+
+    def compare_shipped(self) -> list[str]:
+        """One click: load the shipped models for real radiographs not loaded yet and show this view.
+        Returns the paths asked for."""
+        from pathlib import Path
+
+        from cxr_studio.core.models.shipped import shipped_models
+
+        from .. import layout
+
+        loaded = {Path(str(getattr(m, "path", ""))).resolve() for m in self.session.models.values()}
+        wanted = [m.path for m in shipped_models() if m.kind == "radiographs"]
+        if len(wanted) < 2:
+            self.info.setText("Fewer than two models for real radiographs ship with this installation: load the "
+                              "other one yourself (File > Load checkpoint).")
+        for p in wanted:
+            if Path(p).resolve() not in loaded:
+                self.controller.load_checkpoint(str(p))
+        layout.show_bottom(self.window(), self)
+        return [str(p) for p in wanted]
 
     def _mark_stale(self) -> None:
         self._stale = True
