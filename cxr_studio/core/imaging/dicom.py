@@ -33,76 +33,15 @@ def _pydicom():
 def read_dicom_pixels(p: Path, name: str, has_preamble: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
     """Read a single-frame DICOM image into (float32 HxW 0..1 bone-bright, meta)."""
     pydicom, apply_modality_lut, apply_voi_lut, get_decoder = _pydicom()
-    from pydicom.errors import InvalidDicomError
-
-    try:
-        ds = pydicom.dcmread(str(p), force=not has_preamble)
-    except InvalidDicomError as e:
-        raise ImageReadError(f"{name} is not a valid DICOM file ({e}).") from e
-    except (EOFError, OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise ImageReadError(f"{name} is a damaged or truncated DICOM file ({e}).") from e
-
-    has_pixels = any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
-    if not has_preamble and (len(ds) == 0 or not has_pixels):
-        raise ImageReadError(
-            f"{name} does not look like a DICOM image: it has no DICOM preamble and no pixel "
-            "data could be found in it.")
-    if not has_pixels:
-        sop = ds.get("SOPClassUID")
-        what = f" (it is a {sop.name})" if sop is not None and hasattr(sop, "name") else ""
-        raise ImageReadError(f"{name} is a DICOM file without pixel data{what}; it holds no image.")
-
-    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-    check_dimensions(rows, cols, name)
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if frames > 1:
-        raise ImageReadError(
-            f"{name} is a multi-frame DICOM ({frames} frames, e.g. a tomosynthesis or cine "
-            "series); only single radiographs are supported. Export one frame first.")
-
-    file_meta = getattr(ds, "file_meta", None)
-    tsyntax = file_meta.get("TransferSyntaxUID") if file_meta is not None else None
-    if tsyntax is not None and tsyntax.is_compressed:
-        try:
-            decoder = get_decoder(tsyntax)
-        except NotImplementedError as e:
-            raise ImageReadError(
-                f"{name} uses the transfer syntax {tsyntax.name} ({tsyntax}), "
-                "which no installed DICOM decoder can read.") from e
-        if not decoder.is_available:
-            missing = "; ".join(decoder.missing_dependencies) or "a decoder plugin"
-            raise ImageReadError(
-                f"{name} is compressed with {tsyntax.name} and no decoder for it is installed. "
-                f"Install one of: {missing}.")
-
-    try:
-        stored = ds.pixel_array
-    except ImageReadError:
-        raise
-    except Exception as e:
-        raise ImageReadError(
-            f"{name}: the DICOM pixel data could not be decoded (truncated, damaged or an "
-            f"unsupported encoding: {e}).") from e
-    stored, bits_note = _check_bits_stored(ds, stored, tsyntax, name)
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    ds = _open(pydicom, p, name, has_preamble)
+    rows, cols = _check_image(ds, name, has_preamble)
+    tsyntax = _check_decoder(ds, name, get_decoder)
+    stored, bits_note = _check_bits_stored(ds, _decode(ds, name), tsyntax, name)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
-    if photometric == "PALETTE COLOR" and stored.ndim == 2:
-        from pydicom.pixels import apply_color_lut
-
-        stored, samples = apply_color_lut(stored, ds), 3
-    if stored.ndim == 3 and samples in (3, 4):
-        from cxr_studio.core.imaging.io import _luminance
-
-        values = _luminance(np.asarray(stored)[:, :, :3])
-        window = None
-    elif stored.ndim == 2:
-        values, window = _apply_luts(stored, ds, apply_modality_lut, apply_voi_lut)
-    else:
-        raise ImageReadError(f"{name} has an unexpected DICOM pixel layout {stored.shape}.")
-
+    values, window = _grey_values(stored, ds, photometric, name, apply_modality_lut, apply_voi_lut)
     pixels, window = _normalise(values, stored, ds, window, apply_modality_lut, name)
     inverted = photometric == "MONOCHROME1"
-    if inverted:
+    if inverted:  # bone bright
         np.subtract(np.float32(1.0), pixels, out=pixels)
     meta = {
         "format": "DICOM",
@@ -120,6 +59,88 @@ def read_dicom_pixels(p: Path, name: str, has_preamble: bool = True) -> tuple[np
         meta["warnings"] = [bits_note]
         log.warning("%s", bits_note)
     return pixels.astype(np.float32, copy=False), meta
+
+
+def _open(pydicom: Any, p: Path, name: str, has_preamble: bool) -> Any:
+    """The dataset; without a preamble pydicom is asked to try anyway (``force``)."""
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        return pydicom.dcmread(str(p), force=not has_preamble)
+    except InvalidDicomError as e:
+        raise ImageReadError(f"{name} is not a valid DICOM file ({e}).") from e
+    except (EOFError, OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ImageReadError(f"{name} is a damaged or truncated DICOM file ({e}).") from e
+
+
+def _check_image(ds: Any, name: str, has_preamble: bool) -> tuple[int, int]:
+    """(rows, columns) of a dataset that holds one image: pixel data, sane dimensions, one frame."""
+    has_pixels = any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
+    if not has_preamble and (len(ds) == 0 or not has_pixels):
+        raise ImageReadError(
+            f"{name} does not look like a DICOM image: it has no DICOM preamble and no pixel "
+            "data could be found in it.")
+    if not has_pixels:
+        sop = ds.get("SOPClassUID")
+        what = f" (it is a {sop.name})" if sop is not None and hasattr(sop, "name") else ""
+        raise ImageReadError(f"{name} is a DICOM file without pixel data{what}; it holds no image.")
+
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    check_dimensions(rows, cols, name)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise ImageReadError(
+            f"{name} is a multi-frame DICOM ({frames} frames, e.g. a tomosynthesis or cine "
+            "series); only single radiographs are supported. Export one frame first.")
+    return rows, cols
+
+
+def _check_decoder(ds: Any, name: str, get_decoder: Any) -> Any:
+    """The transfer syntax (None when the file does not say); a compressed one needs a decoder."""
+    file_meta = getattr(ds, "file_meta", None)
+    tsyntax = file_meta.get("TransferSyntaxUID") if file_meta is not None else None
+    if tsyntax is not None and tsyntax.is_compressed:
+        try:
+            decoder = get_decoder(tsyntax)
+        except NotImplementedError as e:
+            raise ImageReadError(
+                f"{name} uses the transfer syntax {tsyntax.name} ({tsyntax}), "
+                "which no installed DICOM decoder can read.") from e
+        if not decoder.is_available:
+            missing = "; ".join(decoder.missing_dependencies) or "a decoder plugin"
+            raise ImageReadError(
+                f"{name} is compressed with {tsyntax.name} and no decoder for it is installed. "
+                f"Install one of: {missing}.")
+    return tsyntax
+
+
+def _decode(ds: Any, name: str) -> np.ndarray:
+    """The stored pixel values (pydicom's ``pixel_array``)."""
+    try:
+        return ds.pixel_array
+    except ImageReadError:
+        raise
+    except Exception as e:
+        raise ImageReadError(
+            f"{name}: the DICOM pixel data could not be decoded (truncated, damaged or an "
+            f"unsupported encoding: {e}).") from e
+
+
+def _grey_values(stored: np.ndarray, ds: Any, photometric: str, name: str, modality_lut: Any,
+                 voi_lut: Any) -> tuple[np.ndarray, Any]:
+    """(values, window used): colour (palette or RGB) as luminance; grey through the LUTs / window."""
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if photometric == "PALETTE COLOR" and stored.ndim == 2:
+        from pydicom.pixels import apply_color_lut
+
+        stored, samples = apply_color_lut(stored, ds), 3
+    if stored.ndim == 3 and samples in (3, 4):
+        from cxr_studio.core.imaging.io import _luminance
+
+        return _luminance(np.asarray(stored)[:, :, :3]), None
+    if stored.ndim == 2:
+        return _apply_luts(stored, ds, modality_lut, voi_lut)
+    raise ImageReadError(f"{name} has an unexpected DICOM pixel layout {stored.shape}.")
 
 
 def _has_overlay_in_pixels(ds: Any) -> bool:
