@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn as nn
 
-from cxr_studio.core.models.checkpoint_io import CheckpointError, code_archive_kind, read_raw  # noqa: F401  (re-exported)
+from cxr_studio.core.models.checkpoint_io import (  # noqa: F401  (CheckpointError, code_archive_kind: re-exported)
+    CheckpointError, code_archive_kind, read_raw, to_plain, torch_save_atomic,
+)
 from cxr_studio.core.hashing import file_sha256
 from cxr_studio.core.models.args import PRESETS  # noqa: F401  ("paper", "torchvision", "xrv"; re-exported)
 from cxr_studio.core.models import architectures, build_model, fitting, model_meta
@@ -78,44 +78,6 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
-def _plain(value: Any, where: str) -> Any:
-    """``value`` as plain types (Path -> str, numpy scalars -> Python); error on anything else."""
-    if value is None or isinstance(value, torch.Tensor):
-        return value
-    for t in (bool, int, float, str):  # subclasses (TorchVersion, IntEnum...) need globals to load
-        if isinstance(value, t):
-            return t(value)
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(value))
-    if isinstance(value, (list, tuple)):
-        items = [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
-        return items if isinstance(value, list) else tuple(items)
-    if isinstance(value, Mapping):
-        out = {}
-        for k, v in value.items():
-            if not isinstance(k, (str, int)):
-                raise CheckpointError(f"{where} has a key {k!r} of type {type(k).__name__}; keys must be str or int.")
-            out[k] = _plain(v, f"{where}[{k!r}]")
-        return out
-    raise CheckpointError(
-        f"{where} holds a {type(value).__name__}, which a checkpoint cannot store "
-        "(only str, int, float, bool, None, lists, dicts and tensors)."
-    )
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temp file in the same folder, then ``os.replace`` (the old file survives
-    any failure; the new one gets the usual umask permissions, unlike ``mkstemp``'s 0600)."""
-    from cxr_studio.core.atomic import atomic_file
-
-    with atomic_file(path, "wb", fsync=True) as f:
-        torch.save(obj, f)
-
-
 def save_checkpoint(
     path: str | os.PathLike,
     model: nn.Module,
@@ -161,17 +123,17 @@ def save_checkpoint(
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "arch": str(arch),
-        "arch_kwargs": _plain(dict(arch_kwargs), "arch_kwargs"),
+        "arch_kwargs": to_plain(dict(arch_kwargs), "arch_kwargs"),
         "class_names": [str(c) for c in class_names],
         "preprocess": spec.to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "provenance": _plain(prov, "provenance"),
+        "provenance": to_plain(prov, "provenance"),
     }
     if getattr(model, "multi_label", False):
         payload["multi_label"] = True
     if training_state is not None:
-        payload["training_state"] = _plain(dict(training_state), "training_state")
-    _atomic_torch_save(payload, path)
+        payload["training_state"] = to_plain(dict(training_state), "training_state")
+    torch_save_atomic(payload, path)
     return path
 
 
@@ -358,8 +320,6 @@ def load_checkpoint(
     )
 
 
-
-
 def preset_spec(name: str, model: nn.Module | None = None) -> PreprocessSpec:
     """A named preprocessing (``paper``, ``torchvision``, ``xrv``) with the model's input channels."""
     from cxr_studio.core.models.torchvision_any import first_conv_channels
@@ -404,5 +364,5 @@ def export_release(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     _rebuild(src, arch, kwargs, state, bare=False)  # the release must load
     obj.pop("training_state", None)
     obj["provenance"] = {**(obj.get("provenance") or {}), "released_from_sha256": file_sha256(src)}
-    _atomic_torch_save(obj, dst)
+    torch_save_atomic(obj, dst)
     return dst

@@ -1,5 +1,7 @@
-"""Reading a checkpoint file safely: what the file is (by its first bytes and, for zip archives,
-their member names), and its dict read with ``torch.load(weights_only=True)`` only.
+"""A checkpoint file as bytes on disk, both ways: written with plain types only (``to_plain``) and
+atomically (``torch_save_atomic``); read safely (``read_raw``): what the file is (by its first bytes
+and, for zip archives, their member names), and its dict read with ``torch.load(weights_only=True)``
+only. ``checkpoint.py`` builds models from these dicts.
 
 TorchScript and exported programs are recognised here and refused: they carry code or a graph,
 so only ``models.importers.open_model`` runs them, when the user names the file.
@@ -8,9 +10,11 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -99,3 +103,39 @@ def read_raw(path: str | os.PathLike) -> dict[str, Any]:
     return obj
 
 
+def to_plain(value: Any, where: str) -> Any:
+    """``value`` as plain types (Path -> str, numpy scalars -> Python); error on anything else."""
+    if value is None or isinstance(value, torch.Tensor):
+        return value
+    for t in (bool, int, float, str):  # subclasses (TorchVersion, IntEnum...) need globals to load
+        if isinstance(value, t):
+            return t(value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if isinstance(value, (list, tuple)):
+        items = [to_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return items if isinstance(value, list) else tuple(items)
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, (str, int)):
+                raise CheckpointError(f"{where} has a key {k!r} of type {type(k).__name__}; keys must be str or int.")
+            out[k] = to_plain(v, f"{where}[{k!r}]")
+        return out
+    raise CheckpointError(
+        f"{where} holds a {type(value).__name__}, which a checkpoint cannot store "
+        "(only str, int, float, bool, None, lists, dicts and tensors)."
+    )
+
+
+def torch_save_atomic(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temp file in the same folder, then ``os.replace`` (the old file survives
+    any failure; the new one gets the usual umask permissions, unlike ``mkstemp``'s 0600)."""
+    from cxr_studio.core.atomic import atomic_file
+
+    with atomic_file(path, "wb", fsync=True) as f:
+        torch.save(obj, f)
