@@ -1,2 +1,2 @@
 """The trainer behind ``cxr-studio-train``: datasets and splits (data), recipes, fit/resume/DDP
-(engine), evaluation, randomized search. Imports ``cxr_studio.core``, never the GUI."""
+(fit, run_folder, run_state), evaluation, randomized search. Imports ``cxr_studio.core``, never the GUI."""

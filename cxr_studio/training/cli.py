@@ -61,7 +61,7 @@ def _fit_setup(p: argparse.ArgumentParser) -> Runner:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 
     def run(a: argparse.Namespace) -> int:
-        from .engine import fit
+        from .fit import fit
 
         if a.threads:
             import torch

@@ -74,7 +74,7 @@ def evaluate_checkpoint(
     the ROC picture goes beside ``json_out``, else beside the checkpoint, and is skipped with a note
     (``m["notes"]``) when that folder cannot be written."""
     from ..core.atomic import check_writable_file
-    from .engine import pick_device
+    from .fit import pick_device
 
     ckpt_path = Path(checkpoint)
     notes: list[str] = []

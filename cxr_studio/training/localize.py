@@ -76,7 +76,7 @@ def localize(checkpoint: str | Path, roots: list[str], *, split_file: str | None
     from ..core.models import deepest_conv
     from ..core.inspect.saliency_cam import LIBRARY_CAMS, _library
     from ..core.inspect.saliency_methods import SOURCE, Options
-    from .engine import pick_device
+    from .fit import pick_device
     from .lung_check_scoring import untrained_twin
 
     if tolerance_px < 0:

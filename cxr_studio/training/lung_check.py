@@ -68,7 +68,7 @@ def lung_check(checkpoint: str | Path, roots: list[str], *, split_file: str | No
     from ..core.models.checkpoint import load_checkpoint
     from ..core.models import deepest_conv
     from .demo_check import receptive_field
-    from .engine import pick_device
+    from .fit import pick_device
     from .lung_check_figures import figure_name, strongest_channel_heatmap, write_figure
 
     if dilation_px < 0:

@@ -1,6 +1,11 @@
-"""The run folder of ``fit`` (engine.py): who may write into it, and what a reused split or a stuck
+"""The run folder of ``fit`` (fit.py): who may write into it, and what a reused split or a stuck
 loss should tell the user.
 
+- `RunFolder`: the folder as a run found it and what the run wrote there (``open`` refuses, locks
+  and checks the recipe on --resume; ``undo`` removes the files of a run that failed before its
+  first checkpoint);
+- `check_resume_recipe`: --resume only with the recipe the run was started with (epochs,
+  stop_after_last_drop and the description may change);
 - `lock_run`: an exclusive lock (``.fit.lock``, flock: released by the OS when the process dies), so
   two fits into one --out at once cannot overwrite each other's files;
 - `check_run_folder`: without --resume, --out must not hold another run's files (config.toml would
@@ -10,11 +15,15 @@ loss should tell the user.
 """
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .ddp import DistInfo
 from .loops import TrainingError
 from .recipes import Recipe
+from ..core.atomic import remove_stale_temps
 
 
 LOCK_NAME = ".fit.lock"
@@ -81,3 +90,69 @@ def chance_hint(recipe: Recipe) -> str:
                 "recipe: --set init=kaiming).")
     return (f"With init={recipe.init!r} and lr={recipe.lr:g}, try a lower learning rate (--set lr=...), "
             "check that the labels match the images, or look at the preprocessed inputs.")
+
+
+_MAY_CHANGE_ON_RESUME = ("epochs", "stop_after_last_drop", "description")  # description: prose only
+
+
+def check_resume_recipe(run: Path, recipe: Recipe) -> None:
+    """--resume continues only the recipe ``run`` was started with (its config.json)."""
+    saved = json.loads((run / "config.json").read_text())
+    now = recipe.to_dict()
+    defaults = Recipe(name=recipe.name).to_dict()  # a field added since the run started has its default
+    diff = sorted(k for k in set(saved) | set(now)
+                  if k not in _MAY_CHANGE_ON_RESUME and saved.get(k, defaults.get(k)) != now.get(k))
+    if diff:
+        raise TrainingError(
+            f"--resume: the recipe differs from the one {run} was started with ({', '.join(diff)}); "
+            f"resume with the same recipe (only {' and '.join(_MAY_CHANGE_ON_RESUME)} may change) "
+            "or use a new --out folder"
+        )
+
+
+@dataclass
+class RunFolder:
+    """The run folder as this run found it, and what the run wrote there: a run that fails before its
+    first checkpoint removes those files again (and the folder, when it made it)."""
+
+    path: Path
+    was_there: bool
+    created: list[Path] = field(default_factory=list)
+    lock: Any = None
+
+    @property
+    def last(self) -> Path:
+        return self.path / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.path / "best.pt"
+
+    def open(self, recipe: Recipe, resume: bool, split_file: str | Path | None, info: DistInfo) -> None:
+        """Refuse a folder this run may not write into; on rank 0 take the lock and clear stale temps."""
+        if resume and not self.last.exists():
+            raise TrainingError(f"--resume: no last.pt in {self.path} to continue from")
+        if not resume and self.last.exists():
+            raise TrainingError(f"{self.path} already holds a run (last.pt); pass --resume to continue it or "
+                                "choose a new --out")
+        if info.is_main:
+            self.lock = lock_run(self.path)  # two fits into one --out at once: the second is refused
+            check_run_folder(self.path, resume, split_file)
+            if resume:
+                check_resume_recipe(self.path, recipe)
+            remove_stale_temps(self.path)  # e.g. a .last.pt.*.tmp a SIGKILL left mid-write
+
+    def will_write(self, *paths: Path) -> None:
+        self.created += [p for p in paths if not p.exists()]
+
+    def undo(self) -> None:
+        """Remove what this run wrote (it failed before its first checkpoint)."""
+        for p in self.created:
+            p.unlink(missing_ok=True)
+        self.close()
+        if not self.was_there and self.path.is_dir() and not any(self.path.iterdir()):
+            self.path.rmdir()
+
+    def close(self) -> None:
+        unlock_run(self.lock)
+        self.lock = None

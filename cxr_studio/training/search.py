@@ -61,7 +61,7 @@ def random_search(
     preprocess_fn: Any = None,
 ) -> dict[str, Any]:
     """Run ``trials`` fits; returns rows sorted by validation score, the table and best.toml path."""
-    from .engine import fit
+    from .fit import fit
 
     if trials < 1:
         raise ValueError(f"--trials must be at least 1, got {trials}")

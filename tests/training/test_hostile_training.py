@@ -18,7 +18,7 @@ from cxr_studio.core.models.checkpoint import save_checkpoint
 from cxr_studio.core.models import build_model
 from cxr_studio.training import evaluate
 from cxr_studio.training.cli import main
-from cxr_studio.training import engine
+from cxr_studio.training import fit as fit_module
 from cxr_studio.training.run_folder import chance_hint, lock_run, unlock_run
 
 from train_helpers import TINY_SETS, tiny_recipe, write_shenzhen
@@ -198,7 +198,7 @@ def test_a_second_fit_into_a_busy_run_folder_is_refused(tmp_path, capsys) -> Non
 def test_ctrl_c_during_fit_says_how_to_resume(tmp_path, monkeypatch, capsys) -> None:
     data = write_shenzhen(tmp_path / "S", 16)
     out = tmp_path / "run"
-    real, calls = engine.train_epoch, []
+    real, calls = fit_module.train_epoch, []
 
     def second_epoch_interrupted(*a, **k):
         calls.append(1)
@@ -206,7 +206,7 @@ def test_ctrl_c_during_fit_says_how_to_resume(tmp_path, monkeypatch, capsys) -> 
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(engine, "train_epoch", second_epoch_interrupted)
+    monkeypatch.setattr(fit_module, "train_epoch", second_epoch_interrupted)
     assert main(fit_args(data, out, tmp_path / "cache", "--set", "epochs=2")) == 130
     err = capsys.readouterr().err
     assert "interrupted; continue with the same command and --resume" in err and "Traceback" not in err

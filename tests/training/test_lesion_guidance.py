@@ -16,7 +16,7 @@ from cxr_studio.core.models.checkpoint import load_checkpoint
 from cxr_studio.core.models import build_model
 from cxr_studio.core.imaging.pipeline import PreprocessSpec
 from cxr_studio.training.data import DatasetError, PreprocessCache, Sample, scan_root
-from cxr_studio.training.engine import fit
+from cxr_studio.training.fit import fit
 from cxr_studio.training.guidance import Guidance, grid_cover, soft_peak
 from cxr_studio.training.lesion_cache import LesionCache, LesionImages, grow_masks
 from cxr_studio.training.loops import make_loader, make_optimizer, train_epoch

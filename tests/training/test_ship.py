@@ -13,7 +13,7 @@ from cxr_studio.core.models.checkpoint import load_checkpoint, peek_checkpoint
 from cxr_studio.core.resources import TB_MODEL, find_resource
 from cxr_studio.core.models.shipped import default_model_for_radiographs, operating_threshold, shipped_models
 from cxr_studio.training.cli import main as train_main
-from cxr_studio.training.engine import fit
+from cxr_studio.training.fit import fit
 from cxr_studio.training.metrics import auc_interval, auc_score
 from cxr_studio.training.recipes import load_recipe
 from cxr_studio.training.ship import held_out_report, ship

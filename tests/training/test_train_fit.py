@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from cxr_studio.core.models.checkpoint import load_checkpoint
-from cxr_studio.training.engine import fit
+from cxr_studio.training.fit import fit
 from cxr_studio.training.loops import TrainingError, make_loader, make_optimizer
 from cxr_studio.training.prepare import prepare_data
 
@@ -146,7 +146,7 @@ def test_fit_refuses_to_overwrite_a_run(blobs, tmp_path, cache_set) -> None:
 @pytest.mark.parametrize("watched", ["val_loss", "val_acc"])
 def test_lr_drops_follow_the_plateau_metric(blobs, tmp_path, cache_set, watched) -> None:
     """Replaying the paper's rule (patience 1, x0.1) on the watched column gives the logged lr."""
-    from cxr_studio.training.engine import _score
+    from cxr_studio.training.fit import _score
 
     s = fit(tiny_recipe(cache_set, "epochs=5", "lr_patience=1", "max_lr_drops=5", f"plateau_metric={watched}"),
             [blobs], tmp_path / "run", progress=False)

@@ -79,7 +79,7 @@ def test_resume_accepts_a_run_saved_before_a_field_existed(tmp_path) -> None:
 
     import pytest
 
-    from cxr_studio.training.engine import _check_resume_recipe
+    from cxr_studio.training.run_folder import check_resume_recipe as _check_resume_recipe
     from cxr_studio.training.loops import TrainingError
     from cxr_studio.training.recipes import load_recipe
 
