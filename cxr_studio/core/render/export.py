@@ -7,7 +7,8 @@
   draws the heatmap there too), encoded deterministically (OpenCV, fixed compression level);
 * ``<stem>.npy``  the heat map, float32, on the original radiograph's grid;
 * ``<stem>.json`` every setting needed to re-render it (image and checkpoint paths + sha256, layer,
-  channel, method, class, threshold, opacity, colormap, scale, PreprocessSpec, geometry, versions).
+  channel, method, class, threshold, opacity, colormap, scale, PreprocessSpec, geometry, versions);
+  what it says about the view comes from the one builder, `core.render.sidecar.sidecar_settings`.
 
 ``rerender(sidecar)`` rebuilds the overlay from the sidecar, the .npy and the original image: encoded
 with `encode_png` it equals the exported PNG byte for byte. Writes are atomic (temporary files, then
@@ -164,8 +165,9 @@ def export_view(
 
     ``pixels``: the radiograph (H, W) 0..1; ``heat_map``: (H, W) 0..1 on the same grid;
     ``settings``: at least ``colormap``, ``threshold``, ``opacity`` plus whatever describes the view
-    (``Session.render_settings()`` or the batch exporter's dict). ``image_path`` / ``checkpoint_path``
-    are hashed here when the files exist. Raises `ExportError` if a file exists and not ``overwrite``.
+    (what `core.render.sidecar.sidecar_settings` builds for the app and the batch exporter).
+    ``image_path`` / ``checkpoint_path`` are hashed here when the files exist (``image_sha256`` is
+    None for an in-memory image). Raises `ExportError` if a file exists and not ``overwrite``.
     """
     px, hm = _check_arrays(pixels, heat_map)
     png, npy, js = _paths(out_stem)
@@ -184,6 +186,7 @@ def export_view(
     side.update(settings)
     for key in ("image", "checkpoint"):
         p = settings.get(f"{key}_path")
+        side.setdefault(f"{key}_sha256", None)  # the same keys for an in-memory image (a phantom)
         if p and not settings.get(f"{key}_sha256") and Path(p).is_file():
             side[f"{key}_sha256"] = file_sha256(p)
         if p:

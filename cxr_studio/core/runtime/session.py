@@ -19,9 +19,10 @@ Policies (kept simple on purpose):
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Callable
+from typing import Any
 
 from cxr_studio.core.runtime.events import SignalGroup
+from cxr_studio.core.runtime.session_fields import SessionError, choice, field, same, unit
 from cxr_studio.core.inspect.method_names import HEATMAP_METHODS
 from cxr_studio.core.imaging.pipeline import PreprocessSpec
 from cxr_studio.core.render import COLORMAPS
@@ -40,49 +41,7 @@ FIELDS: tuple[str, ...] = (
 )
 
 
-class SessionError(ValueError):
-    """An invalid value for a session field."""
-
-
 SessionEvents = SignalGroup  # a Session's ``events``: one Signal per field of FIELDS, plus ``changed``
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Equality that never raises (numpy arrays compare by identity)."""
-    if a is b:
-        return True
-    try:
-        return bool(a == b)
-    except Exception:  # noqa: BLE001 - ambiguous truth value of arrays etc.
-        return False
-
-
-def _unit(value: Any, what: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise SessionError(f"{what} must be a number between 0 and 1, got {value!r}.") from None
-    if not (0.0 <= v <= 1.0):
-        raise SessionError(f"{what} must be between 0 and 1, got {value!r}.")
-    return v
-
-
-def _choice(value: Any, options: tuple[str, ...], what: str) -> str:
-    if value not in options:
-        raise SessionError(f"Unknown {what} {value!r}; choose one of {', '.join(options)}.")
-    return str(value)
-
-
-def _field(name: str, validate: Callable[[Any], Any], doc: str) -> Any:
-    """A property reading ``self._v[name]`` whose setter validates, then emits on change."""
-
-    def fget(self: "Session") -> Any:
-        return self._v[name]
-
-    def fset(self: "Session", value: Any) -> None:
-        self._set(name, validate(value))
-
-    return property(fget, fset, doc=doc)
 
 
 class Session:
@@ -117,7 +76,7 @@ class Session:
 
     # -- generic machinery -------------------------------------------------------------------
     def _set(self, name: str, value: Any, force: bool = False) -> bool:
-        if not force and _same(self._v[name], value):
+        if not force and same(self._v[name], value):
             return False
         self._v[name] = value
         getattr(self.events, name).emit(value)
@@ -349,17 +308,17 @@ class Session:
         return self.layer
 
     # -- rendering settings --------------------------------------------------------------------
-    method = _field("method", lambda v: _choice(v, METHODS, "heatmap method"), " | ".join(METHODS))
-    threshold = _field("threshold", lambda v: _unit(v, "threshold"), "map values below it are transparent (0..1)")
-    opacity = _field("opacity", lambda v: _unit(v, "opacity"), "overlay opacity (0..1)")
-    colormap = _field("colormap", lambda v: _choice(v, COLORMAPS, "colormap"), "a name in render.COLORMAPS")
-    scale = _field("scale", lambda v: _choice(v, SCALES, "scale mode"), "channel | layer map scaling")
-    ranking = _field("ranking", lambda v: _choice(v, RANKINGS, "ranking method"), "max | mean | lungs | region")
-    show_lung_outline = _field("show_lung_outline", bool, "draw the lung-mask outline")
-    show_lesion_outline = _field("show_lesion_outline", bool, "draw the lesion outline (when the image has one)")
-    lesion = _field("lesion", lambda v: v, "the image's lesion outline (LesionTarget) or None")
-    lesion_scores = _field("lesion_scores", lambda v: None if v is None else dict(v),
-                           "pointing hit, energy inside and IoU of the map on screen against the lesion")
+    method = field("method", lambda v: choice(v, METHODS, "heatmap method"), " | ".join(METHODS))
+    threshold = field("threshold", lambda v: unit(v, "threshold"), "map values below it are transparent (0..1)")
+    opacity = field("opacity", lambda v: unit(v, "opacity"), "overlay opacity (0..1)")
+    colormap = field("colormap", lambda v: choice(v, COLORMAPS, "colormap"), "a name in render.COLORMAPS")
+    scale = field("scale", lambda v: choice(v, SCALES, "scale mode"), "channel | layer map scaling")
+    ranking = field("ranking", lambda v: choice(v, RANKINGS, "ranking method"), "max | mean | lungs | region")
+    show_lung_outline = field("show_lung_outline", bool, "draw the lung-mask outline")
+    show_lesion_outline = field("show_lesion_outline", bool, "draw the lesion outline (when the image has one)")
+    lesion = field("lesion", lambda v: v, "the image's lesion outline (LesionTarget) or None")
+    lesion_scores = field("lesion_scores", lambda v: None if v is None else dict(v),
+                          "pointing hit, energy inside and IoU of the map on screen against the lesion")
 
     @property
     def class_index(self) -> int:
@@ -411,35 +370,24 @@ class Session:
         self._set("heatmap", result, force=True)
 
     # -- export ------------------------------------------------------------------------------------
-    def render_settings(self) -> dict[str, Any]:
-        """Plain-value settings describing the current view (the export sidecar's core)."""
-        loaded = self.current_model
-        radio = self.radiograph
+    def render_settings(self, heatmap: Any = None) -> dict[str, Any]:
+        """Plain-value settings describing the current view (the export sidecar's content, from the
+        one builder `core.render.sidecar.sidecar_settings`). ``heatmap``: the heatmap exported
+        (default: the one shown); its model, layer, channel and method are the ones described."""
+        from cxr_studio.core.render.sidecar import sidecar_settings
+
+        hm = self.heatmap if heatmap is None else heatmap
         pre = self.preprocessed
-        hm = self.heatmap
-        region = self.region
-        region_d = None
-        if region is not None:
-            pts = getattr(region, "points", [])
-            region_d = {"kind": str(region.kind), "points": [[float(x), float(y)] for x, y in pts]}
-        return {
-            "image_path": getattr(radio, "path", None) if radio is not None else None,
-            "model_id": self.current_model_id,
-            "checkpoint_path": str(getattr(loaded, "path", "") or "") or None,
-            "checkpoint_sha256": getattr(loaded, "sha256", None),
-            "arch": getattr(loaded, "arch", None),
-            "class_names": list(getattr(loaded, "class_names", []) or []),
-            "layer": self.layer,
+        model_id = getattr(hm, "model_id", None) or self.current_model_id
+        fwd = self.cached_forward(model_id)
+        return sidecar_settings(
+            loaded=self.models.get(model_id) if model_id else None, radiograph=self.radiograph,
+            preprocessed=pre, model_id=model_id, layer=getattr(hm, "layer", None) or self.layer,
             # the heatmap's own channel when one is shown ("strongest" resolved; None for Grad-CAM)
-            "channel": getattr(hm, "channel", None) if hm is not None else self.channel,
-            "method": self.method,
-            "class_index": self.class_index,
-            "threshold": self.threshold,
-            "opacity": self.opacity,
-            "colormap": self.colormap,
-            "scale": self.scale,
-            "ranking": self.ranking,
-            "region": region_d,
-            "spec": (pre.spec if pre is not None else self.effective_spec()).to_dict(),
-            "geometry": pre.geometry.to_dict() if pre is not None else None,
-        }
+            channel=getattr(hm, "channel", None) if hm is not None else self.channel,
+            method=getattr(hm, "method", None) or self.method, class_index=self.class_index,
+            scale=self.scale, ranking=self.ranking, region=self.region, threshold=self.threshold,
+            opacity=self.opacity, colormap=self.colormap,
+            spec=pre.spec if pre is not None else self.effective_spec(),
+            probabilities=getattr(fwd, "probabilities", None),
+        )

@@ -1,0 +1,94 @@
+"""The one builder of an export's settings: what the JSON sidecar beside an exported overlay says
+about the view (``export.export_view`` adds the file names, hashes, versions and date).
+
+Both exports use it: the app's "Export overlay" (``Session.render_settings``) and ``cxr-studio
+export`` (``batch.export_one``), so the two sidecars carry the same keys (`SIDECAR_KEYS`; a value the
+caller does not know is None, e.g. ``model_id`` and ``region`` on the command line).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+#: every key `sidecar_settings` returns (export_view adds format, png, npy, hashes, versions, created)
+SIDECAR_KEYS: tuple[str, ...] = (
+    "image_path", "model_id", "checkpoint_path", "checkpoint_sha256", "arch", "class_names", "multi_label",
+    "probabilities", "layer", "channel", "method", "class_index", "class_name", "scale", "ranking", "region",
+    "threshold", "opacity", "colormap", "spec", "geometry", "segmentation_used", "warnings",
+)
+
+
+def region_dict(region: Any) -> dict[str, Any] | None:
+    """A drawn region (``kind``, ``points`` in original-image (x, y)) as plain values, or None."""
+    if region is None:
+        return None
+    pts = getattr(region, "points", [])
+    return {"kind": str(region.kind), "points": [[float(x), float(y)] for x, y in pts]}
+
+
+def _plain(value: Any) -> Any:
+    return value.to_dict() if hasattr(value, "to_dict") else value
+
+
+def sidecar_settings(
+    *,
+    loaded: Any,
+    layer: str | None,
+    channel: int | None,
+    method: str,
+    class_index: int | None,
+    scale: str,
+    ranking: str,
+    threshold: float,
+    opacity: float,
+    colormap: str,
+    radiograph: Any = None,
+    preprocessed: Any = None,
+    spec: Any = None,
+    probabilities: Sequence[float] | None = None,
+    model_id: str | None = None,
+    region: Any = None,
+    image_path: str | None = None,
+    checkpoint_path: str | None = None,
+) -> dict[str, Any]:
+    """The settings describing one exported view, with every key of `SIDECAR_KEYS`.
+
+    ``loaded``: the LoadedCheckpoint (path, sha256, arch, class names, multi_label); ``radiograph`` /
+    ``preprocessed``: the image and its pipeline result (path, geometry, segmentation used, warnings);
+    ``spec``: the PreprocessSpec used (default: ``preprocessed.spec``); ``channel``: the channel shown
+    (None for saliency methods); ``class_index``: the class explained or selected; ``image_path`` /
+    ``image_path``: the file read (default: the radiograph's own path); ``checkpoint_path``: used when
+    the model carries no path."""
+    names = list(getattr(loaded, "class_names", None) or [])
+    model_path = getattr(loaded, "path", None)
+    if spec is None and preprocessed is not None:
+        spec = getattr(preprocessed, "spec", None)
+    geometry = getattr(preprocessed, "geometry", None)
+    meta = getattr(radiograph, "meta", None) or {}
+    warnings = list(meta.get("warnings", [])) + list(getattr(preprocessed, "warnings", None) or [])
+    image = getattr(radiograph, "path", None) if radiograph is not None else None
+    ci = None if class_index is None else int(class_index)
+    return {
+        "image_path": str(image_path) if image_path else (str(image) if image else None),
+        "model_id": model_id,
+        "checkpoint_path": str(model_path) if model_path else (str(checkpoint_path) if checkpoint_path else None),
+        "checkpoint_sha256": getattr(loaded, "sha256", None),
+        "arch": getattr(loaded, "arch", None),
+        "class_names": names,
+        "multi_label": bool(getattr(loaded, "multi_label", False)),
+        "probabilities": None if probabilities is None else [float(p) for p in probabilities],
+        "layer": layer,
+        "channel": channel,
+        "method": method,
+        "class_index": ci,
+        "class_name": str(names[ci]) if ci is not None and 0 <= ci < len(names) else None,
+        "scale": scale,
+        "ranking": ranking,
+        "region": region_dict(region),
+        "threshold": threshold,
+        "opacity": opacity,
+        "colormap": colormap,
+        "spec": _plain(spec),
+        "geometry": None if geometry is None else _plain(geometry),
+        "segmentation_used": getattr(preprocessed, "segmentation_method", None),
+        "warnings": warnings,
+    }
