@@ -1,6 +1,7 @@
 """Export actions of the main window: the shown overlay (PNG + NPY + JSON via core.export), the
-compare figure, the channel grid, the filter mosaic, and "Export folder…" (the batch exporter in the
-worker with a progress dialog). A mixin of `MainWindow` (uses its session, controller, bridge)."""
+compare figure, the channel grid, the filter mosaic, and "Export folder…" (`batch.run`, the
+batch exporter's API, in the worker with a progress dialog). A mixin of `MainWindow` (uses its
+session, controller, bridge)."""
 from __future__ import annotations
 
 import re
@@ -9,7 +10,7 @@ from typing import Any
 
 import numpy as np
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QFileDialog, QProgressDialog
+from PySide6.QtWidgets import QFileDialog, QProgressBar, QProgressDialog
 
 from . import jobs
 
@@ -46,8 +47,7 @@ class ExportActions:
         if s.radiograph is None or hv is None or s.preprocessed is None:
             self.show_error("Nothing to export yet: open an image and wait for the heatmap.")
             return
-        settings = s.render_settings()
-        settings.update({"layer": hv.layer, "channel": hv.channel, "method": hv.method, "model_id": hv.model_id})
+        settings = s.render_settings(hv)  # the heatmap exported: its model, layer, channel and method
 
         def done(res: Any) -> None:
             self.statusBar().showMessage(f"Exported {res.png.name}, {res.npy.name}, {res.json.name}", 8000)
@@ -92,9 +92,8 @@ class ExportActions:
             self.save_image(what, path if path.lower().endswith(".png") else path + ".png")
 
     def ask_export_folder(self) -> None:
-        loaded = self.session.current_model
-        if loaded is None or not getattr(loaded, "path", None):
-            self.show_error("Load a checkpoint first: the folder export runs it on every image.")
+        if self.session.current_model is None:
+            self.show_error("Load a model first: the folder export runs it on every image.")
             return
         src = QFileDialog.getExistingDirectory(self, "Folder of radiographs", self.settings.last_dir)
         if not src:
@@ -104,34 +103,54 @@ class ExportActions:
             self.settings.last_export_dir = out
             self.export_folder(src, out)
 
-    def export_folder(self, src: str, out: str, on_done: Any = None) -> None:
-        """Run the batch exporter (`cxr-studio export`) on a folder in the worker, with a progress
-        dialog (real progress from the exporter) whose Cancel stops after the current image."""
-        from cxr_studio.batch import main as batch_main
-        from cxr_studio.core.imaging.io import list_images
+    def folder_options(self, out: str) -> Any:
+        """The folder export's `ExportOptions` from the current view: its model (the one shown, not
+        loaded again), layer, method, colormap, threshold, opacity, scale and ranking; each image's
+        strongest channel."""
+        from cxr_studio.batch import RANKINGS, ExportOptions
 
         s = self.session
-        n = max(1, len(list_images(src)))
-        argv = ["--checkpoint", str(s.current_model.path), "--out", str(out), "--method", s.method,
-                "--threshold", str(s.threshold), "--opacity", str(s.opacity), "--colormap", s.colormap,
-                "--scale", s.scale, "--ranking", s.ranking if s.ranking in ("max", "mean", "lungs") else "max",
-                "--no-progress"]
-        if s.layer:
-            argv += ["--layer", s.layer]
-        argv.append(str(src))
-        dlg = QProgressDialog(f"Exporting {n} image(s) from {Path(src).name}…", "Cancel", 0, 1000, self)
+        loaded = s.current_model
+        path = getattr(loaded, "path", None)
+        return ExportOptions(out=str(out), loaded=loaded, checkpoint=str(path) if path else None, layer=s.layer,
+                             method=s.method, threshold=s.threshold, opacity=s.opacity, colormap=s.colormap,
+                             scale=s.scale, ranking=s.ranking if s.ranking in RANKINGS else "max")
+
+    def export_folder(self, src: str, out: str, on_done: Any = None) -> None:
+        """Export every image of a folder (`batch.run`, what `cxr-studio export` runs) in the worker,
+        with a progress dialog counting the images done; its Cancel stops after the current image
+        (summary.csv still lists every image). ``on_done(exit_code)`` as the command line's."""
+        from cxr_studio.batch import run
+        from cxr_studio.core.imaging.io import list_images
+
+        if self.session.current_model is None:
+            self.show_error("Load a model first: the folder export runs it on every image.")
+            return
+        try:
+            n = len(list_images(src))
+        except ValueError as e:  # not a folder (any more)
+            self.show_error(str(e))
+            return
+        options = self.folder_options(out)
+        dlg = QProgressDialog(f"Exporting {n} image(s) from {Path(src).name}…", "Cancel", 0, max(1, n), self)
+        bar = QProgressBar(dlg)
+        bar.setFormat("%v of %m images")
+        dlg.setBar(bar)
+        dlg.setRange(0, max(1, n))  # after setBar: the new bar starts at 0..100
         dlg.setWindowModality(Qt.WindowModality.WindowModal)
         dlg.setMinimumDuration(0)
         dlg.setAutoClose(False)
         dlg.setAutoReset(False)
+        dlg.setValue(0)
         dlg.show()
         self.folder_dialog = dlg
         label = "exporting folder"
+        cancelled = {"yes": False}
 
         def progressed(what: str, fraction: float, message: str) -> None:
             if what == label:
-                dlg.setValue(int(round(fraction * 1000)))
-                if message:
+                dlg.setValue(int(round(fraction * dlg.maximum())))
+                if message and not cancelled["yes"]:
                     dlg.setLabelText(message)
 
         self.bridge.progress.connect(progressed)
@@ -141,34 +160,41 @@ class ExportActions:
             dlg.canceled.disconnect(cancel)  # closing the dialog emits canceled: not the user's Cancel
             dlg.close()
 
-        def done(code: int) -> None:
+        def done(result: Any) -> None:
             finish()
-            if code == 0:
-                self.statusBar().showMessage(f"Folder exported to {out}", 10000)
-            elif cancelled["yes"]:
-                self.statusBar().showMessage(f"Folder export cancelled; what was written is in {out} "
-                                             f"(summary.csv lists the rest as cancelled)", 15000)
+            where = result.summary or Path(out) / "summary.csv"
+            if result.exit_code == 0:
+                self.statusBar().showMessage(f"Exported {result.exported} image(s) to {out}", 10000)
+            elif result.cancelled and not result.failures:
+                self.statusBar().showMessage(f"Folder export cancelled after {result.exported} of {result.total} "
+                                             f"image(s); they are in {out} ({Path(where).name} lists the rest "
+                                             "as cancelled)", 15000)
+            elif result.summary is None:
+                self.show_error(f"The folder export's {result.summary_error}")
             else:
-                self.show_error(f"Some images could not be exported (exit code {code}); see "
-                                f"{Path(out) / 'summary.csv'} and the log.")
+                first = "; ".join(f"{Path(f).name}: {m}" for f, m in result.failures[:3])
+                more = f" and {result.failed - 3} more" if result.failed > 3 else ""
+                self.show_error(f"{result.failed} of {result.total} image(s) could not be exported ({first}{more}); "
+                                f"see {where}.")
             if on_done:
-                on_done(code)
+                on_done(result.exit_code)
 
         def failed(msg: str) -> None:
             finish()
             if msg == "cancelled":
                 self.statusBar().showMessage("Folder export cancelled.", 15000)
+                if on_done:
+                    on_done(1)
             else:
                 self.show_error(f"The folder export failed: {msg}")
-            if on_done and msg == "cancelled":
-                on_done(1)
 
-        cancelled = {"yes": False}
-        jid = self.bridge.submit(label, batch_main, argv, on_result=done, on_error=failed, cancellable=True)
+        jid = self.bridge.submit(label, run, [str(src)], options, on_result=done, on_error=failed, cancellable=True)
 
         def cancel() -> None:
             cancelled["yes"] = True
             dlg.setLabelText("Cancelling after the current image…")
             self.bridge.cancel(jid)
+            if jid not in self.bridge.cancellable():  # it had not started: nothing will report back
+                failed("cancelled")
 
         dlg.canceled.connect(cancel)
