@@ -130,7 +130,7 @@ def test_the_shipped_tb_model_is_complete_small_and_safe() -> None:
     prov = meta["provenance"]
     for key in ("recipe", "data_manifest_hash", "split", "epochs_trained", "test_metrics", "operating_point", "release"):
         assert prov.get(key), key
-    assert prov["recipe"]["name"] == "cxrnet-tb"
+    assert prov["recipe"]["name"] == "cxrnet-tb-guided" and prov["recipe"]["lesion_guidance"] == "gradcam"
     assert {"pooled", "ChinaSet_AllFiles", "MontgomerySet"} <= set(prov["test_metrics"])
     pooled = prov["test_metrics"]["pooled"]
     assert pooled["auc_ci95"][0] <= pooled["auc"] <= pooled["auc_ci95"][1]
@@ -140,6 +140,26 @@ def test_the_shipped_tb_model_is_complete_small_and_safe() -> None:
     x = torch.zeros(1, ck.spec.channels, ck.spec.input_size, ck.spec.input_size)
     p = torch.softmax(ck.model(x), 1)
     assert torch.isfinite(p).all()
+
+
+def test_the_unguided_twin_ships_for_comparison_on_the_same_split() -> None:
+    """Issue 18: the unguided model of the same recipe family, split and seed ships beside the guided one."""
+    twin = find_resource("models/cxrnet-tb-unguided.pt")
+    assert twin is not None and twin.stat().st_size <= 20 * 1000 * 1000
+    a = peek_checkpoint(find_resource(TB_MODEL))["provenance"]
+    b = peek_checkpoint(twin)["provenance"]
+    # (that run predates the lesion fields: absent means none)
+    assert b["recipe"]["name"] == "cxrnet-tb" and b["recipe"].get("lesion_guidance", "none") == "none"
+    for part in ("train", "val", "test"):
+        assert a["split"][part] == b["split"][part]
+    assert a["seed"] == b["seed"] and a["data_manifest_hash"] == b["data_manifest_hash"]
+    same = {k for k in set(a["recipe"]) & set(b["recipe"])
+            if k not in ("name", "description", "epochs") and not k.startswith("lesion_")}
+    assert len(same) > 25
+    assert {k: a["recipe"][k] for k in same} == {k: b["recipe"][k] for k in same}
+    # the guided model does not classify worse (issue 18: AUC may not drop by more than 0.01)
+    assert a["test_metrics"]["pooled"]["auc"] >= b["test_metrics"]["pooled"]["auc"] - 0.01
+    assert load_checkpoint(twin).class_names == ["normal", "tuberculosis"]
 
 
 def test_the_tb_model_is_the_default_for_radiographs() -> None:
