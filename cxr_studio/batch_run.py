@@ -124,6 +124,22 @@ def _prepare(options: ExportOptions) -> tuple[Any, Any, str, ExportOptions]:
     return loaded, spec, layer, resolved
 
 
+def _lesion_scores(path: Path, radiograph: Any, map_original: Any, threshold: float) -> dict[str, Any] | None:
+    """The map against the lesion outline beside ``path`` (either layout), as the app's Heatmap dock
+    scores it; None when there is none. An unreadable outline becomes a warning, not a failure."""
+    from .core.imaging.lesions import LesionError, find_lesion_mask
+    from .core.inspect.lesion_scores import lesion_scores
+
+    try:
+        mask, source = find_lesion_mask(path, radiograph.shape)
+    except (LesionError, OSError, ValueError) as e:
+        radiograph.meta.setdefault("warnings", []).append(f"lesion outline not read: {e}")
+        return None
+    if mask is None or not mask.any():
+        return None
+    return lesion_scores(map_original, mask, threshold, source=source)
+
+
 def export_one(
     path: Path, loaded: Any, spec: Any, layer: str, options: Any, taken: set[str] | None = None
 ) -> dict[str, Any]:
@@ -151,11 +167,12 @@ def export_one(
     )
     out = Path(options.out)
     taken = set() if taken is None else taken
+    scores = _lesion_scores(path, radiograph, hm.map_original, options.threshold)
     settings = sidecar_settings(
         loaded=loaded, radiograph=radiograph, preprocessed=pre, spec=spec, probabilities=probs,
         layer=hm.layer, channel=hm.channel, method=hm.method, class_index=hm.class_index, scale=hm.scale,
         ranking=hm.ranking_method, threshold=options.threshold, opacity=options.opacity,
-        colormap=options.colormap, image_path=str(path), checkpoint_path=options.checkpoint,
+        colormap=options.colormap, image_path=str(path), checkpoint_path=options.checkpoint, lesion_scores=scores,
     )
     for warning in radiograph.meta.get("warnings", []):
         _say(f"{path}: warning: {warning}")

@@ -53,6 +53,7 @@ def test_lesion_outline_beside_a_file_is_drawn_and_scored_live(qtbot: Any, windo
     assert got["energy_inside"] == pytest.approx(ref["energy_inside"], abs=0.02)
     assert got["iou"] == pytest.approx(ref["iou"], abs=0.02)
     assert "energy inside" in w.heatmap_dock.scores.text()
+    assert w.session.render_settings()["lesion_scores"] == got  # what the export sidecar records
     # a threshold change rescored without a worker trip
     submitted = w.bridge.submitted
     w.session.threshold = 0.0

@@ -262,7 +262,8 @@ def preprocess(
     spec = spec or PreprocessSpec()
     spec.validate()
     t: dict[str, float] = {}
-    warnings: list[str] = []
+    # what the reader noticed (a DICOM whose BitsStored disagrees with its data, ...) travels along
+    warnings: list[str] = [str(w) for w in (getattr(radiograph, "meta", None) or {}).get("warnings", [])]
     px = radiograph.pixels
     h, w = px.shape
 

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 SIDECAR_KEYS: tuple[str, ...] = (
     "image_path", "model_id", "checkpoint_path", "checkpoint_sha256", "arch", "class_names", "multi_label",
     "probabilities", "layer", "channel", "method", "class_index", "class_name", "scale", "ranking", "region",
-    "threshold", "opacity", "colormap", "spec", "geometry", "segmentation_used", "warnings",
+    "threshold", "opacity", "colormap", "spec", "geometry", "segmentation_used", "warnings", "lesion_scores",
 )
 
 
@@ -49,6 +49,7 @@ def sidecar_settings(
     region: Any = None,
     image_path: str | None = None,
     checkpoint_path: str | None = None,
+    lesion_scores: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The settings describing one exported view, with every key of `SIDECAR_KEYS`.
 
@@ -57,14 +58,16 @@ def sidecar_settings(
     ``spec``: the PreprocessSpec used (default: ``preprocessed.spec``); ``channel``: the channel shown
     (None for saliency methods); ``class_index``: the class explained or selected; ``image_path`` /
     ``image_path``: the file read (default: the radiograph's own path); ``checkpoint_path``: used when
-    the model carries no path."""
+    the model carries no path; ``lesion_scores``: the map against the image's lesion outline
+    (`core.inspect.lesion_scores.score`), None when the image has none."""
     names = list(getattr(loaded, "class_names", None) or [])
     model_path = getattr(loaded, "path", None)
     if spec is None and preprocessed is not None:
         spec = getattr(preprocessed, "spec", None)
     geometry = getattr(preprocessed, "geometry", None)
     meta = getattr(radiograph, "meta", None) or {}
-    warnings = list(meta.get("warnings", [])) + list(getattr(preprocessed, "warnings", None) or [])
+    # the reader's warnings ride along in the pipeline's too: each once
+    warnings = list(dict.fromkeys([*meta.get("warnings", []), *(getattr(preprocessed, "warnings", None) or [])]))
     image = getattr(radiograph, "path", None) if radiograph is not None else None
     ci = None if class_index is None else int(class_index)
     return {
@@ -91,4 +94,5 @@ def sidecar_settings(
         "geometry": None if geometry is None else _plain(geometry),
         "segmentation_used": getattr(preprocessed, "segmentation_method", None),
         "warnings": warnings,
+        "lesion_scores": None if lesion_scores is None else dict(lesion_scores),
     }
