@@ -173,6 +173,7 @@ def export_one(
         layer=hm.layer, channel=hm.channel, method=hm.method, class_index=hm.class_index, scale=hm.scale,
         ranking=hm.ranking_method, threshold=options.threshold, opacity=options.opacity,
         colormap=options.colormap, image_path=str(path), checkpoint_path=options.checkpoint, lesion_scores=scores,
+        valid=hm.valid,
     )
     for warning in radiograph.meta.get("warnings", []):
         _say(f"{path}: warning: {warning}")

@@ -143,7 +143,7 @@ def test_similarity_measures():
 
 
 def test_randomisation_never_touches_the_model():
-    from tests.core.test_saliency_methods import tiny_net
+    from test_saliency_methods import tiny_net  # tests/core is on sys.path (pytest prepend mode)
 
     net = tiny_net()
     before = {k: v.clone() for k, v in net.state_dict().items()}

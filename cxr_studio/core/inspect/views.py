@@ -41,6 +41,7 @@ class HeatmapResult:
     class_index: int | None = None  # the class explained (Grad-CAM) / predicted
     scale: str = "channel"
     ranking_method: str = "max"
+    valid: np.ndarray | None = None  # (N, N) bool: where map_input has a value (layer maps); None: everywhere
 
     def settings(self) -> dict[str, Any]:
         """The plain values describing this heatmap (for export sidecars)."""
@@ -185,7 +186,7 @@ def compute_heatmap(
         return HeatmapResult(
             map_input=m, map_original=to_original(m, preprocessed.geometry), channel=int(ch),
             ranking=order, layer=layer, method=method, class_index=predicted, scale=scale,
-            ranking_method=ranking,
+            ranking_method=ranking, valid=data_mask(act.shape[1:], placement, n),
         )
 
     order = _rank_or_empty(act, ranking, preprocessed, region, placement) if spatial else []
@@ -199,12 +200,14 @@ def compute_heatmap(
         return HeatmapResult(
             map_input=s.map_input, map_original=to_original(s.map_input, preprocessed.geometry), channel=s.channel,
             ranking=order, layer=layer, method=method, class_index=k, scale=scale, ranking_method=ranking,
+            valid=data_mask(act.shape[1:], placement, n) if spatial and s.layer is not None else None,
         )
     cam = grad_cam(model, preprocessed.model_input, layer, k, plus=(method == "gradcam++"), grid=True)
     m = place_on_input(cam, placement, n)
     return HeatmapResult(
         map_input=m, map_original=to_original(m, preprocessed.geometry), channel=None, ranking=order,
         layer=layer, method=method, class_index=k, scale=scale, ranking_method=ranking,
+        valid=data_mask(cam.shape, placement, n),
     )
 
 

@@ -96,8 +96,12 @@ def _json_default(o: Any) -> Any:
 
 
 def overlay_box(settings: dict[str, Any]) -> tuple[int, int, int, int] | None:
-    """The part of the image the heat map covers: the geometry's crop box (what the model saw, where
-    the GUI draws the heatmap), or None (the whole image) when the settings carry no geometry."""
+    """The part of the image the heat map covers: ``map_box`` (where a layer map has a value at all;
+    outside it the app draws nothing, so even threshold 0 leaves it uncoloured), else the geometry's
+    crop box (what the model saw), or None (the whole image) when the settings carry neither."""
+    box = settings.get("map_box")
+    if isinstance(box, (list, tuple)) and len(box) == 4:
+        return tuple(int(v) for v in box)  # type: ignore[return-value]
     geom = settings.get("geometry")
     box = geom.get("crop_box") if isinstance(geom, dict) else None
     return tuple(int(v) for v in box) if box is not None else None  # type: ignore[return-value]

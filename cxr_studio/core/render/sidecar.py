@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import numpy as np
+
 #: every key `sidecar_settings` returns (export_view adds format, png, npy, hashes, versions, created)
 SIDECAR_KEYS: tuple[str, ...] = (
     "image_path", "model_id", "checkpoint_path", "checkpoint_sha256", "arch", "class_names", "multi_label",
     "probabilities", "layer", "channel", "method", "class_index", "class_name", "scale", "ranking", "region",
     "threshold", "opacity", "colormap", "spec", "geometry", "segmentation_used", "warnings", "lesion_scores",
+    "map_box",
 )
 
 
@@ -50,6 +53,7 @@ def sidecar_settings(
     image_path: str | None = None,
     checkpoint_path: str | None = None,
     lesion_scores: dict[str, Any] | None = None,
+    valid: Any = None,
 ) -> dict[str, Any]:
     """The settings describing one exported view, with every key of `SIDECAR_KEYS`.
 
@@ -59,7 +63,9 @@ def sidecar_settings(
     (None for saliency methods); ``class_index``: the class explained or selected; ``image_path`` /
     ``image_path``: the file read (default: the radiograph's own path); ``checkpoint_path``: used when
     the model carries no path; ``lesion_scores``: the map against the image's lesion outline
-    (`core.inspect.lesion_scores.score`), None when the image has none."""
+    (`core.inspect.lesion_scores.score`), None when the image has none; ``valid``: (N, N) bool on the
+    model input, where the map has a value (``map_box`` is its box on the radiograph: the export
+    colours only there, as the app draws no-data transparent)."""
     names = list(getattr(loaded, "class_names", None) or [])
     model_path = getattr(loaded, "path", None)
     if spec is None and preprocessed is not None:
@@ -95,4 +101,21 @@ def sidecar_settings(
         "segmentation_used": getattr(preprocessed, "segmentation_method", None),
         "warnings": warnings,
         "lesion_scores": None if lesion_scores is None else dict(lesion_scores),
+        "map_box": map_box(valid, geometry),
     }
+
+
+def map_box(valid: Any, geometry: Any) -> list[int] | None:
+    """[y0, x0, y1, x1] on the original radiograph of the part of the model input where a layer map has
+    a value (its cells' receptive-field-centre span), or None (no mask, or no geometry: everywhere)."""
+    if valid is None or geometry is None:
+        return None
+    v = np.asarray(valid, bool)
+    if v.ndim != 2 or not v.any() or v.all():
+        return None
+    rows, cols = np.flatnonzero(v.any(1)), np.flatnonzero(v.any(0))
+    cy0, cx0, cy1, cx1 = (int(c) for c in geometry.crop_box)
+    sy, sx = (cy1 - cy0) / v.shape[0], (cx1 - cx0) / v.shape[1]
+    y0, y1 = cy0 + int(np.floor(rows[0] * sy)), cy0 + int(np.ceil((rows[-1] + 1) * sy))
+    x0, x1 = cx0 + int(np.floor(cols[0] * sx)), cx0 + int(np.ceil((cols[-1] + 1) * sx))
+    return [max(cy0, y0), max(cx0, x0), min(cy1, y1), min(cx1, x1)]

@@ -390,5 +390,5 @@ class Session:
             opacity=self.opacity, colormap=self.colormap,
             spec=pre.spec if pre is not None else self.effective_spec(),
             probabilities=getattr(fwd, "probabilities", None),
-            lesion_scores=self.lesion_scores if hm is self.heatmap else None,
+            lesion_scores=self.lesion_scores if hm is self.heatmap else None, valid=getattr(hm, "valid", None),
         )
