@@ -125,8 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("inputs", nargs="+", metavar="IMAGES_OR_FOLDERS", help="image files and/or folders of images")
     p.add_argument("--checkpoint", default=None,
-                   help="trained checkpoint (.pt) to explain (default: the shipped model for radiographs, "
-                        "when exactly one ships)")
+                   help="trained checkpoint (.pt) to explain (default: the shipped TB model, "
+                        "resources/models/cxrnet-tb.pt)")
     from .core.models.args import add_model_arguments
 
     add_model_arguments(p)  # --arch, --classes, --input-size, --preset, --multi-label

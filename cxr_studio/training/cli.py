@@ -84,7 +84,7 @@ def checkpoint_and_images_args(p: argparse.ArgumentParser, verb: str, which: str
     """--checkpoint, --data, and which images: --split-file/--part or --all (default: the
     split.json beside the checkpoint, its test part)."""
     p.add_argument("--checkpoint", default=None,
-                   help="checkpoint to use (default: the shipped model for radiographs, when exactly one ships)")
+                   help="checkpoint to use (default: the shipped TB model, resources/models/cxrnet-tb.pt)")
     p.add_argument("--data", nargs="+", required=True, metavar="ROOT")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--split-file", default=None,

@@ -1,6 +1,7 @@
 """Defaults for trainer commands run without ``--checkpoint``: the shipped model for radiographs.
 
-Used only where it is unambiguous: exactly one shipped model is meant for real radiographs. Then
+Used only where it is unambiguous: the TB model (``models/cxrnet-tb.pt``) ships, or exactly one
+shipped model is meant for real radiographs (`core.models.shipped.default_shipped_model`). Then
 - the images default to that model's own held-out test part (its split travels in its provenance),
   so ``cxr-studio-train eval --data ROOT`` reproduces the numbers the model ships with, and never
   scores images the model was trained or validated on without saying so;
