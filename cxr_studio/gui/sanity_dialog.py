@@ -65,7 +65,7 @@ class SanityDialog(QDialog):
         self.pictures = [QLabel(), QLabel()]
         for col, (t, p) in enumerate(zip(self.titles, self.pictures)):
             t.setAlignment(Qt.AlignmentFlag.AlignCenter)
-            p.setMinimumSize(SIDE // 2, SIDE // 2)
+            p.setMinimumSize(SIDE, SIDE)
             p.setAlignment(Qt.AlignmentFlag.AlignCenter)
             grid.addWidget(t, 0, col)
             grid.addWidget(p, 1, col)
@@ -80,10 +80,13 @@ class SanityDialog(QDialog):
     def show_result(self, result: Any, pixels: np.ndarray, crop_box: Any, session: Any) -> None:
         self.result = result
         for lbl, hm in zip(self.pictures, (result.trained, result.randomised)):
-            lbl.setPixmap(_pixmap(picture(pixels, hm.map_input, crop_box, session.colormap, session.threshold,
-                                          max(session.opacity, 0.5))))
+            pm = _pixmap(picture(pixels, hm.map_input, crop_box, session.colormap, session.threshold,
+                                 max(session.opacity, 0.5)))
+            lbl.setPixmap(pm)
+            lbl.setMinimumSize(pm.size())
         self.titles[1].setText(f"Randomised model (down to {result.randomised_down_to})")
         self.verdict.setText(result.summary())
+        self.adjustSize()
 
     def show_failure(self, message: str) -> None:
         self.verdict.setText("The sanity check stopped: " + ("cancelled." if message == "cancelled" else message))
