@@ -72,3 +72,20 @@ def test_a_reader_warning_is_listed_once() -> None:
                             scale="channel", ranking="max", threshold=0.3, opacity=0.5, colormap="jet",
                             radiograph=rad, preprocessed=pre)
     assert side["warnings"].count("the header says BitsStored=4") == 1
+
+
+def test_a_damaged_lesion_mask_is_one_sentence_and_the_export_still_runs(ckpt: Path, tmp_path: Path, capfd) -> None:
+    from cxr_studio.core.imaging.lesions import LesionError
+
+    root = write_phantom_dataset(tmp_path / "ph", 2, seed=9, size=128, abnormal_fraction=1.0)
+    bad = sorted((root / "lesion_mask").glob("*.png"))[0]
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    image = root / "CXR_png" / bad.name.replace("_lesion", "")
+    with pytest.raises(LesionError, match="cannot read the mask") as e:
+        find_lesion_mask(image, (128, 128))
+    assert str(bad) in str(e.value)
+    res = run([image], ExportOptions(out=tmp_path / "o", checkpoint=str(ckpt)))
+    assert res.exported == 1  # the outline is only extra information: the export does not fail
+    side = json.loads((tmp_path / "o" / f"{image.stem}.json").read_text())
+    assert side["lesion_scores"] is None and any("lesion outline not read" in w for w in side["warnings"])
+    assert "libpng" not in capfd.readouterr().err

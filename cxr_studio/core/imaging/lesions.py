@@ -17,6 +17,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from cxr_studio.core.imaging.masks import MaskReadError, read_mask
+
 VIA_FILE = "Annotations_AllinOne_json.json"
 _VIA_CACHE: dict[tuple[str, float], dict[str, list[dict[str, Any]]]] = {}
 
@@ -92,12 +94,10 @@ def find_lesion_mask(image_path: str | Path, shape: tuple[int, int]) -> tuple[np
                      folder / "lesion_mask" / f"{p.stem}_lesion.png",
                      p.parent / f"{p.stem}_lesion.png"):
             if cand.is_file():
-                m = cv2.imread(str(cand), cv2.IMREAD_GRAYSCALE)
-                if m is None:
-                    raise LesionError(f"cannot read lesion mask {cand}")
-                if m.shape != tuple(shape[:2]):
-                    m = cv2.resize(m, (int(shape[1]), int(shape[0])), interpolation=cv2.INTER_NEAREST)
-                return m > 0, "lesion_mask"
+                try:  # the one mask reader; nonzero = lesion, resized (nearest) to the image
+                    return read_mask(cand, tuple(shape[:2]), rule="nonzero"), "lesion_mask"
+                except MaskReadError as e:
+                    raise LesionError(str(e)) from None
     for folder in _candidates(p):
         via = folder / VIA_FILE
         if via.is_file():
