@@ -9,6 +9,8 @@ from importlib import metadata
 import cv2
 import numpy as np
 
+from cxr_studio import __version__
+
 
 def _dist(name: str) -> str:
     try:
@@ -18,8 +20,6 @@ def _dist(name: str) -> str:
 
 
 def versions() -> dict[str, str]:
-    from cxr_studio import __version__
-
     return {
         "cxr_studio": str(__version__),
         "python": platform.python_version(),

@@ -13,26 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder, pixel_array
 
-from cxr_studio.core.imaging.io import ImageReadError, check_dimensions
+from cxr_studio.core.imaging.io import ImageReadError, _luminance, check_dimensions
 
 log = logging.getLogger(__name__)
 
 
-def _pydicom():
-    try:
-        import pydicom
-        from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
-    except ImportError as e:  # pragma: no cover - pydicom is a declared dependency
-        raise ImageReadError(
-            "Reading DICOM files needs the 'pydicom' package; install it with "
-            "'pip install pydicom'.") from e
-    return pydicom, apply_modality_lut, apply_voi_lut, get_decoder
-
-
 def read_dicom_pixels(p: Path, name: str, has_preamble: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
     """Read a single-frame DICOM image into (float32 HxW 0..1 bone-bright, meta)."""
-    pydicom, apply_modality_lut, apply_voi_lut, get_decoder = _pydicom()
     ds = _open(pydicom, p, name, has_preamble)
     rows, cols = _check_image(ds, name, has_preamble)
     tsyntax = _check_decoder(ds, name, get_decoder)
@@ -63,8 +54,6 @@ def read_dicom_pixels(p: Path, name: str, has_preamble: bool = True) -> tuple[np
 
 def _open(pydicom: Any, p: Path, name: str, has_preamble: bool) -> Any:
     """The dataset; without a preamble pydicom is asked to try anyway (``force``)."""
-    from pydicom.errors import InvalidDicomError
-
     try:
         return pydicom.dcmread(str(p), force=not has_preamble)
     except InvalidDicomError as e:
@@ -131,12 +120,8 @@ def _grey_values(stored: np.ndarray, ds: Any, photometric: str, name: str, modal
     """(values, window used): colour (palette or RGB) as luminance; grey through the LUTs / window."""
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     if photometric == "PALETTE COLOR" and stored.ndim == 2:
-        from pydicom.pixels import apply_color_lut
-
         stored, samples = apply_color_lut(stored, ds), 3
     if stored.ndim == 3 and samples in (3, 4):
-        from cxr_studio.core.imaging.io import _luminance
-
         return _luminance(np.asarray(stored)[:, :, :3]), None
     if stored.ndim == 2:
         return _apply_luts(stored, ds, modality_lut, voi_lut)
@@ -165,8 +150,6 @@ def _check_bits_stored(ds: Any, stored: np.ndarray, tsyntax: Any, name: str) -> 
     if tsyntax is not None and tsyntax.is_compressed:
         return stored, None  # the codec decides the bit depth; nothing above BitsStored to find
     try:
-        from pydicom.pixels import pixel_array
-
         full = pixel_array(ds, bits_stored=allocated)
     except Exception:  # noqa: BLE001 - keep pydicom's reading when the raw one fails
         return stored, None

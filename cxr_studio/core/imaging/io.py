@@ -126,8 +126,6 @@ def read_image(path: str | os.PathLike) -> Radiograph:
 
 def _read(p: Path, name: str) -> Radiograph:
     if not p.exists():
-        from cxr_studio.core.imaging.folders import link_problem
-
         why = link_problem(p)
         if why:
             raise ImageReadError(f"{name} is {why}, not an image file.")
@@ -152,7 +150,7 @@ def _read(p: Path, name: str) -> Radiograph:
     if kind is None and suffix in DICOM_SUFFIXES and not _looks_like_text(head):
         kind = "DICOM"  # DICOM without the 128-byte preamble: let pydicom try
     if kind == "DICOM":
-        from cxr_studio.core.imaging.dicom import read_dicom_pixels
+        from cxr_studio.core.imaging.dicom import read_dicom_pixels  # here: dicom imports this module
 
         pixels, meta = read_dicom_pixels(p, name, has_preamble=head[128:132] == b"DICM")
     elif kind in ("PNG", "JPEG", "TIFF", "BMP"):

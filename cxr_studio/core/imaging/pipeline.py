@@ -199,7 +199,7 @@ class Preprocessed:
 
     def tensor(self, device: Any = "cpu") -> Any:
         """The model input as a (1, C, N, N) torch tensor."""
-        import torch
+        import torch  # torch-free at import: the GUI imports this module at start-up, before torch
 
         return torch.from_numpy(np.ascontiguousarray(self.model_input))[None].to(device)
 
@@ -274,7 +274,7 @@ def preprocess(
         if lung_mask.shape != px.shape:
             raise ValueError(f"lung mask shape {lung_mask.shape} does not match the image {px.shape}")
     elif spec.segmentation != "none":
-        from cxr_studio.core.lungs import segment_lungs_detailed
+        from cxr_studio.core.lungs import segment_lungs_detailed  # here: lungs.unet imports this module
 
         seg = segment_lungs_detailed(px, method=spec.segmentation, atlas=spec.atlas_dir)
         lung_mask, method_used = seg.mask, seg.method

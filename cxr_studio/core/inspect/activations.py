@@ -14,8 +14,10 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 from torch import nn
+from skimage.draw import polygon
 
 from cxr_studio.core.models.layers import LayerError, layer_names, resolve_layer
+from cxr_studio.core.inspect.placement import sample_on_grid
 
 RANK_METHODS = ("max", "mean", "lungs", "region")
 
@@ -215,8 +217,6 @@ class Region:
 
     def to_mask(self, shape: tuple[int, int]) -> np.ndarray:
         """Bool mask of the region on an (H, W) grid (pixels whose centres fall inside)."""
-        from skimage.draw import polygon
-
         h, w = int(shape[0]), int(shape[1])
         pts = np.asarray(self.points)
         mask = np.zeros((h, w), dtype=bool)
@@ -286,8 +286,6 @@ def rank_channels(
         if not mask.any():
             raise ValueError(f"The {what} is empty")
         if placement is not None:
-            from cxr_studio.core.inspect.placement import sample_on_grid
-
             n = int(geometry.input_size)
             on_input = geometry.original_to_grid(mask.astype(np.float32), (n, n))
             weights = sample_on_grid(on_input, placement, a.shape[1:])

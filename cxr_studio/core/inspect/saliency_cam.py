@@ -35,7 +35,7 @@ class SaliencyError(ValueError):
 
 def _library() -> Any:
     try:
-        import pytorch_grad_cam
+        import pytorch_grad_cam  # optional here: a missing grad-cam is a SaliencyError, not a failed import
     except ImportError:
         raise SaliencyError(
             "HiResCAM, Score-CAM, LayerCAM and EigenCAM come from pytorch-grad-cam, which is not installed: "

@@ -17,6 +17,8 @@ from torch import nn
 from cxr_studio.core.inspect.method_names import SALIENCY_METHODS, SLOW_METHODS
 from cxr_studio.core.inspect.placement import layer_placement, place_on_input
 from cxr_studio.core.inspect.saliency_cam import LIBRARY_CAMS, SCORECAM_BATCH, SaliencyError, cam_grid
+from cxr_studio.core.inspect.saliency_perturb import integrated_gradients_map, occlusion_map
+from cxr_studio.core.inspect.activations import forward_with_activations
 
 METHODS: tuple[str, ...] = SALIENCY_METHODS  # the one list lives in method_names (no torch import)
 INPUT_METHODS: tuple[str, ...] = ("occlusion", "integrated-gradients")  # attribute the input pixels
@@ -75,8 +77,6 @@ def saliency_map(model: nn.Module, x: Any, method: str, layer: str | None, class
     The slow methods report ``progress(done, total)``, stop between batches when ``cancel`` (an
     Event) is set (raising `engine.Cancelled`), and occlusion and integrated gradients hand
     ``partial`` an (N, N) estimate of the map after each batch."""
-    from cxr_studio.core.inspect.saliency_perturb import integrated_gradients_map, occlusion_map
-
     if method not in METHODS:
         raise SaliencyError(f"Unknown saliency method {method!r}; choose from {', '.join(METHODS)}")
     n = int(x.shape[-1])
@@ -101,8 +101,6 @@ def map_support(model: nn.Module, x: Any, method: str, layer: str | None) -> np.
     """(N, N) bool: where ``method``'s maps can be non-zero on the input (the layer's cells and half
     a stride around them for layer methods; everywhere for input methods). Comparisons of two maps
     (sanity checks) use only this part, so a shared empty border does not count as agreement."""
-    from cxr_studio.core.inspect.activations import forward_with_activations
-
     n = int(x.shape[-1])
     if method in INPUT_METHODS or layer is None:
         return np.ones((n, n), bool)

@@ -19,6 +19,8 @@ import cv2
 import numpy as np
 import torch
 from torch import nn
+from scipy.stats import spearmanr
+from skimage.metrics import structural_similarity
 
 from cxr_studio.core.inspect.activations import layer_table
 
@@ -84,8 +86,6 @@ def _small(m: np.ndarray) -> np.ndarray:
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman rank correlation of two maps (0 when either is constant)."""
-    from scipy.stats import spearmanr
-
     x, y = _small(a).ravel(), _small(b).ravel()
     if np.ptp(x) == 0 or np.ptp(y) == 0:
         return 0.0
@@ -94,8 +94,6 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
     """Structural similarity of two 0..1 maps."""
-    from skimage.metrics import structural_similarity
-
     return float(structural_similarity(_small(a), _small(b), data_range=1.0))
 
 

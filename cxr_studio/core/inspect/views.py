@@ -17,6 +17,8 @@ from cxr_studio.core.inspect.activations import ForwardResult, Region, forward_w
 from cxr_studio.core.inspect.placement import layer_placement, place_on_input
 from cxr_studio.core.inspect.saliency import channel_map, grad_cam, to_original
 from cxr_studio.core.inspect.method_names import HEATMAP_METHODS
+from cxr_studio.core.models.layers import conv_layers, deepest_conv, layer_names
+from cxr_studio.core.inspect.saliency_methods import saliency_map
 
 # "activation" (a chosen channel) + every saliency method; "channel-max"/"channel-lungs" are the
 # strongest channel by max / in the lungs (what "activation" with channel="strongest" also shows)
@@ -67,8 +69,6 @@ def compute_forward(loaded: Any, preprocessed: Any, names: Sequence[str] | None 
 
 def default_layer(model: Any) -> str | None:
     """The layer a view starts on: the deepest conv (its ReLU when one follows), else the last layer."""
-    from cxr_studio.core.models.layers import deepest_conv, layer_names
-
     try:
         return deepest_conv(model)
     except ValueError:  # no convolution at all
@@ -78,16 +78,12 @@ def default_layer(model: Any) -> str | None:
 
 def conv_layer_names(model: Any) -> list[str]:
     """Readable names of the model's convolutions, in forward order (Page Up/Down walks these)."""
-    from cxr_studio.core.models.layers import conv_layers
-
     return list(conv_layers(model))
 
 
 def module_channels(model: Any, layer: str) -> int | None:
     """Channels a layer outputs without running it: its ``out_channels``, or the last conv's before it
     (ReLU / LRN / pool); None for fully connected layers or unknown names."""
-    from cxr_studio.core.models.layers import layer_names
-
     shapes = getattr(model, "layer_shapes", None)  # output shapes found by models.discovery
     if isinstance(shapes, dict) and layer in shapes:
         return int(shapes[layer][0]) if len(shapes[layer]) == 3 else None
@@ -192,8 +188,6 @@ def compute_heatmap(
     order = _rank_or_empty(act, ranking, preprocessed, region, placement) if spatial else []
     k = predicted if class_index is None else int(class_index)
     if method not in ("gradcam", "gradcam++"):  # the other saliency methods (core.inspect.saliency_methods)
-        from cxr_studio.core.inspect.saliency_methods import saliency_map
-
         s = saliency_map(model, preprocessed.tensor(next(model.parameters()).device), method, layer, k,
                          geometry=preprocessed.geometry, lung_mask=getattr(preprocessed, "lung_mask", None),
                          progress=progress, cancel=cancel, partial=partial)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from cxr_studio.core.lungs.postprocess import LungSegmentation
+from cxr_studio.core.lungs.heuristic import segment_heuristic
+from cxr_studio.core.lungs.atlas import segment_atlas
 
 __all__ = ["METHODS", "LungSegmentation", "dice", "segment_lungs", "segment_lungs_detailed"]
 
@@ -22,15 +24,11 @@ def segment_lungs_detailed(
     if method not in METHODS:
         raise ValueError(f"Unknown lung segmentation method {method!r}; choose one of {METHODS}")
     if method == "heuristic":
-        from cxr_studio.core.lungs.heuristic import segment_heuristic
-
         return LungSegmentation(segment_heuristic(pixels), "heuristic")
     if method == "atlas":
-        from cxr_studio.core.lungs.atlas import segment_atlas
-
         return LungSegmentation(segment_atlas(pixels, atlas), "atlas")
     if method == "unet":
-        from cxr_studio.core.lungs.unet import segment_unet
+        from cxr_studio.core.lungs.unet import segment_unet  # here: _auto treats the U-Net module as optional
 
         return segment_unet(pixels)
     return _auto(pixels, atlas)
@@ -53,11 +51,7 @@ def _auto(px: np.ndarray, atlas: str | None) -> LungSegmentation:
             " falling back to the " + ("atlas" if atlas else "heuristic") + " method."
         )
     if atlas:
-        from cxr_studio.core.lungs.atlas import segment_atlas
-
         return LungSegmentation(segment_atlas(px, atlas), "atlas", warnings=warnings)
-    from cxr_studio.core.lungs.heuristic import segment_heuristic
-
     return LungSegmentation(segment_heuristic(px), "heuristic", warnings=warnings)
 
 

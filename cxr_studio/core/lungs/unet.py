@@ -13,9 +13,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from scipy import ndimage as ndi
 
 from cxr_studio.core.lungs.postprocess import LungSegmentation, check_pixels
 from cxr_studio.core.resources import LUNG_SEGMENTER, find_resource
+from cxr_studio.core.imaging.pipeline import preprocess
+from cxr_studio.core.imaging.radiograph import Radiograph
 
 UNET_CONFIDENCE_THRESHOLD = 0.6
 _lock = threading.Lock()
@@ -28,6 +31,7 @@ def shipped_segmenter_available() -> bool:
 
 def load_segmenter(path: str | Path | None = None):
     """The segmenter checkpoint (a ``LoadedCheckpoint``), loaded once per path, on the CPU."""
+    # heavy: torch only when the U-Net runs, so `auto` can ask shipped_segmenter_available() for free
     from cxr_studio.core.models.checkpoint import load_checkpoint
     from cxr_studio.core.models import unet as _unet  # noqa: F401  (registers lung_unet)
 
@@ -47,8 +51,6 @@ def predict_probability(pixels: np.ndarray, loaded=None) -> np.ndarray:
     """Lung probability at the segmenter's input resolution (256x256 float32)."""
     import torch
 
-    from cxr_studio.core.imaging.pipeline import preprocess
-    from cxr_studio.core.imaging.radiograph import Radiograph
 
     loaded = loaded or load_segmenter()
     s = 4 * int(loaded.spec.intermediate_size)
@@ -63,8 +65,6 @@ def predict_probability(pixels: np.ndarray, loaded=None) -> np.ndarray:
 def clean_mask(mask: np.ndarray, max_components: int = 2, min_fraction: float = 0.01) -> np.ndarray:
     """Keep the ``max_components`` largest components above ``min_fraction`` of the image, fill
     their holes."""
-    from scipy import ndimage as ndi
-
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     if n <= 1:
         return np.zeros_like(mask, dtype=bool)

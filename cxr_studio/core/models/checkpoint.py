@@ -31,6 +31,7 @@ from cxr_studio.core.models.args import PRESETS  # noqa: F401  ("paper", "torchv
 from cxr_studio.core.models import architectures, build_model, fitting, model_meta
 from cxr_studio.core.imaging.pipeline import PreprocessSpec
 from cxr_studio.core.versions import versions
+from cxr_studio.core.models.torchvision_any import first_conv_channels
 
 FORMAT = "cxr-studio-checkpoint"
 FORMAT_VERSION = 1
@@ -322,8 +323,6 @@ def load_checkpoint(
 
 def preset_spec(name: str, model: nn.Module | None = None) -> PreprocessSpec:
     """A named preprocessing (``paper``, ``torchvision``, ``xrv``) with the model's input channels."""
-    from cxr_studio.core.models.torchvision_any import first_conv_channels
-
     if name == "xrv":  # TorchXRayVision: whole image, 224, one channel scaled to [-1024, 1024]
         spec = PreprocessSpec(segmentation="none", crop=False, clahe=False, input_size=224, channels=1,
                               normalization="xrv")

@@ -16,6 +16,9 @@ from typing import Any
 
 import numpy as np
 import torch
+import zipfile
+
+from cxr_studio.core.atomic import atomic_file
 
 
 class CheckpointError(ValueError):
@@ -35,8 +38,6 @@ _MAGIC = {
 def code_archive_kind(path: Path) -> str | None:
     """"TorchScript" / "exported program" when ``path`` is a zip archive of either (they carry code
     or a graph and are opened by ``models.importers.open_model``), else None."""
-    import zipfile
-
     try:
         with zipfile.ZipFile(path) as z:
             names = z.namelist()
@@ -135,7 +136,5 @@ def to_plain(value: Any, where: str) -> Any:
 def torch_save_atomic(obj: Any, path: Path) -> None:
     """``torch.save`` to a temp file in the same folder, then ``os.replace`` (the old file survives
     any failure; the new one gets the usual umask permissions, unlike ``mkstemp``'s 0600)."""
-    from cxr_studio.core.atomic import atomic_file
-
     with atomic_file(path, "wb", fsync=True) as f:
         torch.save(obj, f)

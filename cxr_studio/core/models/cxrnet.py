@@ -27,6 +27,7 @@ import torch.nn as nn
 
 from cxr_studio.core.imaging.pipeline import PreprocessSpec
 from cxr_studio.core.models.registry import DEFAULT_CLASS_NAMES, register
+from cxr_studio.core.models.discovery import building_on_meta
 
 INITS = ("paper", "kaiming", "empty")
 BASE_CHANNELS = (96, 128, 256, 256, 256)
@@ -119,8 +120,6 @@ def cxrnet(
     # build on the meta device (no allocation, no default init), allocate, then apply our own init
     with torch.device("meta"):
         model = _layers(in_channels, (c1, c2, c3, c4, c5), sizes["pool5"], int(fc_width), int(num_classes), dropout)
-    from cxr_studio.core.models.discovery import building_on_meta
-
     if not building_on_meta():  # on the meta device (shape checks) nothing is allocated
         model = model.to_empty(device="cpu")
     _init_weights(model, init)

@@ -18,8 +18,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from cxr_studio.core.models.checkpoint import CheckpointError, LoadedCheckpoint, read_raw
+from cxr_studio.core.models.checkpoint import CheckpointError, LoadedCheckpoint, preset_spec, read_raw
 from cxr_studio.core.models import fitting
+from cxr_studio.core.models.importers import finish
 
 
 def _package(name: str, extra: str) -> Any:
@@ -54,8 +55,6 @@ def _load_into(meta: nn.Module, state: dict[str, torch.Tensor], source: str, arc
 
 
 def _timm(path: Any, name: str, opts: dict[str, Any]) -> LoadedCheckpoint:
-    from cxr_studio.core.models.checkpoint import preset_spec
-    from cxr_studio.core.models.importers import finish
 
     timm = _package("timm", "timm")
     state = _state(path)
@@ -88,8 +87,6 @@ def _timm(path: Any, name: str, opts: dict[str, Any]) -> LoadedCheckpoint:
 
 
 def _xrv(path: Any, name: str, opts: dict[str, Any]) -> LoadedCheckpoint:
-    from cxr_studio.core.models.checkpoint import preset_spec
-    from cxr_studio.core.models.importers import finish
 
     xrv = _package("torchxrayvision", "xrv")
     if path is None:  # published weights from the package's cache

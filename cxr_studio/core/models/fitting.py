@@ -132,6 +132,7 @@ def infer_outputs(arch: str, kwargs: dict[str, Any], state: dict[str, torch.Tens
     params = model_meta(arch).parameters
     if "num_classes" not in params or "num_classes" in kwargs:
         return kwargs
+    # here: torchvision_any imports this module (no_init)
     from cxr_studio.core.models.torchvision_any import infer_aux_logits, infer_num_classes, is_torchvision_classifier
 
     out = dict(kwargs)

@@ -33,12 +33,14 @@ from cxr_studio.core.models.checkpoint import (
     load_checkpoint,
     preset_spec,
     read_raw,
+    save_checkpoint,
 )
 from cxr_studio.core.hashing import file_sha256
 from cxr_studio.core.models.args import add_model_arguments, model_options  # noqa: F401  (the shared flags, re-exported)
 from cxr_studio.core.models import fitting
 from cxr_studio.core.models.discovery import attach_layers, discover
-from cxr_studio.core.models.registry import DEFAULT_CLASS_NAMES
+from cxr_studio.core.models.registry import DEFAULT_CLASS_NAMES, architectures, build_model, model_meta
+from cxr_studio.core.models.torchvision_any import _meta_model, infer_num_classes, torchvision_classifiers
 
 
 # -- opening -------------------------------------------------------------------------------------
@@ -57,7 +59,7 @@ def open_model(
     problem is a `CheckpointError` with one sentence."""
     opts = dict(classes=classes, input_size=input_size, preset=preset, multi_label=multi_label)
     if arch and ":" in arch:
-        from cxr_studio.core.models.external import open_external
+        from cxr_studio.core.models.external import open_external  # here: external imports finish()
 
         return _to(open_external(path, arch, **opts), device)
     if path is None:
@@ -88,8 +90,6 @@ def needs_architecture(path: str | os.PathLike) -> bool:
 
 def architecture_names() -> list[str]:
     """What an architecture name can be: our registered ones, then torchvision's classifiers."""
-    from cxr_studio.core.models.registry import architectures
-    from cxr_studio.core.models.torchvision_any import torchvision_classifiers
 
     ours = architectures()
     return ours + [n for n in torchvision_classifiers() if n not in ours]
@@ -184,8 +184,6 @@ def _first_conv_in(state: dict[str, torch.Tensor]) -> int:
 def _rebuild_traced(ts: torch.jit.ScriptModule, state: dict[str, torch.Tensor], spec: Any) -> tuple[nn.Module, str, nn.Module] | None:
     """(eager model, torchvision name, meta twin) of the torchvision classifier ``ts`` was traced
     or scripted from, when one fits its weights exactly and gives the same outputs; else None."""
-    from cxr_studio.core.models.registry import build_model
-    from cxr_studio.core.models.torchvision_any import _meta_model, infer_num_classes, torchvision_classifiers
 
     original = getattr(ts, "original_name", "")
     for name in torchvision_classifiers():
@@ -278,8 +276,6 @@ def _exported(path: Path, *, classes, input_size, preset, multi_label) -> Loaded
 def release_imported(src: str | os.PathLike | None, dst: str | os.PathLike, **options: Any) -> Path:
     """Open ``src`` as :func:`open_model` does and write it as a self-describing CXR Studio
     checkpoint (architecture, class names, preprocessing, provenance "imported from ...")."""
-    from cxr_studio.core.models.checkpoint import save_checkpoint
-    from cxr_studio.core.models.registry import model_meta
 
     loaded = open_model(src, **options)
     try:

@@ -6,6 +6,9 @@ Models without it (a plain ``nn.Module``) fall back to their module paths.
 from __future__ import annotations
 
 import torch.nn as nn
+import torch
+
+from cxr_studio.core.models.registry import build_model
 
 
 class LayerError(ValueError):
@@ -86,8 +89,6 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
 def layer_table(model: nn.Module, input_size: int | None = None) -> list[tuple[str, str, tuple, int]]:
     """(readable name, type, output shape without batch, own parameter count) per layer, from one
     forward pass of a zero image (in eval mode; the model's mode is restored afterwards)."""
-    import torch
-
     spec = getattr(model, "default_preprocess", {}) or {}
     n = int(input_size or spec.get("input_size", 224))
     channels = int(spec.get("channels", 3))
@@ -136,8 +137,6 @@ def describe_model(model: nn.Module, input_size: int | None = None, title: str =
 
 def describe(name: str, **kwargs: object) -> str:
     """Build architecture ``name`` with ``kwargs`` and return (and print) its layer table."""
-    from cxr_studio.core.models.registry import build_model
-
     model = build_model(name, **kwargs)
     opts = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
     text = describe_model(model, title=f"{name}({opts})")

@@ -18,6 +18,8 @@ from typing import Any, Callable
 
 import torch.nn as nn
 
+from cxr_studio.core.imaging.pipeline import PreprocessSpec
+
 DEFAULT_CLASS_NAMES = ["normal", "abnormal"]
 
 Builder = Callable[..., nn.Module]
@@ -139,8 +141,6 @@ def _ensure_attributes(model: nn.Module) -> None:
     if not isinstance(getattr(model, "new_layers", None), list):
         model.new_layers = []
     if not isinstance(getattr(model, "default_preprocess", None), dict):
-        from cxr_studio.core.imaging.pipeline import PreprocessSpec
-
         model.default_preprocess = PreprocessSpec.preset("paper").to_dict()
     if not isinstance(getattr(model, "class_names", None), list):
         model.class_names = list(DEFAULT_CLASS_NAMES)

@@ -89,6 +89,7 @@ _described: dict[tuple[str, int, int], ShippedModel] = {}
 
 
 def _describe_file(p: Path) -> ShippedModel:
+    # torch-free at import: the GUI's docks and batch read thresholds and names from this module
     from cxr_studio.core.models.checkpoint import peek_checkpoint
 
     st = p.stat()

@@ -20,6 +20,8 @@ import torchvision.models as tvm
 
 from cxr_studio.core.imaging.pipeline import PreprocessSpec
 from cxr_studio.core.models.registry import DEFAULT_CLASS_NAMES, ModelInfo, add_resolver
+from cxr_studio.core.models.fitting import no_init
+from cxr_studio.core.models.discovery import attach_layers, building_on_meta, discover
 
 IMAGENET_CLASSES = 1000
 _AUX = ("inception_v3", "googlenet")
@@ -43,8 +45,6 @@ def _ctor_kwargs(name: str, num_classes: int, aux_logits: bool) -> dict[str, Any
 
 
 def _meta_model(name: str, num_classes: int = IMAGENET_CLASSES, aux_logits: bool = False) -> nn.Module:
-    from cxr_studio.core.models.fitting import no_init
-
     with torch.device("meta"), no_init():
         return tvm.get_model_builder(name)(**_ctor_kwargs(name, num_classes, aux_logits))
 
@@ -120,8 +120,6 @@ def build_torchvision(name: str, num_classes: int = IMAGENET_CLASSES, weights: s
     if weights not in ("none", "empty"):
         raise ValueError(f"weights for {name} must be 'none' or 'empty' (give a checkpoint file instead), "
                          f"got {weights!r}")
-    from cxr_studio.core.models.discovery import attach_layers, building_on_meta, discover
-
     size = default_input_size(name)
     try:
         meta = _meta_model(name, num_classes, aux_logits)
@@ -155,8 +153,6 @@ _FOUND: dict[tuple, Any] = {}
 def _discovery(name: str, num_classes: int, aux_logits: bool, shape: tuple[int, int, int], meta: nn.Module) -> Any:
     """The discovery pass of a torchvision model (the same for every build of the same options:
     a pass on the meta device costs about a forward of real numbers, so it is done once)."""
-    from cxr_studio.core.models.discovery import discover
-
     key = (name, num_classes, aux_logits, shape)
     if key not in _FOUND:
         _FOUND[key] = discover(meta, shape)

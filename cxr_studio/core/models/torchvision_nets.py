@@ -27,6 +27,7 @@ import torchvision.models as tvm
 
 from cxr_studio.core.imaging.pipeline import PreprocessSpec
 from cxr_studio.core.models.registry import DEFAULT_CLASS_NAMES, register
+from cxr_studio.core.models.discovery import building_on_meta
 
 HEAD_PATH = "classifier.6"
 
@@ -174,8 +175,6 @@ def _build(name: str, weights: str | os.PathLike, num_classes: int) -> nn.Module
         # every backbone tensor is overwritten below, so skip torchvision's (slow) random init
         with torch.device("meta"):
             model = ctor(weights=None)
-        from cxr_studio.core.models.discovery import building_on_meta
-
         if not building_on_meta():  # on the meta device (shape checks) nothing is allocated
             model = model.to_empty(device="cpu")
         source = ""

@@ -32,6 +32,7 @@ from cxr_studio.core.hashing import file_sha256
 from cxr_studio.core.versions import versions
 from cxr_studio.core.imaging import png
 from cxr_studio.core.render import overlay
+from cxr_studio.core.imaging.io import read_image
 
 SIDECAR_FORMAT = 1
 SUFFIXES = (".png", ".npy", ".json")
@@ -298,8 +299,6 @@ def rerender(sidecar_path: str | os.PathLike, pixels: np.ndarray | None = None) 
             raise ExportError(f"The original image {img} is missing.")
         if side.get("image_sha256") and file_sha256(img) != side["image_sha256"]:
             raise ExportError(f"The original image {img} has changed since the export (sha256 differs).")
-        from cxr_studio.core.imaging.io import read_image
-
         pixels = read_image(img).pixels
     px, hm = _check_arrays(pixels, heat)
     return _render(px, hm, side)

@@ -32,6 +32,7 @@ from cxr_studio.core.runtime.device import (  # noqa: F401  (re-exported: caller
     describe_device,
     oom_guard,
 )
+from cxr_studio.core.models.importers import open_model
 
 log = logging.getLogger(__name__)
 
@@ -254,8 +255,6 @@ class ModelManager:
         TorchScript, exported programs); ``options`` (``classes``, ``input_size``, ``preset``,
         ``multi_label``) and those set for this path in ``open_options`` (the command line's
         ``--arch ...`` flags) say how to read a file that does not describe itself."""
-        from cxr_studio.core.models.importers import open_model
-
         opts = {**self.open_options.get(os.path.abspath(os.fspath(path)), {}), **options}
         if arch is not None:
             opts["arch"] = arch

@@ -26,6 +26,7 @@ from cxr_studio.core.runtime.session_fields import SessionError, choice, field, 
 from cxr_studio.core.inspect.method_names import HEATMAP_METHODS
 from cxr_studio.core.imaging.pipeline import PreprocessSpec
 from cxr_studio.core.render import COLORMAPS
+from cxr_studio.core.render.sidecar import sidecar_settings
 
 METHODS: tuple[str, ...] = HEATMAP_METHODS  # the one list (core.method_names)
 SCALES: tuple[str, ...] = ("channel", "layer")
@@ -213,6 +214,7 @@ class Session:
             return
         names = self.layer_names(loaded)
         if self.layer is None or (names and self.layer not in names):
+            # torch-free at import: the GUI builds its first window with a Session, before torch
             from cxr_studio.core.inspect.views import default_layer
 
             self._set("layer", default_layer(loaded.model))
@@ -374,8 +376,6 @@ class Session:
         """Plain-value settings describing the current view (the export sidecar's content, from the
         one builder `core.render.sidecar.sidecar_settings`). ``heatmap``: the heatmap exported
         (default: the one shown); its model, layer, channel and method are the ones described."""
-        from cxr_studio.core.render.sidecar import sidecar_settings
-
         hm = self.heatmap if heatmap is None else heatmap
         pre = self.preprocessed
         model_id = getattr(hm, "model_id", None) or self.current_model_id
