@@ -21,11 +21,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import cv2
+from tqdm import tqdm
 from ..core.atomic import atomic_file, strict_json, write_text_atomic
 from ..core.hashing import file_sha256
-from ..core.imaging.io import SUPPORTED_SUFFIXES
-from ..core.imaging.masks import MaskReadError
-from ..core.imaging.masks import read_mask as core_read_mask
+from ..core.imaging.io import SUPPORTED_SUFFIXES, link_problem, read_image
+from ..core.imaging.masks import MaskReadError, read_mask as core_read_mask
+from ..core.imaging.pipeline import preprocess
+from ..core.resources import LUNG_SEGMENTER, find_resource
 
 IMAGE_SUFFIXES = SUPPORTED_SUFFIXES  # the one suffix list (core.io), DICOM's .dicom/.dic included
 CLASS_DIRS = {"normal": 0, "abnormal": 1, "0": 0, "1": 1, "negative": 0, "positive": 1, "tb": 1}
@@ -57,8 +60,6 @@ def label_from_name(path: Path) -> int | None:
 def _images(folder: Path) -> list[Path]:
     """The image files in ``folder``; one that is a symbolic link loop or a broken link is refused by
     name (skipping it silently would train on fewer images than the user gave)."""
-    from ..core.imaging.io import link_problem
-
     found = []
     for p in folder.iterdir():
         if p.suffix.lower() not in IMAGE_SUFFIXES:
@@ -267,8 +268,6 @@ def manifest_hash(samples: list[Sample]) -> str:
 
 def read_radiograph(path: Path) -> Any:
     """``core.io.read_image`` (every supported format)."""
-    from ..core.imaging.io import read_image
-
     return read_image(path)
 
 
@@ -282,13 +281,9 @@ def read_mask(paths: list[Path]) -> np.ndarray | None:
 
 def default_preprocess_fn(sample: Sample, spec: Any, use_masks: bool) -> np.ndarray:
     """The pipeline's CLAHE image (intermediate size) for one sample, float32 0..1."""
-    from ..core.imaging.pipeline import preprocess
-
     rad = read_radiograph(sample.path)
     mask = read_mask(sample.mask_paths) if use_masks else None
     if mask is not None and mask.shape != rad.shape:
-        import cv2
-
         mask = cv2.resize(mask.astype(np.uint8), (rad.shape[1], rad.shape[0]), interpolation=cv2.INTER_NEAREST) > 0
     return preprocess(rad, spec, lung_mask=mask).enhanced
 
@@ -296,8 +291,6 @@ def default_preprocess_fn(sample: Sample, spec: Any, use_masks: bool) -> np.ndar
 def segmenter_id() -> str:
     """sha256 of the shipped lung segmenter's weights ("none" when it is not installed): part of
     the cache key when segmentation is learned, so retrained weights never reuse old crops."""
-    from ..core.resources import LUNG_SEGMENTER, find_resource
-
     path = find_resource(LUNG_SEGMENTER)
     return file_sha256(path) if path is not None else "none"
 
@@ -350,8 +343,6 @@ class PreprocessCache:
         return hashlib.sha256(("|".join(parts) + self.spec_key).encode()).hexdigest()[:32]
 
     def get(self, sample: Sample) -> np.ndarray:
-        import cv2
-
         path = self.folder / self.spec_key / f"{self.key(sample)}.npy"
         arr = load_cache_entry(path, self.size)
         if arr is not None:
@@ -377,8 +368,6 @@ class PreprocessCache:
         """(N, S, S) uint8 for the samples, computing what is not cached yet."""
         it: Any = samples
         if progress:
-            from tqdm import tqdm
-
             it = tqdm(samples, desc="preprocess (cached)", unit="img", leave=False)
         out = np.empty((len(samples), self.size, self.size), dtype=np.uint8)
         for i, s in enumerate(it):

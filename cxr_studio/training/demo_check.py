@@ -10,14 +10,20 @@ import cv2
 import numpy as np
 import torch
 
+from ..core.phantoms.phantom import make_phantom
+from ..core.imaging.pipeline import preprocess
+from .metrics import classification_metrics
+from ..core.inspect.placement import layer_placement
+from ..core.inspect.activations import forward_with_activations, rank_channels
+from ..core.models import deepest_conv
+from ..core.inspect.saliency import channel_map, grad_cam
+
 FRESH_SEED0 = 100_000  # the demo model is trained on seeds < 100000
 
 
 def phantom_inputs(seeds: Iterable[int], spec: Any, size: int, abnormal: bool | None = None) -> tuple[
         torch.Tensor, np.ndarray, list[Any], list[Any]]:
     """(batch (N, C, n, n), labels, phantoms, preprocessed) for phantoms of the given seeds."""
-    from ..core.phantoms.phantom import make_phantom
-    from ..core.imaging.pipeline import preprocess
 
     phs, pres = [], []
     for s in seeds:
@@ -44,8 +50,6 @@ def predict_batches(model: torch.nn.Module, x: torch.Tensor, batch: int = 50) ->
 def phantom_accuracy(model: torch.nn.Module, spec: Any, n: int = 200, size: int = 256,
                      seed0: int = FRESH_SEED0) -> dict[str, float]:
     """Accuracy (threshold 0.5) on ``n`` fresh phantoms (seeds seed0 .. seed0+n-1, label by seed)."""
-    from .metrics import classification_metrics
-
     x, labels, _, _ = phantom_inputs(range(seed0, seed0 + n), spec, size)
     return classification_metrics(labels, predict_batches(model, x))
 
@@ -63,8 +67,6 @@ def peak_in_mask(map_original: np.ndarray, mask: np.ndarray, dilation_px: int) -
 def receptive_field(model: torch.nn.Module, layer: str) -> tuple[float, float]:
     """(stride, offset) of ``layer``'s grid in input pixels: cell ``i`` is centred on input pixel
     ``stride * i + offset`` (see `cxr_studio.core.inspect.placement`)."""
-    from ..core.inspect.placement import layer_placement
-
     p = layer_placement(model, layer)
     if p is None:
         raise ValueError(f"layer {layer!r} has no receptive-field placement in this model")
@@ -94,9 +96,6 @@ def point_in_mask(xy: np.ndarray, mask: np.ndarray, dilation_px: int) -> bool:
 def pointing_game_scores(model: torch.nn.Module, spec: Any, n: int = 30, size: int = 512,
                          seed0: int = FRESH_SEED0 + 50_000, dilation_px: int = 8) -> dict[str, Any]:
     """Hit rates on ``n`` fresh abnormal phantoms for the strongest deepest-conv channel and Grad-CAM."""
-    from ..core.inspect.activations import forward_with_activations, rank_channels
-    from ..core.models import deepest_conv
-    from ..core.inspect.saliency import channel_map, grad_cam
 
     layer = deepest_conv(model)
     _, _, phs, pres = phantom_inputs(range(seed0, seed0 + n), spec, size, abnormal=True)

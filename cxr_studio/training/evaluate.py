@@ -12,6 +12,9 @@ from .loops import predict
 from .metrics import classification_metrics, roc_curve, youden_threshold
 from .plots import roc_png
 from .tensors import CachedImages
+from ..core.atomic import check_writable_file
+from .fit import pick_device
+from ..core.models.importers import open_model  # any model file the user names (--arch, TorchScript...)
 
 
 def parse_threshold(value: float | str) -> float | str:
@@ -73,8 +76,6 @@ def evaluate_checkpoint(
     them) before any file is written, so a failing write never loses the metrics. Without ``roc_out``
     the ROC picture goes beside ``json_out``, else beside the checkpoint, and is skipped with a note
     (``m["notes"]``) when that folder cannot be written."""
-    from ..core.atomic import check_writable_file
-    from .fit import pick_device
 
     ckpt_path = Path(checkpoint)
     notes: list[str] = []
@@ -92,8 +93,6 @@ def evaluate_checkpoint(
             except ValueError as e:
                 notes.append(f"The ROC picture was not written ({e}); pass --roc PATH to choose where.")
                 roc_out = None
-    from ..core.models.importers import open_model  # any model file the user names (--arch, TorchScript...)
-
     ck = open_model(ckpt_path, device=pick_device(device),
                     **{k: v for k, v in (model_options or {}).items() if v is not None})
     samples = scan_roots(list(roots))

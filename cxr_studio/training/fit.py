@@ -25,6 +25,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch.utils.data.distributed import DistributedSampler
+from tqdm import tqdm
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from .data import check_both_classes, scan_roots, select, write_json_atomic
 from .ddp import DistInfo, barrier, cleanup, dist_from_env, init_distributed
@@ -39,6 +41,9 @@ from .run_state import RunState
 from .tensors import GroupedSampler
 from ..core.atomic import strict_json, write_text_atomic
 from ..core.versions import versions
+from ..core.runtime.engine import choose_device
+from ..core.models import build_model
+from ..core.models.checkpoint import load_checkpoint, save_checkpoint
 
 __all__ = ["LOG_FIELDS", "RunState", "choose_training_device", "fit", "pick_device"]
 
@@ -48,8 +53,6 @@ LOG_FIELDS = ["epoch", "lr", "train_images", "train_loss", "train_acc", "val_los
 
 def _say(msg: str, info: DistInfo) -> None:
     if info.is_main:
-        from tqdm import tqdm
-
         tqdm.write(msg, file=sys.stderr)
 
 
@@ -63,15 +66,6 @@ def choose_training_device(preference: str | None, info: DistInfo) -> torch.devi
 
 def pick_device(preference: str | None) -> torch.device:
     """``core.engine.choose_device`` (cuda -> mps -> cpu, or the named one)."""
-    try:
-        from ..core.runtime.engine import choose_device
-    except ImportError:  # the core engine not installed yet: same policy, minimal
-        if preference:
-            dev = torch.device(preference)
-            if dev.type == "cuda" and not torch.cuda.is_available():
-                raise ValueError(f"device {preference!r} was asked for but no CUDA GPU is available") from None
-            return dev
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return choose_device(preference)
 
 
@@ -154,8 +148,6 @@ def _build(recipe: Recipe, data: PreparedData, dev: torch.device, info: DistInfo
            roots: list[str | Path], command: str) -> _Trainer:
     """Model, optimizer, lesion guidance, lr schedule and grad scaler, in this order (the model's
     random init and the guidance head's come from ``_seed``'s stream)."""
-    from ..core.models import build_model
-
     arch_kwargs = recipe.model_kwargs()
     model = build_model(recipe.arch, **arch_kwargs).to(dev)
     n_params = sum(p.numel() for p in model.parameters())
@@ -182,8 +174,6 @@ def _build(recipe: Recipe, data: PreparedData, dev: torch.device, info: DistInfo
 
 def _restore(t: _Trainer, folder: RunFolder) -> RunState:
     """``last.pt`` back into the model, optimizer, guidance head, schedule and scaler."""
-    from ..core.models.checkpoint import load_checkpoint
-
     ck = load_checkpoint(folder.last, device=t.dev)
     t.model.load_state_dict(ck.model.state_dict())
     state = RunState.from_checkpoint(ck.training_state or {})
@@ -201,8 +191,6 @@ def _start_epochs(t: _Trainer) -> None:
     """The DDP wrapper (when distributed), the sampler and the loader."""
     t.net = t.model
     if t.info.enabled:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
         t.net = DDP(t.model, device_ids=[t.dev.index] if t.dev.type == "cuda" else None)
     recipe, data, info = t.recipe, t.data, t.info
     if recipe.pair_batches and not info.enabled:
@@ -215,8 +203,6 @@ def _start_epochs(t: _Trainer) -> None:
 
 def _save(t: _Trainer, path: Path, row: dict, state: RunState | None) -> None:
     """A checkpoint of the model after ``row``'s epoch; with ``state`` (last.pt) also the run's state."""
-    from ..core.models.checkpoint import save_checkpoint
-
     training_state = None
     if state is not None:
         training_state = replace(
@@ -235,8 +221,6 @@ def _train(t: _Trainer, epoch: int, progress: bool, loss_fn: Any, folder: RunFol
     recipe = t.recipe
     bar = None
     if progress and t.info.is_main:
-        from tqdm import tqdm
-
         total = len(t.sampler) if not recipe.max_steps_per_epoch else min(
             len(t.sampler), recipe.max_steps_per_epoch * recipe.batch_size)
         bar = tqdm(total=total, desc=f"epoch {epoch}/{recipe.epochs}", unit="img", leave=False, file=sys.stderr)
@@ -321,8 +305,6 @@ def _one_epoch(t: _Trainer, state: RunState, folder: RunFolder, epoch: int, prog
 
 def _final_test(t: _Trainer, state: RunState, folder: RunFolder) -> dict[str, Any]:
     """The summary; on rank 0 also ``best.pt`` scored on the test part (test_metrics.json, roc_test.png)."""
-    from ..core.models.checkpoint import load_checkpoint
-
     run, history = folder.path, state.history
     summary: dict[str, Any] = {"run": str(run), "epochs": len(history), "history": history}
     if t.info.is_main and history:

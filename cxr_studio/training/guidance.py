@@ -26,10 +26,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..core.inspect.placement import Placement, layer_placement
+from .data import select
+from .lesion_cache import LesionCache, LesionImages, grow_masks
 
 _STOP = (nn.Linear, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten)
 _EPS = 1e-8
@@ -117,9 +120,7 @@ class Guidance:
             nn.init.normal_(self.head.weight, 0.0, 0.01)  # not zero: the layer gets a gradient from step 1
             nn.init.constant_(self.head.bias, -2.0)  # start near "no lesion" (most cells)
             if _world_size() > 1:  # the head is outside DDP: average its gradients over the processes here,
-                import torch.distributed as dist  # in a group of their own so they never interleave with DDP's
-
-                group = dist.new_group()
+                group = dist.new_group()  # in a group of their own so they never interleave with DDP's
                 for p in self.head.parameters():
                     p.register_hook(lambda grad, group=group: _mean_over_ranks(grad, group))
         self._act: torch.Tensor | None = None
@@ -245,14 +246,10 @@ class Guidance:
 
 
 def _world_size() -> int:
-    import torch.distributed as dist
-
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def _mean_over_ranks(grad: torch.Tensor, group: Any) -> torch.Tensor:
-    import torch.distributed as dist
-
     grad = grad.clone()
     dist.all_reduce(grad, group=group)
     return grad / dist.get_world_size()
@@ -278,8 +275,6 @@ def setup_guidance(recipe: Any, model: nn.Module, optimizer: torch.optim.Optimiz
     ``LesionImages``), the optimizer the seg head's parameters; returns the ``Guidance`` (None when off)."""
     if recipe.lesion_guidance == "none":
         return None
-    from .data import select
-    from .lesion_cache import LesionCache, LesionImages, grow_masks
 
     train_samples = select(data.samples, data.split["train"])
     cache = LesionCache(data.cache)

@@ -18,19 +18,19 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from ..core.atomic import atomic_file
 from ..core.hashing import file_sha256
 from .data import DatasetError, PreprocessCache, Sample, load_cache_entry, read_mask, read_radiograph
 from .tensors import Batch, CachedImages
+from ..core.imaging.pipeline import preprocess
 
 
 def lesion_geometry(sample: Sample, spec: Any, use_masks: bool) -> Any:
     """The pipeline's ``Geometry`` (crop box) for ``sample``, exactly as ``data.default_preprocess_fn``
     runs it for the image cache (CLAHE and the intermediate size do not move the crop box: they are
     skipped to save time)."""
-    from ..core.imaging.pipeline import preprocess
-
     rad = read_radiograph(sample.path)
     mask = read_mask(sample.mask_paths) if use_masks else None
     if mask is not None and mask.shape != rad.shape:
@@ -95,8 +95,6 @@ class LesionCache:
         ``self.failed``: that image then trains as one without a mask."""
         it: Any = samples
         if progress:
-            from tqdm import tqdm
-
             it = tqdm(samples, desc="lesion masks (cached)", unit="img", leave=False)
         index = np.full(len(samples), -1, dtype=np.int64)
         rows: list[np.ndarray] = []

@@ -23,11 +23,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
+import torch
 
 from .cli import Runner, checkpoint_and_images_args, subcommand
 from .data import DatasetError, Sample, read_split, scan_roots, select
-from .localize_scoring import Context, prepare, score_image
-from .localize_summary import baselines, lesion_baseline_inputs, method_summary, sanity_summary
+from .localize_scoring import Context, method_map, prepare, score_image
+from .localize_summary import baselines, format_table, lesion_baseline_inputs, method_summary, sanity_summary
+from ..core.models.checkpoint import load_checkpoint
+from ..core.models import deepest_conv
+from ..core.inspect.saliency_cam import LIBRARY_CAMS, _library
+from ..core.inspect.saliency_methods import INPUT_METHODS, METHODS, SOURCE, Options, map_support, parse_methods
+from .fit import pick_device
+from .lung_check_scoring import untrained_twin
+from .localize_figures import write_cascade_figure, write_method_rows
+from ..core.atomic import write_text_atomic
+from ..core.inspect.sanity import sanity_check
 
 
 def choose(roots: list[str], split_file: str | None, use_all: bool, part: str,
@@ -72,12 +83,6 @@ def localize(checkpoint: str | Path, roots: list[str], *, split_file: str | None
              lesion_source: str = "auto", options: Any = None, device: str | None = None,
              progress: bool = False) -> dict[str, Any]:
     """Score, write the JSON (strict) and figures, return the report (with per-image rows)."""
-    from ..core.models.checkpoint import load_checkpoint
-    from ..core.models import deepest_conv
-    from ..core.inspect.saliency_cam import LIBRARY_CAMS, _library
-    from ..core.inspect.saliency_methods import SOURCE, Options
-    from .fit import pick_device
-    from .lung_check_scoring import untrained_twin
 
     if tolerance_px < 0:
         raise DatasetError(f"--tolerance-px must be 0 or more, got {tolerance_px}")
@@ -142,16 +147,12 @@ def localize(checkpoint: str | Path, roots: list[str], *, split_file: str | None
     report["sanity"] = sanity_summary(sanity_raw)
     report["seconds_total"] = time.perf_counter() - t_start
     if figures:
-        from .localize_figures import write_cascade_figure, write_method_rows
-
         report["figures"] = write_method_rows(Path(figures), fig_maps, methods)
         if sanity_raw.get("maps"):
             report["figures"].append(write_cascade_figure(Path(figures), prepared[0], sanity_raw["maps"]))
     report["per_image"] = rows
     report = _clean(report)
     if json_out:
-        from ..core.atomic import write_text_atomic
-
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(Path(json_out), json.dumps(report, indent=1, allow_nan=False))
     return report
@@ -160,9 +161,6 @@ def localize(checkpoint: str | Path, roots: list[str], *, split_file: str | None
 def _sanity(ctx: Context, prepared: list[Any], methods: list[str], seed: int,
             progress: bool = False) -> dict[str, Any]:
     """Randomisation results per method over the first images; the maps of image 0 for the figure."""
-    from ..core.inspect.saliency_methods import INPUT_METHODS, map_support
-    from ..core.inspect.sanity import sanity_check
-    from .localize_scoring import method_map
 
     per: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     maps: dict[str, list[tuple[str, np.ndarray]]] = {}
@@ -192,8 +190,6 @@ def _bar(enabled: bool, total: int, desc: str = "localize", unit: str = "img") -
     """A progress callback: call with an image name per step, None at the end."""
     if not enabled:
         return lambda _name: None
-    from tqdm import tqdm
-
     t = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, mininterval=1.0)
 
     def step(name: str | None) -> None:
@@ -208,8 +204,6 @@ def _bar(enabled: bool, total: int, desc: str = "localize", unit: str = "img") -
 
 @subcommand("localize", "does the heatmap point at the disease? lesion-level scores, sanity checks, faithfulness")
 def _localize_setup(p: argparse.ArgumentParser) -> Runner:
-    from ..core.inspect.saliency_methods import METHODS
-
     checkpoint_and_images_args(p, "score", "abnormal ")
     p.add_argument("--methods", default=None, help=f"comma-separated (default all): {','.join(METHODS)}")
     p.add_argument("--tolerance-px", type=int, default=8, help="pointing-game tolerance in pixels at 512 (scaled)")
@@ -234,11 +228,7 @@ def _localize_setup(p: argparse.ArgumentParser) -> Runner:
     p.add_argument("--no-progress", action="store_true")
 
     def run(a: argparse.Namespace) -> int:
-        from ..core.inspect.saliency_methods import Options, parse_methods
-
         if a.threads:
-            import torch
-
             torch.set_num_threads(a.threads)
         for flag, v in (("--limit", a.limit), ("--ig-steps", a.ig_steps), ("--batch-size", a.batch_size),
                         ("--occlusion-window", a.occlusion_window), ("--faithfulness-steps", a.faithfulness_steps)):
@@ -253,8 +243,6 @@ def _localize_setup(p: argparse.ArgumentParser) -> Runner:
                        options=Options(ig_steps=a.ig_steps, batch_size=a.batch_size, scorecam_batch=a.batch_size,
                                        occlusion_window=a.occlusion_window),
                        device=a.device, progress=not a.no_progress)
-        from .localize_summary import format_table
-
         print(format_table(res))
         if a.json:
             print(f"report: {a.json}")

@@ -9,6 +9,10 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ..core.render import overlay
+from ..core.atomic import write_bytes_atomic
+from ..core.render.export import encode_png
+
 TILE = 256
 LESION_RGB = (255, 0, 255)
 LUNG_RGB = (255, 255, 255)
@@ -16,8 +20,6 @@ THRESHOLD, OPACITY = 0.3, 0.6
 
 
 def _tile(pre: Any, m: np.ndarray, lesion: np.ndarray | None, lungs: np.ndarray | None, label: str) -> np.ndarray:
-    from ..core.render import overlay
-
     rgb = overlay(pre.original, m, "jet", THRESHOLD, OPACITY, box=pre.geometry.crop_box)
     h, w = rgb.shape[:2]
     s = TILE / max(h, w)
@@ -36,8 +38,6 @@ def _tile(pre: Any, m: np.ndarray, lesion: np.ndarray | None, lungs: np.ndarray 
 
 
 def _write(path: Path, rgb: np.ndarray) -> str:
-    from ..core.atomic import write_bytes_atomic
-    from ..core.render.export import encode_png
 
     path.parent.mkdir(parents=True, exist_ok=True)
     return str(write_bytes_atomic(path, encode_png(rgb)))

@@ -10,6 +10,14 @@ from typing import Any
 import numpy as np
 
 from .data import DatasetError, Sample, read_radiograph
+from ..core.imaging.lesions import find_lesion_mask, lesion_from_json
+from ..core.lungs import segment_lungs_detailed
+from ..core.imaging.pipeline import preprocess
+from .lung_check_scoring import dataset_lungs
+from ..core.inspect.saliency_methods import saliency_map
+from ..core.inspect.activations import forward_with_activations
+from ..core.inspect.faithfulness import blurred, curves, random_order, saliency_order
+from ..core.inspect.localisation import score_map
 
 ABNORMAL = 1  # the class every map explains
 
@@ -45,8 +53,6 @@ class Prepared:
 def lesion_for(sample: Sample, shape: tuple[int, int], source: str = "auto") -> tuple[np.ndarray | None, str]:
     """The sample's lesion mask at ``shape`` ("auto": the mask PNG, else the release JSON; "json":
     the JSON only) and where it came from."""
-    from ..core.imaging.lesions import find_lesion_mask, lesion_from_json
-
     if source == "json":
         m = lesion_from_json(sample.path, shape)
         return m, "via-json" if m is not None else "none"
@@ -55,9 +61,6 @@ def lesion_for(sample: Sample, shape: tuple[int, int], source: str = "auto") -> 
 
 def prepare(ctx: Context, sample: Sample) -> Prepared | None:
     """Read and preprocess one image; None when it has no (or an empty) lesion mask."""
-    from ..core.lungs import segment_lungs_detailed
-    from ..core.imaging.pipeline import preprocess
-    from .lung_check_scoring import dataset_lungs
 
     try:
         rad = read_radiograph(sample.path)
@@ -82,8 +85,6 @@ def prepare(ctx: Context, sample: Sample) -> Prepared | None:
 
 def method_map(model: Any, ctx: Context, p: Prepared, method: str) -> Any:
     """One method's `Saliency` for the prepared image."""
-    from ..core.inspect.saliency_methods import saliency_map
-
     x = p.pre.tensor(next(model.parameters()).device)
     return saliency_map(model, x, method, ctx.layer, ABNORMAL, geometry=p.pre.geometry, lung_mask=p.lungs,
                         options=ctx.options)
@@ -93,9 +94,6 @@ def score_image(ctx: Context, p: Prepared, keep_maps: bool = False,
                 val_only: bool = False) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """(JSON row, maps on the original image when ``keep_maps``). ``val_only``: IoU curves only
     (for choosing the threshold), no faithfulness or twin."""
-    from ..core.inspect.activations import forward_with_activations
-    from ..core.inspect.faithfulness import blurred, curves, random_order, saliency_order
-    from ..core.inspect.localisation import score_map
 
     model = ctx.model
     x = p.pre.tensor(next(model.parameters()).device)

@@ -6,6 +6,18 @@ from typing import Any
 
 import numpy as np
 
+from ..core.inspect.localisation import (
+    PRIOR_GRID,
+    bootstrap_ci,
+    grow,
+    population_prior_points,
+    summarise,
+    to_prior_grid,
+    tolerance_for,
+    uniform_scores,
+)
+from ..core.inspect.sanity import PASS_SPEARMAN
+
 CALLED = 0.5  # an image is "called abnormal" from this probability on
 
 
@@ -21,8 +33,6 @@ def _rows_for(rows: list[dict[str, Any]], method: str, key: str | None = None) -
 def method_summary(rows: list[dict[str, Any]], val_rows: list[dict[str, Any]], method: str,
                    faithfulness: bool) -> dict[str, Any]:
     """One method's scores on all images, plus ``called_abnormal`` and the deletion/insertion AUCs."""
-    from ..core.inspect.localisation import bootstrap_ci, summarise
-
     val = np.stack([np.asarray(r["methods"][method]["iou_curve"]) for r in val_rows]) if val_rows else None
     out = summarise(_rows_for(rows, method), val)
     called = [r for r in rows if r["prob_abnormal"] >= CALLED]
@@ -40,8 +50,6 @@ def method_summary(rows: list[dict[str, Any]], val_rows: list[dict[str, Any]], m
 def lesion_baseline_inputs(p: Any, tolerance_px: float) -> dict[str, Any]:
     """What the baselines need of one image, kept small: the uniform scores, the lesion on the
     prior grid, and the grown lesion bit-packed (for the prior point's hit)."""
-    from ..core.inspect.localisation import grow, to_prior_grid, tolerance_for, uniform_scores
-
     grown = grow(p.lesion, tolerance_for(p.lesion.shape, tolerance_px))
     lungs = p.lungs if p.lungs.any() else np.ones_like(p.lesion)
     return {"lungs": uniform_scores(lungs, p.lesion, tolerance_px),
@@ -50,8 +58,6 @@ def lesion_baseline_inputs(p: Any, tolerance_px: float) -> dict[str, Any]:
 
 
 def _point_summary(values: list[float], energy: list[float]) -> dict[str, Any]:
-    from ..core.inspect.localisation import bootstrap_ci
-
     return {"n": len(values), "pointing_game": float(np.mean(values)), "pointing_ci": bootstrap_ci(values),
             "energy_inside": float(np.mean(energy)), "energy_ci": bootstrap_ci(energy)}
 
@@ -61,8 +67,6 @@ def baselines(rows: list[dict[str, Any]], info: list[dict[str, Any]], tolerance_
     """uniform_lungs, uniform_image (exact expectations per image), population_prior (leave-one-out
     most lesion-dense point; its energy = the share of the other images' lesion density that falls
     in this lesion) and the untrained twin's scores per method."""
-    from ..core.inspect.localisation import PRIOR_GRID, population_prior_points, summarise
-
     out: dict[str, Any] = {
         "uniform_lungs": _point_summary([i["lungs"]["hit"] for i in info], [i["lungs"]["energy"] for i in info]),
         "uniform_image": _point_summary([i["image"]["hit"] for i in info], [i["image"]["energy"] for i in info]),
@@ -93,8 +97,6 @@ def baselines(rows: list[dict[str, Any]], info: list[dict[str, Any]], tolerance_
 def sanity_summary(raw: dict[str, Any]) -> dict[str, Any]:
     """Per method: mean Spearman / SSIM at the explained layer's cascade step over the sanity
     images, the verdict, and the mean curves of both randomisations."""
-    from ..core.inspect.sanity import PASS_SPEARMAN
-
     out: dict[str, Any] = {}
     for m, results in (raw.get("per_method") or {}).items():
         if not results:

@@ -20,10 +20,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
+import torch
 
 from .cli import Runner, checkpoint_and_images_args, subcommand
-from .data import DatasetError, Sample, read_split, scan_roots, select
+from .data import DatasetError, Sample, read_split, scan_roots, select, write_json_atomic
 from .lung_check_scoring import check_image, untrained_twin
+from ..core.models.checkpoint import load_checkpoint
+from ..core.models import deepest_conv
+from .demo_check import receptive_field
+from .fit import pick_device
+from .lung_check_figures import figure_name, strongest_channel_heatmap, write_figure
+from .shipped_defaults import resolve_model_and_split
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -65,11 +73,6 @@ def lung_check(checkpoint: str | Path, roots: list[str], *, split_file: str | No
                progress: bool = False, untrained_control: bool = False) -> dict[str, Any]:
     """Score every selected abnormal image; write the JSON and figures; return the summary + rows.
     ``untrained_control`` also scores the same images with `untrained_twin` (the recipe's seed)."""
-    from ..core.models.checkpoint import load_checkpoint
-    from ..core.models import deepest_conv
-    from .demo_check import receptive_field
-    from .fit import pick_device
-    from .lung_check_figures import figure_name, strongest_channel_heatmap, write_figure
 
     if dilation_px < 0:
         raise DatasetError(f"--dilation-px must be 0 or more, got {dilation_px}")
@@ -86,8 +89,6 @@ def lung_check(checkpoint: str | Path, roots: list[str], *, split_file: str | No
     samples, source = choose_samples(roots, split_file, use_all, part, Path(checkpoint))
     it: Any = samples
     if progress:
-        from tqdm import tqdm
-
         it = tqdm(samples, desc="lung-check", unit="img", leave=False)
     rows = []
     for i, s in enumerate(it):
@@ -126,8 +127,6 @@ def lung_check(checkpoint: str | Path, roots: list[str], *, split_file: str | No
             "top_channels": Counter(r["control_channel"] for r in rows).most_common(5)}
     out = {"summary": summary, "images_scored": rows}
     if json_out:
-        from .data import write_json_atomic
-
         write_json_atomic(Path(json_out), out)
     return out
 
@@ -173,11 +172,7 @@ def _lung_check_setup(p: argparse.ArgumentParser) -> Runner:
 
     def run(a: argparse.Namespace) -> int:
         if a.threads:
-            import torch
-
             torch.set_num_threads(a.threads)
-        from .shipped_defaults import resolve_model_and_split
-
         resolve_model_and_split(a)
         res = lung_check(a.checkpoint, a.data, split_file=a.split_file, use_all=a.all, part=a.part, layer=a.layer,
                          dilation_px=a.dilation_px, json_out=a.json, figures=a.figures, max_figures=a.max_figures,

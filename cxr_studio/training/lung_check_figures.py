@@ -14,6 +14,11 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ..core.inspect.views import compute_heatmap
+from ..core.render import overlay
+from ..core.atomic import write_bytes_atomic
+from ..core.render.export import encode_png
+
 FIG_THRESHOLD = 0.3  # map values below this are transparent (the paper's "black made transparent")
 FIG_OPACITY = 0.6
 MAX_SIDE = 1024  # larger radiographs are shrunk so a figure stays a few hundred kB
@@ -28,8 +33,6 @@ def figure_name(image_path: Path, channel: int) -> str:
 
 def strongest_channel_heatmap(model: Any, pre: Any, forward: Any, layer: str) -> Any:
     """The app's heat map of ``layer``'s strongest channel (ranked by max) for one preprocessed image."""
-    from ..core.inspect.views import compute_heatmap
-
     return compute_heatmap(model, pre, forward, layer, channel="strongest", method="activation", ranking="max")
 
 
@@ -37,8 +40,6 @@ def render_figure(pre: Any, heat_original: np.ndarray, lungs: np.ndarray, peak_x
                   max_side: int = MAX_SIDE) -> np.ndarray:
     """(H', W', 3) uint8 RGB: ``pre.original`` with the jet overlay inside the crop box, the lung
     outline and a ring around ``peak_xy`` (original-image (x, y)); shrunk to ``max_side`` at most."""
-    from ..core.render import overlay
-
     rgb = overlay(pre.original, heat_original, "jet", FIG_THRESHOLD, FIG_OPACITY, box=pre.geometry.crop_box)
     h, w = rgb.shape[:2]
     scale = min(1.0, float(max_side) / max(h, w))
@@ -58,7 +59,5 @@ def render_figure(pre: Any, heat_original: np.ndarray, lungs: np.ndarray, peak_x
 
 def write_figure(path: Path, pre: Any, heat_original: np.ndarray, lungs: np.ndarray, peak_xy: np.ndarray) -> Path:
     """Render and write one figure atomically; returns its path."""
-    from ..core.atomic import write_bytes_atomic
-    from ..core.render.export import encode_png
 
     return write_bytes_atomic(path, encode_png(render_figure(pre, heat_original, lungs, peak_xy)))

@@ -8,8 +8,15 @@ from typing import Any
 
 import cv2
 import numpy as np
+import torch
 
 from .data import DatasetError, Sample, read_mask, read_radiograph
+from ..core.inspect.activations import forward_with_activations, rank_channels
+from ..core.lungs import segment_lungs_detailed
+from ..core.imaging.pipeline import preprocess
+from ..core.inspect.saliency import channel_map, grad_cam
+from .demo_check import aligned_peak, point_in_mask
+from ..core.models import build_model
 
 ABNORMAL = 1  # class index of "abnormal": Grad-CAM explains it, prob_abnormal reports it
 
@@ -42,11 +49,6 @@ def cell_centres_original(pre: Any, grid_hw: tuple[int, int], rf: tuple[float, f
 def check_image(model: Any, spec: Any, layer: str, rf: tuple[float, float], sample: Sample,
                 use_masks: bool, dilation_px: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """(JSON row, what a figure needs) for one image."""
-    from ..core.inspect.activations import forward_with_activations, rank_channels
-    from ..core.lungs import segment_lungs_detailed
-    from ..core.imaging.pipeline import preprocess
-    from ..core.inspect.saliency import channel_map, grad_cam
-    from .demo_check import aligned_peak, point_in_mask
 
     try:
         rad = read_radiograph(sample.path)
@@ -93,9 +95,6 @@ def untrained_twin(ck: Any, seed: int) -> Any:
     """The checkpoint's architecture freshly initialised after ``torch.manual_seed(seed)`` (``fit``
     seeds torch with the recipe seed before it builds the model, so this is the trained net's
     epoch-0 state; ImageNet weights are not loaded), in eval mode on the checkpoint's device."""
-    import torch
-
-    from ..core.models import build_model
 
     kw = dict(ck.arch_kwargs or {})
     if "weights" in kw:

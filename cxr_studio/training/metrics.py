@@ -3,6 +3,7 @@ specificity, confusion matrix, ROC curve. Plain numpy, no scikit-learn."""
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import rankdata
 
 
 def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -28,8 +29,6 @@ def auc_score(labels: np.ndarray, scores: np.ndarray) -> float:
     pos, neg = s[y == 1], s[y == 0]
     if len(pos) == 0 or len(neg) == 0:
         return float("nan")
-    from scipy.stats import rankdata
-
     ranks = rankdata(np.r_[pos, neg])
     return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 

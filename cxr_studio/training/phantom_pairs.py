@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 from ..core.imaging.png import write_png
+from ..core.phantoms.phantom import make_phantom
 
 
 def _write(path: Path, array: np.ndarray) -> None:
@@ -16,8 +17,6 @@ def _write(path: Path, array: np.ndarray) -> None:
 def write_paired_phantoms(out_dir: str | Path, n: int, seed: int = 0, size: int = 512) -> Path:
     """``n`` seeds from ``seed``, each as a normal and an abnormal phantom (2n images; a seed whose
     lesions could not be placed gives only the normal one). Files already there are kept (resumable)."""
-    from ..core.phantoms.phantom import make_phantom
-
     if n < 1:
         raise ValueError(f"the number of phantom pairs must be at least 1, got {n}")
     out = Path(out_dir)

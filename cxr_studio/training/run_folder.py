@@ -23,7 +23,7 @@ from typing import Any, Callable
 from .ddp import DistInfo
 from .loops import TrainingError
 from .recipes import Recipe
-from ..core.atomic import remove_stale_temps
+from ..core.atomic import check_writable_dir, remove_stale_temps
 
 
 LOCK_NAME = ".fit.lock"
@@ -32,8 +32,6 @@ LOCK_NAME = ".fit.lock"
 def lock_run(run: Path) -> Any:
     """An exclusive, non-blocking lock on ``run/.fit.lock`` (released by the OS if the process dies);
     None where file locks are not available."""
-    from ..core.atomic import check_writable_dir
-
     try:
         check_writable_dir(run, "the run folder (--out)")
     except ValueError as e:

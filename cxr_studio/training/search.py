@@ -12,6 +12,7 @@ import numpy as np
 
 from .data import write_json_atomic
 from .recipes import Recipe
+from .fit import fit
 
 SEARCH_SPACE: dict[str, tuple] = {
     "lr": ("loguniform", 1e-4, 3e-2),
@@ -61,8 +62,6 @@ def random_search(
     preprocess_fn: Any = None,
 ) -> dict[str, Any]:
     """Run ``trials`` fits; returns rows sorted by validation score, the table and best.toml path."""
-    from .fit import fit
-
     if trials < 1:
         raise ValueError(f"--trials must be at least 1, got {trials}")
     out = Path(out)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from ..core.models.checkpoint import load_checkpoint, save_checkpoint
 from ..core.lungs import dice
@@ -31,6 +32,8 @@ from .segmenter_data import (
     write_split,
 )
 from ..core.atomic import strict_json, write_text_atomic
+from ..core.imaging.io import read_image
+from ..core.lungs.unet import segment_unet
 
 DEFAULTS: dict[str, Any] = {
     "base": 12, "depth": 4, "size": 256, "epochs": 30, "batch_size": 8, "lr": 2e-3,
@@ -60,8 +63,6 @@ def _val_dice(model: torch.nn.Module, xs: np.ndarray, ys: np.ndarray) -> float:
 
 def train(data: list[str], out: Path, cfg: dict[str, Any], resume: bool = False, log=print) -> dict[str, Any]:
     """Train; returns the metrics written to ``out/metrics.json``."""
-    from tqdm import tqdm
-
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg["seed"])
     pairs = find_mask_pairs(data)
@@ -125,8 +126,6 @@ def train(data: list[str], out: Path, cfg: dict[str, Any], resume: bool = False,
 
 def evaluate(checkpoint: Path, pairs, log=print) -> dict[str, Any]:
     """Dice of the cleaned, full-resolution prediction against each pair's mask, per dataset."""
-    from ..core.imaging.io import read_image
-    from ..core.lungs.unet import segment_unet
 
     loaded = load_checkpoint(checkpoint)
     per: dict[str, list[float]] = {}
