@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from ..core.atomic import atomic_file
 from ..core.hashing import file_sha256
+from ..core.imaging.masks import MaskReadError, read_mask as core_read_mask
 from .data import DatasetError, PreprocessCache, Sample, load_cache_entry, read_mask, read_radiograph
 from .tensors import Batch, CachedImages
 from ..core.imaging.pipeline import preprocess
@@ -40,12 +41,10 @@ def lesion_geometry(sample: Sample, spec: Any, use_masks: bool) -> Any:
 
 def read_lesion(path: Path, shape: tuple[int, int]) -> np.ndarray:
     """A lesion mask file as bool (H, W) on a radiograph of ``shape`` (resized nearest when it differs)."""
-    m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if m is None:
-        raise DatasetError(f"cannot read lesion mask {path}")
-    if m.shape != tuple(shape):
-        m = cv2.resize(m, (int(shape[1]), int(shape[0])), interpolation=cv2.INTER_NEAREST)
-    return m > 0
+    try:  # the one mask reader (core.imaging.masks); nonzero = lesion
+        return core_read_mask(path, tuple(shape), rule="nonzero")
+    except MaskReadError as e:
+        raise DatasetError(str(e)) from None
 
 
 class LesionCache:
