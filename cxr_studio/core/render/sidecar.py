@@ -60,7 +60,7 @@ def sidecar_settings(
     ``loaded``: the LoadedCheckpoint (path, sha256, arch, class names, multi_label); ``radiograph`` /
     ``preprocessed``: the image and its pipeline result (path, geometry, segmentation used, warnings);
     ``spec``: the PreprocessSpec used (default: ``preprocessed.spec``); ``channel``: the channel shown
-    (None for saliency methods); ``class_index``: the class explained or selected; ``image_path`` /
+    (None for saliency methods); ``class_index``: the class explained or selected;
     ``image_path``: the file read (default: the radiograph's own path); ``checkpoint_path``: used when
     the model carries no path; ``lesion_scores``: the map against the image's lesion outline
     (`core.inspect.lesion_scores.score`), None when the image has none; ``valid``: (N, N) bool on the
