@@ -7,29 +7,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from cxr_studio.batch import ExportOptions, run
 from cxr_studio.core.imaging.lesions import find_lesion_mask
 from cxr_studio.core.imaging.io import read_image
 from cxr_studio.core.imaging.pipeline import PreprocessSpec, preprocess
 from cxr_studio.core.inspect.lesion_scores import lesion_scores
-from cxr_studio.core.models import build_model
-from cxr_studio.core.models.checkpoint import save_checkpoint
 from cxr_studio.core.phantoms.phantom import write_phantom_dataset
 from cxr_studio.core.render.sidecar import sidecar_settings
 
-INPUT = 91
-SPEC = PreprocessSpec.preset("fast").replace(input_size=INPUT, intermediate_size=128)
-KW = {"width": 0.1, "fc_width": 16, "input_size": INPUT}
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    return save_checkpoint(path, build_model("cxrnet_narrow", **KW), arch="cxrnet_narrow", arch_kwargs=KW,
-                           preprocess=SPEC)
+from test_batch_run import SPEC, ckpt  # noqa: F401 - the same tiny checkpoint fixture (tests/core is on sys.path)
 
 
 def test_cli_export_scores_the_map_against_the_outline_beside_the_image(ckpt: Path, tmp_path: Path) -> None:

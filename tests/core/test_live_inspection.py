@@ -4,12 +4,10 @@ view."""
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from cxr_studio.core.inspect.lesion_scores import LesionTarget, describe, lesion_scores, prepare_map, score
 from cxr_studio.core.inspect.saliency_methods import Options, saliency_map
@@ -18,13 +16,7 @@ from cxr_studio.core.inspect.sanity import explained_step, randomised_model
 from cxr_studio.core.runtime.engine import Cancelled
 
 
-def tiny_net(seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    net = nn.Sequential(OrderedDict(
-        conv1=nn.Conv2d(3, 8, 5, stride=2), relu1=nn.ReLU(inplace=True), pool1=nn.MaxPool2d(2),
-        conv2=nn.Conv2d(8, 12, 3), relu2=nn.ReLU(inplace=True), flat=nn.Flatten(), fc=nn.Linear(12 * 5 * 5, 2)))
-    net.layer_names = {n: n for n in ("conv1", "relu1", "pool1", "conv2", "relu2", "fc")}
-    return net.eval()
+from test_saliency_methods import tiny_net  # noqa: E402 - the same small unpadded net (tests/core is on sys.path)
 
 
 @pytest.fixture
