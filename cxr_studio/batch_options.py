@@ -62,7 +62,7 @@ class ExportOptions:
 
     def check(self) -> None:
         """Raise `UsageError` for a value the command line's parser would have refused."""
-        from .core.imaging.pipeline import SEGMENTATION_METHODS
+        from .core.imaging.spec import SEGMENTATION_METHODS
 
         for name in ("threshold", "opacity"):
             v = getattr(self, name)
@@ -115,7 +115,7 @@ def _channel(text: str) -> int | str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .core.imaging.pipeline import SEGMENTATION_METHODS
+    from .core.imaging.spec import SEGMENTATION_METHODS
 
     p = argparse.ArgumentParser(
         prog="cxr-studio export",

@@ -20,6 +20,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from .theme import apply_theme  # noqa: E402,F401 - re-exported: scripts call app.apply_theme
+
 log = logging.getLogger("cxr_studio.gui")
 SCREENSHOT_TIMEOUT_S = 180.0
 EXIT_SCREENSHOT_TIMEOUT = 3
@@ -59,26 +61,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
     add_model_arguments(p)  # --arch, --classes, --input-size, --preset, --multi-label for --checkpoint files
     return p.parse_args(argv)
-
-
-def apply_theme(name: str) -> None:
-    """qdarkstyle's dark or light style on the running QApplication."""
-    from PySide6.QtWidgets import QApplication
-
-    app = QApplication.instance()
-    if app is None:
-        return
-    try:
-        import qdarkstyle
-
-        if name == "light":
-            from qdarkstyle.light.palette import LightPalette
-
-            app.setStyleSheet(qdarkstyle.load_stylesheet(qt_api="pyside6", palette=LightPalette))
-        else:
-            app.setStyleSheet(qdarkstyle.load_stylesheet(qt_api="pyside6"))
-    except Exception as e:  # noqa: BLE001 - the app works without the style
-        log.warning("theme %s unavailable: %s", name, e)
 
 
 def install_excepthook(window_getter: Any) -> None:

@@ -62,7 +62,7 @@ class Controller(QObject):
 
     def spec_for(self, model_id: str | None = None) -> Any:
         """The current model's preprocessing with the user's pipeline-dock overrides applied."""
-        from cxr_studio.core.imaging.pipeline import PreprocessSpec
+        from cxr_studio.core.imaging.spec import PreprocessSpec
 
         user = self.session.spec
         loaded = self.loaded(model_id)

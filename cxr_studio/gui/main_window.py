@@ -30,6 +30,7 @@ from .image_view import ImageView
 from .lesion_overlay import LesionOverlay
 from .sanity_dialog import run_sanity_check
 from .settings import Settings
+from .theme import apply_theme
 from .welcome import WelcomePage
 
 log = logging.getLogger(__name__)
@@ -297,8 +298,6 @@ class MainWindow(ExportActions, QMainWindow):
         show_about(self, getattr(self.manager, "device", None))
 
     def _toggle_theme(self, light: bool) -> None:
-        from .app import apply_theme
-
         self.settings.theme = "light" if light else "dark"
         apply_theme("light" if light else "dark")
 

@@ -18,7 +18,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from ..core.imaging.pipeline import PreprocessSpec
+from ..core.imaging.spec import PreprocessSpec
 
 
 LESION_GUIDANCE = ("none", "gradcam", "input_grad", "seg_head")

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler, default_collate
 
-from ..core.imaging.pipeline import NORMALIZATIONS
+from ..core.imaging.spec import NORMALIZATIONS
 
 
 class CachedImages(Dataset):

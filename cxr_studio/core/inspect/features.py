@@ -25,7 +25,7 @@ from torch import nn
 
 from cxr_studio.core.inspect.activations import LayerError, _first_tensor, _model_device, eval_mode, layer_table, resolve_module
 from cxr_studio.core.runtime.engine import Cancelled as _WorkerCancelled
-from cxr_studio.core.imaging.pipeline import NORMALIZATIONS
+from cxr_studio.core.imaging.spec import NORMALIZATIONS
 
 NORMALISE_MODES = ("filter", "global")
 GRAD_NORMS = ("laplacian", "std")

@@ -29,7 +29,7 @@ from cxr_studio.core.models.checkpoint_io import (  # noqa: F401  (CheckpointErr
 from cxr_studio.core.hashing import file_sha256
 from cxr_studio.core.models.args import PRESETS  # noqa: F401  ("paper", "torchvision", "xrv"; re-exported)
 from cxr_studio.core.models import architectures, build_model, fitting, model_meta
-from cxr_studio.core.imaging.pipeline import PreprocessSpec
+from cxr_studio.core.imaging.spec import PreprocessSpec
 from cxr_studio.core.versions import versions
 from cxr_studio.core.models.torchvision_any import first_conv_channels
 

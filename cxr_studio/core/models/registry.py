@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import torch.nn as nn
 
-from cxr_studio.core.imaging.pipeline import PreprocessSpec
+from cxr_studio.core.imaging.spec import PreprocessSpec
 
 DEFAULT_CLASS_NAMES = ["normal", "abnormal"]
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torchvision.models as tvm
 
-from cxr_studio.core.imaging.pipeline import PreprocessSpec
+from cxr_studio.core.imaging.spec import PreprocessSpec
 from cxr_studio.core.models.registry import DEFAULT_CLASS_NAMES, ModelInfo, add_resolver
 from cxr_studio.core.models.fitting import no_init
 from cxr_studio.core.models.discovery import attach_layers, building_on_meta, discover

@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torchvision.models as tvm
 
-from cxr_studio.core.imaging.pipeline import PreprocessSpec
+from cxr_studio.core.imaging.spec import PreprocessSpec
 from cxr_studio.core.models.registry import DEFAULT_CLASS_NAMES, register
 from cxr_studio.core.models.discovery import building_on_meta
 

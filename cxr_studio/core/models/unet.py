@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cxr_studio.core.imaging.pipeline import PreprocessSpec
+from cxr_studio.core.imaging.spec import PreprocessSpec
 from cxr_studio.core.models.registry import register
 
 SEGMENTER_SPEC = PreprocessSpec(

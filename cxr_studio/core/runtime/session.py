@@ -24,7 +24,7 @@ from typing import Any
 from cxr_studio.core.runtime.events import SignalGroup
 from cxr_studio.core.runtime.session_fields import SessionError, choice, field, same, unit
 from cxr_studio.core.inspect.method_names import HEATMAP_METHODS
-from cxr_studio.core.imaging.pipeline import PreprocessSpec
+from cxr_studio.core.imaging.spec import PreprocessSpec
 from cxr_studio.core.render import COLORMAPS
 from cxr_studio.core.render.sidecar import sidecar_settings
 

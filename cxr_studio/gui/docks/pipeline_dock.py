@@ -25,7 +25,7 @@ class PipelineDock(QDockWidget):
         super().__init__("Pipeline", parent)
         self.setObjectName("PipelineDock")
         self.session, self.controller = session, controller
-        from cxr_studio.core.imaging.pipeline import SEGMENTATION_METHODS
+        from cxr_studio.core.imaging.spec import SEGMENTATION_METHODS
 
         w = QWidget()
         lay = QVBoxLayout(w)
