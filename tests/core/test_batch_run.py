@@ -8,31 +8,19 @@ import threading
 from pathlib import Path
 
 import pytest
-import torch
 
 from cxr_studio import batch
 from cxr_studio.batch import BatchResult, ExportOptions, UsageError, export_one, run
 from cxr_studio.core.imaging.io import read_image
-from cxr_studio.core.imaging.pipeline import PreprocessSpec, preprocess
+from cxr_studio.core.imaging.pipeline import preprocess
 from cxr_studio.core.inspect.views import compute_forward, compute_heatmap
-from cxr_studio.core.models import build_model
-from cxr_studio.core.models.checkpoint import load_checkpoint, save_checkpoint
+from cxr_studio.core.models.checkpoint import load_checkpoint
 from cxr_studio.core.phantoms.phantom import write_phantom_dataset
 from cxr_studio.core.render.export import export_view, file_sha256
 from cxr_studio.core.render.sidecar import SIDECAR_KEYS
 from cxr_studio.core.runtime.session import Session
 
-INPUT = 91
-SPEC = PreprocessSpec.preset("fast").replace(input_size=INPUT, intermediate_size=128)
-KW = {"width": 0.1, "fc_width": 16, "input_size": INPUT}
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    return save_checkpoint(path, build_model("cxrnet_narrow", **KW), arch="cxrnet_narrow", arch_kwargs=KW,
-                           preprocess=SPEC)
+from test_hostile_batch import SPEC, ckpt  # noqa: F401 - the same tiny checkpoint fixture (tests/core is on sys.path)
 
 
 @pytest.fixture(scope="module")
