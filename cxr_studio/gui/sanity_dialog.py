@@ -32,20 +32,12 @@ def sanity_job(loaded: Any, prep: Any, layer: str, channel: Any, method: str, cl
 def picture(pixels: np.ndarray, map_input: np.ndarray, crop_box: Any, colormap: str, threshold: float,
             opacity: float) -> np.ndarray:
     """(h, w, 3) uint8: the map over the radiograph, shrunk to `SIDE` on the long side."""
-    import cv2
-
+    from cxr_studio.core.imaging.pipeline import place_map, scaled_box, shrink
     from cxr_studio.core.render import overlay
 
-    h, w = pixels.shape
-    s = min(1.0, SIDE / max(h, w))
-    small = cv2.resize(np.asarray(pixels, np.float32), (max(1, round(w * s)), max(1, round(h * s))),
-                       interpolation=cv2.INTER_AREA)
-    heat = np.zeros(small.shape, np.float32)
-    y0, x0, y1, x1 = (int(round(v * s)) for v in crop_box)
-    y1, x1 = min(max(y1, y0 + 1), small.shape[0]), min(max(x1, x0 + 1), small.shape[1])
-    heat[y0:y1, x0:x1] = cv2.resize(np.asarray(map_input, np.float32), (x1 - x0, y1 - y0),
-                                    interpolation=cv2.INTER_LINEAR)
-    return overlay(np.clip(small, 0, 1), heat, colormap, threshold, opacity, box=(y0, x0, y1, x1))
+    small, s = shrink(pixels, SIDE)
+    heat = place_map(map_input, crop_box, small.shape, s)
+    return overlay(np.clip(small, 0, 1), heat, colormap, threshold, opacity, box=scaled_box(crop_box, small.shape, s))
 
 
 def _pixmap(rgb: np.ndarray) -> QPixmap:

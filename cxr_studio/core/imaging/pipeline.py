@@ -22,6 +22,41 @@ from cxr_studio.core.imaging.radiograph import Radiograph
 from cxr_studio.core.imaging.spec import NORMALIZATIONS, SEGMENTATION_METHODS, PreprocessSpec  # noqa: F401 (re-exported)
 
 
+def shrink(image: np.ndarray, side: int) -> tuple[np.ndarray, float]:
+    """(``image`` area-averaged so its long side is at most ``side``, the scale used); the image
+    itself, unchanged, with scale 1.0 when it is small enough already."""
+    h, w = image.shape[:2]
+    s = min(1.0, side / max(h, w))
+    if s >= 1.0:
+        return image, 1.0
+    small = cv2.resize(np.asarray(image, dtype=np.float32), (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+    return small, s
+
+
+def scaled_box(crop_box: tuple[int, int, int, int], shape: tuple[int, int], scale: float = 1.0,
+               scale_x: float | None = None) -> tuple[int, int, int, int]:
+    """``crop_box`` (y0, x0, y1, x1 on the original) on a grid of ``shape`` showing it at ``scale``
+    (``scale_x`` across when it differs): rounded, at least one pixel, inside the grid."""
+    sx = scale if scale_x is None else scale_x
+    y0, y1 = int(round(crop_box[0] * scale)), int(round(crop_box[2] * scale))
+    x0, x1 = int(round(crop_box[1] * sx)), int(round(crop_box[3] * sx))
+    return y0, x0, min(max(y1, y0 + 1), int(shape[0])), min(max(x1, x0 + 1), int(shape[1]))
+
+
+def place_map(m: np.ndarray, crop_box: tuple[int, int, int, int], shape: tuple[int, int], scale: float = 1.0,
+              scale_x: float | None = None, fill: float = 0.0, nearest: bool = False) -> np.ndarray:
+    """A 2-D map covering the model input, resampled (bilinear, or nearest) over ``crop_box``
+    (y0, x0, y1, x1 on the original radiograph) of a grid of ``shape`` that shows the radiograph at
+    ``scale`` (``scale_x`` across, when it differs); ``fill`` outside the box. At scale 1 on the
+    original's shape this is `Geometry.map_to_original`; the app's compare panes, sanity-check pictures
+    and lesion scores use smaller grids."""
+    y0, x0, y1, x1 = scaled_box(crop_box, shape, scale, scale_x)
+    out = np.full(tuple(int(v) for v in shape), fill, dtype=np.float32)
+    interp = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
+    out[y0:y1, x0:x1] = cv2.resize(np.asarray(m, dtype=np.float32), (x1 - x0, y1 - y0), interpolation=interp)
+    return out
+
+
 @dataclass(frozen=True)
 class Geometry:
     """Maps between original-radiograph coordinates and model-input coordinates.
@@ -66,11 +101,7 @@ class Geometry:
         m = np.asarray(m, dtype=np.float32)
         if m.ndim != 2:
             raise ValueError(f"map must be 2-D, got shape {m.shape}")
-        h, w = self.original_size
-        y0, x0, y1, x1 = self.crop_box
-        out = np.full((h, w), fill, dtype=np.float32)
-        out[y0:y1, x0:x1] = cv2.resize(m, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
-        return out
+        return place_map(m, self.crop_box, self.original_size, fill=fill)
 
     def original_to_grid(self, image: np.ndarray, grid_shape: tuple[int, int]) -> np.ndarray:
         """Resample an original-grid image or mask (H, W) onto a (h, w) grid covering the model

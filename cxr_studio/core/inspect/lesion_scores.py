@@ -20,22 +20,12 @@ from typing import Any
 import cv2
 import numpy as np
 
+from cxr_studio.core.imaging.pipeline import place_map, shrink
 from cxr_studio.core.inspect.localisation import grow, pointing_hit, tolerance_for
 from cxr_studio.core.inspect.metrics import energy_inside
 
 SCORE_SIDE = 1024
 DEFAULT_TOLERANCE_PX = 8.0
-
-
-def _shrink(a: np.ndarray, side: int, mask: bool) -> np.ndarray:
-    h, w = a.shape[:2]
-    f = side / max(h, w)
-    if f >= 1.0:
-        return a
-    size = (max(1, round(w * f)), max(1, round(h * f)))
-    if mask:
-        return cv2.resize(a.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0
-    return cv2.resize(a.astype(np.float32), size, interpolation=cv2.INTER_AREA)
 
 
 @dataclass(eq=False)
@@ -53,7 +43,7 @@ class LesionTarget:
         m = np.asarray(mask).astype(bool)
         if m.ndim != 2:
             raise ValueError(f"a lesion mask is one 2-D image; got shape {m.shape}")
-        small = _shrink(m, side, mask=True)
+        small = shrink(m.astype(np.float32), side)[0] > 0  # any lesion pixel in a cell counts
         return cls(small, grow(small, tolerance_for(small.shape, tolerance_px)), source, float(tolerance_px))
 
 
@@ -73,14 +63,7 @@ def map_on_grid(map_input: np.ndarray, crop_box: tuple[int, int, int, int], orig
     `Geometry.map_to_original` then `prepare_map` give, without the full-resolution detour."""
     h, w = (int(v) for v in original_size)
     gh, gw = target.lesion.shape
-    fy, fx = gh / h, gw / w
-    y0, x0, y1, x1 = (int(v) for v in crop_box)
-    sy0, sx0 = int(round(y0 * fy)), int(round(x0 * fx))
-    sy1, sx1 = max(sy0 + 1, int(round(y1 * fy))), max(sx0 + 1, int(round(x1 * fx)))
-    out = np.zeros((gh, gw), np.float32)
-    m = np.nan_to_num(np.asarray(map_input, dtype=np.float32))
-    out[sy0:sy1, sx0:sx1] = cv2.resize(m, (sx1 - sx0, sy1 - sy0), interpolation=cv2.INTER_LINEAR)[: gh - sy0, : gw - sx0]
-    return out
+    return place_map(np.nan_to_num(np.asarray(map_input, dtype=np.float32)), crop_box, (gh, gw), gh / h, gw / w)
 
 
 def score(small_map: np.ndarray, target: LesionTarget, threshold: float) -> dict[str, Any]:
@@ -107,11 +90,11 @@ def lesion_scores(map_original: np.ndarray, lesion_mask: np.ndarray, threshold: 
     return score(prepare_map(map_original, target), target, threshold)
 
 
-def describe(scores: dict[str, Any] | None) -> str:
-    """The scores as one line for the Heatmap dock."""
+def describe(scores: dict[str, Any] | None, sep: str = " · ") -> str:
+    """The scores in words, joined by ``sep`` (the Heatmap dock puts each on its own line)."""
     if not scores:
         return ""
     hit = scores["pointing_hit"]
     peak = "peak in lesion" if hit >= 1.0 else ("peak outside lesion" if hit <= 0.0 else f"peak in lesion {hit:.0%}")
-    return (f"{peak} · energy inside {scores['energy_inside']:.0%} · "
-            f"IoU at {scores['threshold']:.2f}: {scores['iou']:.2f}")
+    return sep.join((peak, f"energy inside {scores['energy_inside']:.0%}",
+                     f"IoU at {scores['threshold']:.2f}: {scores['iou']:.2f}"))

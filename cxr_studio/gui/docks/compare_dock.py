@@ -21,26 +21,17 @@ SHOW = {"both": "channel and Grad-CAM", "activation": "strongest channel", "grad
 
 
 def _small(pixels: np.ndarray) -> tuple[np.ndarray, float]:
-    import cv2
+    from cxr_studio.core.imaging.pipeline import shrink  # on first use: not at the window's start-up
 
-    h, w = pixels.shape
-    s = min(1.0, DISPLAY_MAX / max(h, w))
-    if s < 1:
-        pixels = cv2.resize(pixels, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
-    return pixels, s
+    return shrink(pixels, DISPLAY_MAX)
 
 
 def _place(m: np.ndarray, crop_box: tuple[int, int, int, int], shape: tuple[int, int], s: float,
            nearest: bool = False) -> np.ndarray:
     """A model-input map resampled over the crop box of a radiograph shown at scale ``s`` (0 outside)."""
-    import cv2
+    from cxr_studio.core.imaging.pipeline import place_map
 
-    y0, x0, y1, x1 = (int(round(v * s)) for v in crop_box)
-    out = np.zeros(shape, np.float32)
-    y1, x1 = min(max(y1, y0 + 1), shape[0]), min(max(x1, x0 + 1), shape[1])
-    interp = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
-    out[y0:y1, x0:x1] = cv2.resize(np.asarray(m, np.float32), (x1 - x0, y1 - y0), interpolation=interp)
-    return out
+    return place_map(m, crop_box, shape, s, nearest=nearest)
 
 
 def grid_shape(n: int, width: float, height: float, aspect: float) -> tuple[int, int]:

@@ -131,7 +131,7 @@ class HeatmapDock(QDockWidget):
         elif s.lesion_scores is None:
             self.scores.setText(f"outline from {s.lesion.source}; no heatmap yet")
         else:
-            self.scores.setText(describe(s.lesion_scores).replace(" · ", "\n"))  # one line each: narrow docks
+            self.scores.setText(describe(s.lesion_scores, sep="\n"))  # one line each: the dock is narrow
 
     def sync(self) -> None:
         """Push the session's values into the widgets without feeding back."""
