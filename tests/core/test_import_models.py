@@ -166,6 +166,10 @@ def test_exported_program_is_unflattened_so_layers_can_be_hooked(tmp_path):
     fwd = forward_with_activations(loaded.model, _x(4)[0], ["features"])
     assert fwd.activations["features"].shape == (576, 2, 2)
     _check_cam(loaded.model, "features")
+    # the filter mosaic reads the first conv's weight from the unflattened graph, as from the eager model
+    from cxr_studio.core.inspect.features import conv1_mosaic
+    assert np.array_equal(conv1_mosaic(loaded.model), conv1_mosaic(ref))
+    assert np.array_equal(conv1_mosaic(loaded.model, "features.0.0"), conv1_mosaic(ref, "features.0.0"))
     with pytest.raises(CheckpointError, match="exported for 64x64 inputs only"):
         open_model(path, input_size=96)
 

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cxr_studio.core.inspect.activations import LayerError, _first_tensor, _model_device, eval_mode, layer_table, resolve_module
+from cxr_studio.core.models.discovery import conv_weight
 from cxr_studio.core.runtime.engine import Cancelled as _WorkerCancelled
 from cxr_studio.core.imaging.spec import NORMALIZATIONS
 
@@ -38,14 +39,16 @@ class Cancelled(_WorkerCancelled):
 
 
 # -- conv1 mosaic ------------------------------------------------------------------------------
-def _first_conv(model: nn.Module) -> nn.Conv2d:
+def _first_conv(model: nn.Module) -> torch.Tensor:
+    """The weight of the first 2-D convolution (also an exported program's unflattened one)."""
     for name in layer_table(model):
-        m = resolve_module(model, name)
-        if isinstance(m, nn.Conv2d):
-            return m
+        w = conv_weight(resolve_module(model, name))
+        if w is not None:
+            return w
     for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            return m
+        w = conv_weight(m)
+        if w is not None:
+            return w
     raise LayerError("The model has no convolution layer to show")
 
 
@@ -58,10 +61,14 @@ def conv1_mosaic(model: nn.Module, layer: str | None = None, normalise: str = "f
     """
     if normalise not in NORMALISE_MODES:
         raise ValueError(f"Unknown normalisation {normalise!r}; choose one of {NORMALISE_MODES}")
-    conv = _first_conv(model) if layer is None else resolve_module(model, layer)
-    if not isinstance(conv, nn.Conv2d):
-        raise LayerError(f"Layer {layer!r} is a {type(conv).__name__}, not a 2-D convolution")
-    w = conv.weight.detach().float().cpu().numpy()  # (O, I, kh, kw)
+    if layer is None:
+        weight = _first_conv(model)
+    else:
+        conv = resolve_module(model, layer)
+        weight = conv_weight(conv)
+        if weight is None:
+            raise LayerError(f"Layer {layer!r} is a {type(conv).__name__}, not a 2-D convolution")
+    w = weight.detach().float().cpu().numpy()  # (O, I, kh, kw)
     tiles = w.transpose(0, 2, 3, 1) if w.shape[1] == 3 else np.repeat(w.mean(axis=1)[..., None], 3, axis=3)
     if normalise == "filter":
         lo = tiles.min(axis=(1, 2, 3), keepdims=True)

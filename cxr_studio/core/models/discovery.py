@@ -74,23 +74,40 @@ def _pair(v: Any) -> int:
     return int(v[0] if isinstance(v, (tuple, list)) else v)
 
 
+def _aten_calls(mod: nn.Module) -> list[Any]:
+    """The ``call_function`` nodes of an unflattened exported module's graph (none for eager modules)."""
+    return [n for n in getattr(getattr(mod, "graph", None), "nodes", []) if n.op == "call_function"]
+
+
+def conv_weight(mod: nn.Module) -> torch.Tensor | None:
+    """The 4-D weight of a 2-D convolution: an ``nn.Conv2d``, or an exported program's unflattened
+    module whose graph is one aten conv2d call on a weight it holds; else None."""
+    if isinstance(mod, nn.Conv2d):
+        return mod.weight
+    calls = _aten_calls(mod)
+    if len(calls) != 1 or not str(calls[0].target).startswith("aten.conv2d") or len(calls[0].args) < 2:
+        return None
+    w = calls[0].args[1]
+    t = getattr(mod, w.target, None) if getattr(w, "op", "") == "get_attr" else None
+    return t if isinstance(t, torch.Tensor) and t.dim() == 4 else None
+
+
 def _kernel(mod: nn.Module) -> tuple[int, int, Any, int] | None:
     """(kernel, stride, padding, dilation) of a conv/pool module, also of an exported program's
     unflattened one (a graph holding one aten conv2d / max_pool2d / avg_pool2d call); else None."""
     if isinstance(mod, _KERNELS):
         k = _pair(mod.kernel_size)
         return k, _pair(mod.stride or k), mod.padding, _pair(getattr(mod, "dilation", 1) or 1)
-    graph = getattr(mod, "graph", None)
-    calls = [n for n in getattr(graph, "nodes", []) if n.op == "call_function"]
+    calls = _aten_calls(mod)
     if len(calls) != 1:
         return None
     name, args = str(calls[0].target), list(calls[0].args)
     try:
         if name.startswith("aten.conv2d"):
-            w = args[1]
-            k = int(getattr(mod, w.target).shape[-1]) if getattr(w, "op", "") == "get_attr" else None
-            if k is None:
+            weight = conv_weight(mod)
+            if weight is None:
                 return None
+            k = int(weight.shape[-1])
             get = lambda i, default: _pair(args[i]) if len(args) > i and args[i] else default  # noqa: E731
             return k, get(3, 1), get(4, 0), get(5, 1)
         if name.startswith(("aten.max_pool2d", "aten.avg_pool2d")):
