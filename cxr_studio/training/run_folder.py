@@ -6,7 +6,8 @@ loss should tell the user.
   first checkpoint);
 - `check_resume_recipe`: --resume only with the recipe the run was started with (epochs,
   stop_after_last_drop and the description may change);
-- `lock_run`: an exclusive lock (``.fit.lock``, flock: released by the OS when the process dies), so
+- `lock_run`: an exclusive lock (``.fit.lock``, flock on POSIX, msvcrt.locking on Windows: released by
+  the OS when the process dies), so
   two fits into one --out at once cannot overwrite each other's files;
 - `check_run_folder`: without --resume, --out must not hold another run's files (config.toml would
   be overwritten, split.json silently reused);
@@ -36,13 +37,12 @@ def lock_run(run: Path) -> Any:
         check_writable_dir(run, "the run folder (--out)")
     except ValueError as e:
         raise TrainingError(str(e)) from None
+    f = open(run / LOCK_NAME, "a+")
     try:
-        import fcntl
-    except ImportError:  # Windows: no lock
-        return None
-    f = open(run / LOCK_NAME, "a")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if not _try_lock(f):
+            f.close()
+            Path(f.name).unlink(missing_ok=True)
+            return None
     except OSError:
         f.close()
         raise TrainingError(f"another fit is running in {run} right now; wait for it to finish or choose "
@@ -50,10 +50,40 @@ def lock_run(run: Path) -> Any:
     return f
 
 
+def _try_lock(f: Any) -> bool:
+    """Lock ``f`` exclusively without waiting: flock on POSIX, msvcrt.locking (its first byte) on
+    Windows; both are released by the OS when the process dies. OSError when another process holds
+    it; False where neither exists."""
+    try:
+        import fcntl
+    except ImportError:
+        fcntl = None
+    if fcntl is not None:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    try:
+        import msvcrt
+    except ImportError:
+        return False
+    f.seek(0)
+    msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
+    return True
+
+
 def unlock_run(lock: Any) -> None:
-    if lock is not None and not lock.closed:
+    """Release the run lock and remove the lock file (POSIX removes it while still holding it, so no
+    other fit can lock the old file in between; Windows cannot remove an open file, so close first)."""
+    if lock is None or lock.closed:
+        return
+    try:
         Path(lock.name).unlink(missing_ok=True)
+    except PermissionError:  # Windows: still open
         lock.close()
+        try:
+            Path(lock.name).unlink(missing_ok=True)
+        except OSError:
+            pass
+    lock.close()
 
 
 def check_run_folder(run: Path, resume: bool, split_file: str | Path | None) -> None:

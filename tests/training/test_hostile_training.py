@@ -19,6 +19,7 @@ from cxr_studio.core.models import build_model
 from cxr_studio.training import evaluate
 from cxr_studio.training.cli import main
 from cxr_studio.training import fit as fit_module
+from cxr_studio.training.loops import TrainingError
 from cxr_studio.training.run_folder import chance_hint, lock_run, unlock_run
 
 from train_helpers import TINY_SETS, tiny_recipe, write_shenzhen
@@ -193,6 +194,35 @@ def test_a_second_fit_into_a_busy_run_folder_is_refused(tmp_path, capsys) -> Non
         unlock_run(held)
     assert "another fit is running" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == []
+
+
+def test_the_run_lock_uses_msvcrt_where_there_is_no_flock(tmp_path, monkeypatch) -> None:
+    """Windows has no fcntl: the lock falls back to msvcrt.locking (faked here, holding a set of
+    locked files as the OS would) and refuses a second holder in the same words."""
+    import sys
+    import types
+
+    held_files: set[str] = set()
+
+    def locking(fd: int, mode: int, nbytes: int) -> None:
+        import os
+        key = os.path.realpath(f"/proc/self/fd/{fd}")
+        if mode == fake.LK_NBLCK and key in held_files:
+            raise OSError(36, "Resource deadlock avoided")
+        held_files.add(key)
+
+    fake = types.SimpleNamespace(LK_NBLCK=2, locking=locking)
+    monkeypatch.setitem(sys.modules, "fcntl", None)  # import fcntl -> ImportError
+    monkeypatch.setitem(sys.modules, "msvcrt", fake)
+    out = tmp_path / "run"
+    first = lock_run(out)
+    assert first is not None and (out / ".fit.lock").exists()
+    with pytest.raises(TrainingError, match="another fit is running"):
+        lock_run(out)
+    unlock_run(first)
+    assert not (out / ".fit.lock").exists()
+    monkeypatch.setitem(sys.modules, "msvcrt", None)  # neither: no lock, and no lock file left behind
+    assert lock_run(out) is None and not (out / ".fit.lock").exists()
 
 
 def test_ctrl_c_during_fit_says_how_to_resume(tmp_path, monkeypatch, capsys) -> None:
