@@ -31,7 +31,12 @@ def thumbnail(a: np.ndarray, side: int) -> np.ndarray:
 
     h, w = a.shape[:2]
     s = side / max(h, w)
-    return to_uint8(_resize(a, max(1, round(w * s)), max(1, round(h * s))))
+    tw, th = max(1, round(w * s)), max(1, round(h * s))
+    step = min(h // (4 * th), w // (4 * tw))
+    if step >= 2:  # every step-th pixel first, still >= 4x the thumbnail's size, then the area mean:
+        # a 112 px picture of a 4020x4892 radiograph in ~2 ms instead of ~100 ms (reading all of it)
+        a = a[::step, ::step]
+    return to_uint8(_resize(a, tw, th))
 
 
 @dataclass

@@ -18,24 +18,32 @@ LESION_PEN = {"color": (255, 60, 255), "width": 2.0, "style": Qt.PenStyle.DashLi
 
 
 def outline_path(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(x, y) arrays of the mask's boundary in original pixel coordinates, NaN between contours."""
+    """(x, y) arrays of the mask's boundary in original pixel coordinates, NaN between contours.
+
+    A large mask is reduced by a whole factor k (area mean of k x k blocks, on 0/255 bytes: the fast
+    path of OpenCV's area resize, about 25 ms for a 4020x4892 Shenzhen mask instead of 160 ms at a
+    fractional scale on floats) so that its longer side is at most ``OUTLINE_MAX``."""
     import cv2  # imported on first use: the window shows before cv2 and skimage load
     from skimage.measure import find_contours
 
-    m = np.asarray(mask, dtype=np.float32)
+    m = np.asarray(mask)
     h, w = m.shape
-    s = min(1.0, OUTLINE_MAX / max(h, w))
-    if s < 1:
-        m = cv2.resize(np.ascontiguousarray(m), (max(2, round(w * s)), max(2, round(h * s))),
-                       interpolation=cv2.INTER_AREA)
+    k = max(1, -(-max(h, w) // OUTLINE_MAX))
+    if k > 1:
+        m8 = m.view(np.uint8) if m.dtype == bool else (m > 0.5).view(np.uint8)
+        m8 = cv2.copyMakeBorder(m8, 0, -h % k, 0, -w % k, cv2.BORDER_CONSTANT, value=0)
+        np.multiply(m8, 255, out=m8)  # a copy already (copyMakeBorder): 0/1 -> 0/255 in place
+        m = cv2.resize(m8, (m8.shape[1] // k, m8.shape[0] // k), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+    else:
+        m = m.astype(np.float32)
     small = np.pad(m, 1)
     xs: list[np.ndarray] = []
     ys: list[np.ndarray] = []
     for c in find_contours(small, 0.5):
         if len(c) < 8:
             continue
-        ys.append((c[:, 0] - 1 + 0.5) / s - 0.5)
-        xs.append((c[:, 1] - 1 + 0.5) / s - 0.5)
+        ys.append((c[:, 0] - 1 + 0.5) * k - 0.5)
+        xs.append((c[:, 1] - 1 + 0.5) * k - 0.5)
         ys.append(np.array([np.nan]))
         xs.append(np.array([np.nan]))
     if not xs:
