@@ -17,7 +17,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder, pixel_array
 
-from cxr_studio.core.imaging.io import ImageReadError, _luminance, check_dimensions
+from cxr_studio.core.imaging.limits import ImageReadError, check_dimensions, luminance
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def _grey_values(stored: np.ndarray, ds: Any, photometric: str, name: str, modal
     if photometric == "PALETTE COLOR" and stored.ndim == 2:
         stored, samples = apply_color_lut(stored, ds), 3
     if stored.ndim == 3 and samples in (3, 4):
-        return _luminance(np.asarray(stored)[:, :, :3]), None
+        return luminance(np.asarray(stored)[:, :, :3]), None
     if stored.ndim == 2:
         return _apply_luts(stored, ds, modality_lut, voi_lut)
     raise ImageReadError(f"{name} has an unexpected DICOM pixel layout {stored.shape}.")

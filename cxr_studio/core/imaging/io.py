@@ -23,7 +23,8 @@ Choices (documented here because later stages rely on them):
   min/max normalisation have nothing to work with on them.
 - Rasters are decoded by OpenCV (fast, keeps 16 bits) after Pillow has read the header; Pillow
   decodes what OpenCV refuses. EXIF orientation is not applied (neither library does by
-  default, and radiograph exporters do not rely on it). The DICOM half lives in `io_dicom.py`.
+  default, and radiograph exporters do not rely on it). The DICOM half lives in `dicom.py`;
+  the limits, the error type and the luminance weights in `limits.py` (which both share).
 """
 from __future__ import annotations
 
@@ -39,6 +40,9 @@ import numpy as np
 from PIL import Image
 
 from cxr_studio.core.imaging.native_stderr import quiet_native_stderr
+from cxr_studio.core.imaging import limits
+from cxr_studio.core.imaging.limits import MIN_SIDE, ImageReadError, check_dimensions
+from cxr_studio.core.imaging.limits import luminance
 from cxr_studio.core.imaging.radiograph import Radiograph
 
 __all__ = [
@@ -47,19 +51,17 @@ __all__ = [
     "list_images", "scan_folder", "link_problem",
 ]
 
-MAX_PIXELS: int = 10_000 * 10_000
-"""Refuse images with more pixels than this (checked from the header, before decoding)."""
-MIN_SIDE: int = 32
-"""Refuse images narrower or shorter than this: later stages cannot segment or normalise them."""
+
+def __getattr__(name: str) -> object:
+    """``io.MAX_PIXELS`` reads the one setting in limits.py (set it there)."""
+    if name == "MAX_PIXELS":
+        return limits.MAX_PIXELS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 SUPPORTED_SUFFIXES: tuple[str, ...] = RASTER_SUFFIXES + DICOM_SUFFIXES
-LUMA = (0.299, 0.587, 0.114)
-
-
-class ImageReadError(ValueError):
-    """A file could not be read as a radiograph; the message says why in plain words."""
 
 
 def is_supported(path: str | os.PathLike) -> bool:
@@ -150,7 +152,7 @@ def _read(p: Path, name: str) -> Radiograph:
     if kind is None and suffix in DICOM_SUFFIXES and not _looks_like_text(head):
         kind = "DICOM"  # DICOM without the 128-byte preamble: let pydicom try
     if kind == "DICOM":
-        from cxr_studio.core.imaging.dicom import read_dicom_pixels  # here: dicom imports this module
+        from cxr_studio.core.imaging.dicom import read_dicom_pixels  # on first use: pydicom loads in ~1 s
 
         pixels, meta = read_dicom_pixels(p, name, has_preamble=head[128:132] == b"DICM")
     elif kind in ("PNG", "JPEG", "TIFF", "BMP"):
@@ -170,21 +172,6 @@ def _read(p: Path, name: str) -> Radiograph:
     meta["path"] = str(p)
     check_usable(pixels, name)
     return Radiograph(pixels, meta)
-
-
-def check_dimensions(height: int, width: int, name: str) -> None:
-    """Refuse sizes above `MAX_PIXELS` or below `MIN_SIDE` before any decoding."""
-    if height <= 0 or width <= 0:
-        raise ImageReadError(f"{name} declares an empty image ({width} x {height} pixels).")
-    if height * width > MAX_PIXELS:
-        raise ImageReadError(
-            f"{name} declares {width} x {height} pixels ({height * width / 1e6:.0f} megapixels), "
-            f"more than the limit of {MAX_PIXELS / 1e6:.0f} megapixels; it is refused to protect "
-            "memory (possibly a decompression bomb or a damaged header).")
-    if min(height, width) < MIN_SIDE:
-        raise ImageReadError(
-            f"{name} is only {width} x {height} pixels; a radiograph must be at least "
-            f"{MIN_SIDE} x {MIN_SIDE} pixels to be segmented and normalised.")
 
 
 def check_usable(pixels: np.ndarray, name: str) -> None:
@@ -252,7 +239,7 @@ def _pil_open(p: Path) -> Iterator[Image.Image]:
 def _bomb_message(name: str, e: BaseException) -> str:
     found = re.search(r"\((\d+) pixels\)", str(e))
     size = f"{int(found.group(1)) / 1e6:,.0f} megapixels" if found else "too many pixels"
-    return (f"{name} declares {size}, more than the limit of {MAX_PIXELS / 1e6:.0f} megapixels; "
+    return (f"{name} declares {size}, more than the limit of {limits.MAX_PIXELS / 1e6:.0f} megapixels; "
             "it is refused to protect memory (possibly a decompression bomb or a damaged header).")
 
 
@@ -291,23 +278,12 @@ def _to_gray01(array: np.ndarray, name: str) -> np.ndarray:
         if channels in (1, 2):  # gray or gray + alpha: alpha ignored
             a = a[:, :, 0]
         elif channels in (3, 4):  # RGB or RGBA: alpha ignored
-            a = _luminance(a[:, :, :3])
+            a = luminance(a[:, :, :3])
         else:
             raise ImageReadError(f"{name} has {channels} colour channels; expected 1, 3 or 4.")
     if a.ndim != 2:
         raise ImageReadError(f"{name} has an unexpected pixel layout {a.shape}.")
     return _scale01(a, name)
-
-
-def _luminance(rgb: np.ndarray) -> np.ndarray:
-    """BT.601 luma in the input's own units (float32), keeping 16-bit precision."""
-    f = rgb.astype(np.float32)
-    y = LUMA[0] * f[:, :, 0] + LUMA[1] * f[:, :, 1] + LUMA[2] * f[:, :, 2]
-    if rgb.dtype == np.uint8:
-        return np.clip(y / 255.0, 0.0, 1.0).astype(np.float32)
-    if rgb.dtype == np.uint16:
-        return np.clip(y / 65535.0, 0.0, 1.0).astype(np.float32)
-    return y
 
 
 def _scale01(a: np.ndarray, name: str) -> np.ndarray:
