@@ -301,9 +301,9 @@ def test_no_pillow_bomb_warning_escapes_below_our_limit(tmp_path: Path) -> None:
 def test_pixel_limit_is_a_module_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     p = tmp_path / "ok.png"
     Image.fromarray(ramp()).save(p)
-    from cxr_studio.core.imaging import limits
+    from cxr_studio.core.imaging import formats
 
-    monkeypatch.setattr(limits, "MAX_PIXELS", 1000)
+    monkeypatch.setattr(formats, "MAX_PIXELS", 1000)
     assert io.MAX_PIXELS == 1000  # io reads the one setting
     assert_refused(p, "limit")
 

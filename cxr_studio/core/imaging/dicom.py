@@ -17,7 +17,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder, pixel_array
 
-from cxr_studio.core.imaging.limits import ImageReadError, check_dimensions, luminance
+from cxr_studio.core.imaging.formats import ImageReadError, check_dimensions, luminance
 
 log = logging.getLogger(__name__)
 

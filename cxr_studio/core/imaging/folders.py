@@ -12,6 +12,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from cxr_studio.core.imaging.formats import ImageReadError, is_supported
+
 def link_problem(p: Path) -> str | None:
     """Why a path that is a symbolic link leads nowhere ("a symbolic link loop", "a broken symbolic
     link to X"), or None when it is not such a link."""
@@ -59,7 +61,6 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
 def scan_folder(folder: str | os.PathLike) -> tuple[list[Path], list[tuple[Path, str]]]:
     """`list_images`, plus the entries passed over that a user may have meant as images:
     (path, why) for symbolic link loops and broken links (a caller should say so, not skip silently)."""
-    from cxr_studio.core.imaging.io import ImageReadError, is_supported  # here: io imports this module at its end
 
     d = Path(folder)
     if not d.is_dir():

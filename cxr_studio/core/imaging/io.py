@@ -24,7 +24,8 @@ Choices (documented here because later stages rely on them):
 - Rasters are decoded by OpenCV (fast, keeps 16 bits) after Pillow has read the header; Pillow
   decodes what OpenCV refuses. EXIF orientation is not applied (neither library does by
   default, and radiograph exporters do not rely on it). The DICOM half lives in `dicom.py`;
-  the limits, the error type and the luminance weights in `limits.py` (which both share).
+  the suffixes read, the limits, the error type and the luminance weights in
+  `formats.py` (which both share).
 """
 from __future__ import annotations
 
@@ -40,9 +41,12 @@ import numpy as np
 from PIL import Image
 
 from cxr_studio.core.imaging.native_stderr import quiet_native_stderr
-from cxr_studio.core.imaging import limits
-from cxr_studio.core.imaging.limits import MIN_SIDE, ImageReadError, check_dimensions
-from cxr_studio.core.imaging.limits import luminance
+from cxr_studio.core.imaging import formats
+from cxr_studio.core.imaging.formats import (  # noqa: F401  (MIN_SIDE, the suffix lists, is_supported: re-exported)
+    DICOM_SUFFIXES, MIN_SIDE, RASTER_SUFFIXES, SUPPORTED_SUFFIXES, ImageReadError, check_dimensions, is_supported,
+    luminance)
+from cxr_studio.core.imaging.folders import link_problem, list_images, scan_folder  # noqa: F401  (re-exported)
+from cxr_studio.core.imaging.png import ImageWriteError, write_png  # noqa: F401  (the one PNG writer, re-exported)
 from cxr_studio.core.imaging.radiograph import Radiograph
 
 __all__ = [
@@ -53,20 +57,10 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    """``io.MAX_PIXELS`` reads the one setting in limits.py (set it there)."""
+    """``io.MAX_PIXELS`` reads the one setting in formats.py (set it there)."""
     if name == "MAX_PIXELS":
-        return limits.MAX_PIXELS
+        return formats.MAX_PIXELS
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
-SUPPORTED_SUFFIXES: tuple[str, ...] = RASTER_SUFFIXES + DICOM_SUFFIXES
-
-
-def is_supported(path: str | os.PathLike) -> bool:
-    """True when the file name ends with a suffix `read_image` handles (case-insensitive)."""
-    return Path(path).suffix.lower() in SUPPORTED_SUFFIXES
 
 
 def _sniff(head: bytes) -> str | None:
@@ -239,7 +233,7 @@ def _pil_open(p: Path) -> Iterator[Image.Image]:
 def _bomb_message(name: str, e: BaseException) -> str:
     found = re.search(r"\((\d+) pixels\)", str(e))
     size = f"{int(found.group(1)) / 1e6:,.0f} megapixels" if found else "too many pixels"
-    return (f"{name} declares {size}, more than the limit of {limits.MAX_PIXELS / 1e6:.0f} megapixels; "
+    return (f"{name} declares {size}, more than the limit of {formats.MAX_PIXELS / 1e6:.0f} megapixels; "
             "it is refused to protect memory (possibly a decompression bomb or a damaged header).")
 
 
@@ -318,14 +312,3 @@ def _spacing_from_dpi(dpi: Any) -> tuple[float, float] | None:
     if x > 100.0 and y > 100.0:
         return (25.4 / y, 25.4 / x)
     return None
-
-
-# ----------------------------------------------------------------------------- writing
-
-# write_png / ImageWriteError live in png.py (the one PNG writer); re-exported here, where callers find them
-from cxr_studio.core.imaging.png import ImageWriteError, write_png  # noqa: E402,F401
-
-
-# ----------------------------------------------------------------------------- folders
-# (in io_folders.py; re-exported here, where callers have always found them)
-from cxr_studio.core.imaging.folders import link_problem, list_images, scan_folder  # noqa: E402

@@ -1,13 +1,26 @@
-"""What a radiograph file must be before it is decoded, shared by the raster reader (io.py) and
-the DICOM reader (dicom.py): the one error type, the size limits checked from a header, and the
-gray conversion of colour pixels. (Its own module so that dicom.py does not import io.py, which
-loads it on first use: pydicom takes about a second to import.)
+"""What a radiograph file must be before it is decoded, shared by the raster reader (io.py), the
+DICOM reader (dicom.py) and the folder scanner (folders.py): the suffixes read, the one error type,
+the size limits checked from a header, and the gray conversion of colour pixels. Its own module so
+that neither of those imports io.py (io loads dicom.py on first use: pydicom takes ~1 s to import).
 
-`MAX_PIXELS` is the one setting of the limit: change it here (``limits.MAX_PIXELS``), not on io.
+`MAX_PIXELS` is the one setting of the limit: change it here (``formats.MAX_PIXELS``), not on io.
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
+
+RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
+SUPPORTED_SUFFIXES: tuple[str, ...] = RASTER_SUFFIXES + DICOM_SUFFIXES
+
+
+def is_supported(path: str | os.PathLike) -> bool:
+    """True when the file name ends with a suffix `read_image` handles (case-insensitive)."""
+    return Path(path).suffix.lower() in SUPPORTED_SUFFIXES
+
 
 MAX_PIXELS: int = 10_000 * 10_000
 """Refuse images with more pixels than this (checked from the header, before decoding)."""
