@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from cxr_studio.core.models.checkpoint import CheckpointError, LoadedCheckpoint, preset_spec, read_raw
 from cxr_studio.core.models import fitting
-from cxr_studio.core.models.importers import finish
+from cxr_studio.core.models.imported import finish
 
 
 def _package(name: str, extra: str) -> Any:

@@ -7,14 +7,15 @@ size the model cannot take is found before the first image fails.
 """
 from __future__ import annotations
 
-import contextlib
 import itertools
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.nn as nn
 
+from cxr_studio.core.models.meta_init import no_init
 from cxr_studio.core.models.registry import build_model, model_meta
+from cxr_studio.core.models.torchvision_any import infer_aux_logits, infer_num_classes, is_torchvision_classifier
 
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net", "module")
 PREFIXES = ("module.", "_orig_mod.")
@@ -53,24 +54,6 @@ def _finite(v: torch.Tensor) -> bool:
 def nonfinite(state: dict[str, torch.Tensor]) -> list[str]:
     """Names of the floating-point tensors holding NaN or infinity."""
     return [k for k, v in state.items() if v.is_floating_point() and v.numel() and not _finite(v)]
-
-
-_INITS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
-          "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_", "sparse_")
-
-
-@contextlib.contextmanager
-def no_init() -> Iterator[None]:
-    """``torch.nn.init`` functions do nothing inside (for builds on the meta device, where random
-    initialisation is wasted work: the weights come from a file)."""
-    saved = {name: getattr(nn.init, name) for name in _INITS if hasattr(nn.init, name)}
-    try:
-        for name in saved:
-            setattr(nn.init, name, lambda tensor, *a, **k: tensor)
-        yield
-    finally:
-        for name, fn in saved.items():
-            setattr(nn.init, name, fn)
 
 
 def materialise(arch: str, kwargs: dict[str, Any], state: dict[str, torch.Tensor]) -> nn.Module | None:
@@ -132,9 +115,6 @@ def infer_outputs(arch: str, kwargs: dict[str, Any], state: dict[str, torch.Tens
     params = model_meta(arch).parameters
     if "num_classes" not in params or "num_classes" in kwargs:
         return kwargs
-    # here: torchvision_any imports this module (no_init)
-    from cxr_studio.core.models.torchvision_any import infer_aux_logits, infer_num_classes, is_torchvision_classifier
-
     out = dict(kwargs)
     if is_torchvision_classifier(arch) and arch not in ("alexnet", "vgg16", "vgg19"):
         n = infer_num_classes(arch, state)

@@ -35,11 +35,11 @@ from cxr_studio.core.models.checkpoint import (
     read_raw,
     save_checkpoint,
 )
-from cxr_studio.core.hashing import file_sha256
 from cxr_studio.core.models.args import add_model_arguments, model_options  # noqa: F401  (the shared flags, re-exported)
 from cxr_studio.core.models import fitting
-from cxr_studio.core.models.discovery import attach_layers, discover
-from cxr_studio.core.models.registry import DEFAULT_CLASS_NAMES, architectures, build_model, model_meta
+from cxr_studio.core.models.external import open_external
+from cxr_studio.core.models.imported import finish
+from cxr_studio.core.models.registry import architectures, build_model, model_meta
 from cxr_studio.core.models.torchvision_any import _meta_model, infer_num_classes, torchvision_classifiers
 
 
@@ -59,8 +59,6 @@ def open_model(
     problem is a `CheckpointError` with one sentence."""
     opts = dict(classes=classes, input_size=input_size, preset=preset, multi_label=multi_label)
     if arch and ":" in arch:
-        from cxr_studio.core.models.external import open_external  # here: external imports finish()
-
         return _to(open_external(path, arch, **opts), device)
     if path is None:
         raise CheckpointError("Name a model file (--checkpoint FILE); only xrv:NAME weights need none.")
@@ -104,45 +102,6 @@ def _to(loaded: LoadedCheckpoint, device: str | torch.device) -> LoadedCheckpoin
             raise
         raise CheckpointError(f"Cannot put the model of {loaded.path} on device {device!r}: {exc}") from None
     return loaded
-
-
-def finish(
-    model: nn.Module, path: Path | None, arch: str, spec: Any, *, classes: list[str] | None,
-    multi_label: bool | None, provenance: dict[str, Any], notes: list[str] | None = None,
-    probe: nn.Module | None = None, default_multi_label: bool = False,
-    default_classes: list[str] | None = None, arch_kwargs: dict[str, Any] | None = None,
-) -> LoadedCheckpoint:
-    """The common end of every importer: weights checked for NaN, layers discovered (on ``probe``,
-    a meta-device twin, when given), class names checked against the outputs."""
-    source = str(path) if path else arch
-    try:
-        fitting.check_finite(model.state_dict(), source)
-    except fitting.FitError as exc:
-        raise CheckpointError(str(exc)) from None
-    shape = (int(spec.channels), int(spec.input_size), int(spec.input_size))
-    try:
-        found = discover(probe if probe is not None else model, shape)
-    except Exception as exc:  # noqa: BLE001 - whatever the model raises on this input
-        msg = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{source} cannot run on a {'x'.join(map(str, shape))} input ({msg}).") from None
-    attach_layers(model, found)
-    outputs = int(found.output_shape[0]) if len(found.output_shape) == 1 else None  # (N, K) class scores
-    names = list(classes) if classes else list(default_classes or [])
-    if not names and outputs:
-        names = list(DEFAULT_CLASS_NAMES) if outputs == 2 else [str(i) for i in range(outputs)]
-    if outputs is not None and len(names) != outputs:
-        raise CheckpointError(f"{len(names)} class names are given (--classes) but {source} has {outputs} outputs.")
-    model.class_names = names
-    model.multi_label = bool(default_multi_label if multi_label is None else multi_label)
-    model.default_preprocess = spec.to_dict()
-    model.new_layers = []
-    model.arch = arch
-    note = [n for n in [*(notes or []), found.note] if n]
-    return LoadedCheckpoint(
-        model=model, arch=arch, arch_kwargs=dict(arch_kwargs or {}), class_names=names, spec=spec, provenance=provenance,
-        sha256=file_sha256(path) if path else "", path=path or Path(arch.replace(":", "_")),
-        format_version=0, warnings=note, multi_label=model.multi_label,
-    )
 
 
 def _spec(preset: str | None, input_size: int | None, channels: int, default_size: int) -> Any:

@@ -20,7 +20,7 @@ import torchvision.models as tvm
 
 from cxr_studio.core.imaging.spec import PreprocessSpec
 from cxr_studio.core.models.registry import DEFAULT_CLASS_NAMES, ModelInfo, add_resolver
-from cxr_studio.core.models.fitting import no_init
+from cxr_studio.core.models.meta_init import no_init
 from cxr_studio.core.models.discovery import attach_layers, building_on_meta, discover
 
 IMAGENET_CLASSES = 1000
