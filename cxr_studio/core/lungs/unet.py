@@ -17,7 +17,7 @@ from scipy import ndimage as ndi
 
 from cxr_studio.core.lungs.postprocess import LungSegmentation, check_pixels
 from cxr_studio.core.resources import LUNG_SEGMENTER, find_resource
-from cxr_studio.core.imaging.pipeline import preprocess
+from cxr_studio.core.imaging.stages import prepare
 from cxr_studio.core.imaging.radiograph import Radiograph
 
 UNET_CONFIDENCE_THRESHOLD = 0.6
@@ -56,7 +56,7 @@ def predict_probability(pixels: np.ndarray, loaded=None) -> np.ndarray:
     s = 4 * int(loaded.spec.intermediate_size)
     if min(pixels.shape) > 2 * s:  # full-size radiographs: a cheap subsample first (4x the
         pixels = cv2.resize(pixels, (s, s), interpolation=cv2.INTER_NEAREST)  # size, area-filtered next)
-    p = preprocess(Radiograph(pixels), loaded.spec)
+    p = prepare(Radiograph(pixels), loaded.spec)  # the segmenter's input spec does not segment
     with torch.inference_mode():
         logits = loaded.model(p.tensor())
     return torch.sigmoid(logits)[0, 0].numpy().astype(np.float32)
