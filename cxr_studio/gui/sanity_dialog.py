@@ -32,7 +32,7 @@ def sanity_job(loaded: Any, prep: Any, layer: str, channel: Any, method: str, cl
 def picture(pixels: np.ndarray, map_input: np.ndarray, crop_box: Any, colormap: str, threshold: float,
             opacity: float) -> np.ndarray:
     """(h, w, 3) uint8: the map over the radiograph, shrunk to `SIDE` on the long side."""
-    from cxr_studio.core.imaging.pipeline import place_map, scaled_box, shrink
+    from cxr_studio.core.imaging.stages import place_map, scaled_box, shrink
     from cxr_studio.core.render import overlay
 
     small, s = shrink(pixels, SIDE)

@@ -20,7 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from cxr_studio.core.imaging.pipeline import place_map, shrink
+from cxr_studio.core.imaging.stages import place_map, shrink
 from cxr_studio.core.inspect.localisation import grow, pointing_hit, tolerance_for
 from cxr_studio.core.inspect.metrics import energy_inside
 

@@ -21,7 +21,7 @@ SHOW = {"both": "channel and Grad-CAM", "activation": "strongest channel", "grad
 
 
 def _small(pixels: np.ndarray) -> tuple[np.ndarray, float]:
-    from cxr_studio.core.imaging.pipeline import shrink  # on first use: not at the window's start-up
+    from cxr_studio.core.imaging.stages import shrink  # on first use: not at the window's start-up
 
     return shrink(pixels, DISPLAY_MAX)
 
@@ -29,7 +29,7 @@ def _small(pixels: np.ndarray) -> tuple[np.ndarray, float]:
 def _place(m: np.ndarray, crop_box: tuple[int, int, int, int], shape: tuple[int, int], s: float,
            nearest: bool = False) -> np.ndarray:
     """A model-input map resampled over the crop box of a radiograph shown at scale ``s`` (0 outside)."""
-    from cxr_studio.core.imaging.pipeline import place_map
+    from cxr_studio.core.imaging.stages import place_map
 
     return place_map(m, crop_box, shape, s, nearest=nearest)
 
