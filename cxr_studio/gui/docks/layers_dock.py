@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QDockWidget, QTreeWidget, QTreeWidgetItem, QWidget
+from PySide6.QtWidgets import QDockWidget, QHeaderView, QTreeWidget, QTreeWidgetItem, QWidget
 
 
 class LayersDock(QDockWidget):
@@ -17,6 +17,13 @@ class LayersDock(QDockWidget):
         self.tree.setHeaderLabels(["Layer", "Type", "Output shape"])
         self.tree.setRootIsDecorated(False)
         self.tree.setUniformRowHeights(True)
+        # name and output shape always whole; the type takes what is left (elided in a narrow dock,
+        # e.g. at 1366x768, with the full text in the row's tooltip)
+        header = self.tree.header()
+        header.setStretchLastSection(False)
+        for c, mode in enumerate((QHeaderView.ResizeMode.ResizeToContents, QHeaderView.ResizeMode.Stretch,
+                                  QHeaderView.ResizeMode.ResizeToContents)):
+            header.setSectionResizeMode(c, mode)
         self.tree.currentItemChanged.connect(self._picked)
         self.setWidget(self.tree)
         self.items: dict[str, QTreeWidgetItem] = {}
@@ -36,10 +43,10 @@ class LayersDock(QDockWidget):
             shape = "x".join(str(v) for v in info.shape) if info.shape else "?"
             item = QTreeWidgetItem([info.name, info.type, shape])
             item.setData(0, Qt.ItemDataRole.UserRole, info.name)
+            for c in range(3):
+                item.setToolTip(c, f"{info.name}: {info.type}, output {shape}")
             self.tree.addTopLevelItem(item)
             self.items[info.name] = item
-        for c in range(3):
-            self.tree.resizeColumnToContents(c)
         self.tree.blockSignals(False)
         self.select(self.session.layer)
 
