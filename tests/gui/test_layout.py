@@ -130,3 +130,22 @@ def test_geometry_flag_sizes_the_screenshot(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--geometry needs WIDTHxHEIGHT" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_layer_shapes_stay_whole_in_a_narrow_layers_dock(qtbot: Any, window: Any) -> None:
+    """At 1366x768 the Layers dock is ~240 px wide: the type column gives way (elided, tooltip),
+    the output shape does not (it was cut to '96x111x')."""
+    from types import SimpleNamespace
+
+    dock = window.layers_dock
+    layers = [SimpleNamespace(name="norm1", type="LocalResponseNorm", shape=(96, 111, 111)),
+              SimpleNamespace(name="conv5_4", type="Conv2d", shape=(512, 14, 14))]
+    dock.show_layers(layers)
+    dock.tree.resize(240, 300)
+    qtbot.wait(20)
+    header, fm = dock.tree.header(), dock.tree.fontMetrics()
+    assert header.sectionSize(2) >= fm.horizontalAdvance("96x111x111")
+    assert header.sectionSize(0) >= fm.horizontalAdvance("conv5_4")
+    assert header.length() <= dock.tree.viewport().width()  # all three in view, no sideways scrolling
+    assert header.sectionSize(1) < fm.horizontalAdvance("LocalResponseNorm")  # the one that gives way
+    assert "LocalResponseNorm" in dock.items["norm1"].toolTip(1)
