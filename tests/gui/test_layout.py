@@ -137,12 +137,15 @@ def test_layer_shapes_stay_whole_in_a_narrow_layers_dock(qtbot: Any, window: Any
     the output shape does not (it was cut to '96x111x')."""
     from types import SimpleNamespace
 
+    window.set_exact_size(1366, 768)
+    qtbot.waitUntil(lambda: (window.width(), window.height()) == (1366, 768), timeout=5000)
     dock = window.layers_dock
+    dock.raise_()
     layers = [SimpleNamespace(name="norm1", type="LocalResponseNorm", shape=(96, 111, 111)),
               SimpleNamespace(name="conv5_4", type="Conv2d", shape=(512, 14, 14))]
     dock.show_layers(layers)
-    dock.tree.resize(240, 300)
-    qtbot.wait(20)
+    qtbot.wait(50)
+    assert 150 < dock.tree.viewport().width() < 300  # the narrow dock of this screen
     header, fm = dock.tree.header(), dock.tree.fontMetrics()
     assert header.sectionSize(2) >= fm.horizontalAdvance("96x111x111")
     assert header.sectionSize(0) >= fm.horizontalAdvance("conv5_4")
