@@ -22,6 +22,7 @@ def test_describe_reads_title_kind_auc_and_threshold_from_provenance() -> None:
     m = shipped.describe_shipped(Path("x/cxrnet-tb.pt"), meta)
     assert (m.name, m.kind, m.trained_on, m.test_auc, m.threshold) == ("TB model", "radiographs", "NLM sets", 0.91, 0.42)
     assert m.label() == "TB model — trained on NLM sets, test AUC 0.910"
+    assert m.short_label() == "TB model · AUC 0.91 · radiographs"  # the AUC before what a narrow list elides
     demo = shipped.describe_shipped(Path("x/cxrnet-demo.pt"), {"provenance": {}})
     assert demo.kind == "phantoms" and demo.test_auc is None and demo.threshold is None
 

@@ -36,8 +36,10 @@ class ShippedModel:
         return f"{self.name} — trained on {self.trained_on}{auc}"
 
     def short_label(self) -> str:
+        """The list entry: what tells the models apart first (the AUC before the kind, which a narrow
+        dock elides)."""
         auc = f" · AUC {self.test_auc:.2f}" if self.test_auc is not None else ""
-        return f"{self.name} · {self.kind}{auc}"
+        return f"{self.name}{auc} · {self.kind}"
 
 
 def operating_threshold(provenance: Any) -> float | None:

@@ -65,16 +65,18 @@ class ModelsDock(QDockWidget):
         lay = QVBoxLayout(w)
         lay.addWidget(QLabel("Shipped models (double-click to load)"))
         self.shipped = QListWidget()
-        self.shipped.setMaximumHeight(70)
+        self.shipped.setMaximumHeight(62)  # three rows; names elided (full label in the tooltip), so
+        self.shipped.setTextElideMode(Qt.TextElideMode.ElideRight)  # no sideways scroll bar eats a row
+        self.shipped.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.shipped.itemActivated.connect(self._load_shipped)
         lay.addWidget(self.shipped)
         self.fill_shipped()
         lay.addWidget(QLabel("Loaded models"))
         self.list = QListWidget()
         self.list.setToolTip("Loaded models; drop checkpoint files here")
-        self.list.setMaximumHeight(90)
+        self.list.setMaximumHeight(62)  # three rows: the device line and the prediction stay in view
         self.list.currentItemChanged.connect(self._current_changed)
-        lay.addWidget(self.list, 1)
+        lay.addWidget(self.list)
         row = QHBoxLayout()
         self.load_button = QPushButton("Load…")
         self.load_button.clicked.connect(self.ask_load)
