@@ -87,3 +87,61 @@ def test_xrv_densenet_state_dict_is_multi_label_with_its_pathologies(tmp_path):
     with pytest.raises(CheckpointError) as err:
         open_model(None, arch="xrv:no-such-weights")
     assert "\n" not in str(err.value)
+
+
+class _Exploit:
+    """What a hostile weights file holds: a call to run when unpickled."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_published_weights_loader_allows_layers_and_nothing_else(tmp_path):
+    """xrv_weights.load_layers_only: what torchxrayvision's own torch.load becomes (weights_only)."""
+    from cxr_studio.core.models.xrv_weights import UnsafeWeightsError, load_layers_only
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU())
+    torch.save(net, tmp_path / "whole.pt")  # a whole pickled model, as the xrv DenseNet files are
+    got = load_layers_only(tmp_path / "whole.pt", map_location="cpu")
+    assert isinstance(got, torch.nn.Sequential)
+    assert all(torch.equal(a, b) for a, b in zip(got.state_dict().values(), net.state_dict().values()))
+    marker = tmp_path / "ran"
+    torch.save({"w": torch.zeros(2), "x": _Exploit(marker)}, tmp_path / "hostile.pt")
+    with pytest.raises(UnsafeWeightsError, match="os.system|posix.system|not a network layer"):
+        load_layers_only(tmp_path / "hostile.pt")
+    assert not marker.exists()
+    torch.save(net, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    with pytest.raises(UnsafeWeightsError, match="legacy whole-model format"):
+        load_layers_only(tmp_path / "legacy.pt")
+
+
+def test_xrv_published_weights_load_from_the_package_cache_without_unpickling_code(tmp_path, monkeypatch):
+    xrv = pytest.importorskip("torchxrayvision")
+    import os
+
+    name = "densenet121-res224-all"
+    monkeypatch.setattr(xrv.utils, "get_cache_dir", lambda: str(tmp_path) + os.sep)
+    cached = tmp_path / os.path.basename(xrv.models.model_urls[name]["weights_url"])
+    torch.manual_seed(4)
+    ref = xrv.models.DenseNet(weights=None).eval()
+    torch.save(ref, cached)  # what the package downloads: a whole pickled DenseNet
+    loaded = open_model(None, arch=f"xrv:{name}", input_size=N)
+    package_own = xrv.models.get_model(name).eval()  # the package's unpickling load: our own file here
+    x = torch.rand(1, 1, N, N) * 2048 - 1024
+    with torch.no_grad():
+        expected = package_own(x)[0].numpy()  # calibrated probabilities (op_threshs)
+        plain = torch.sigmoid(ref(x))[0].numpy()
+    assert package_own.op_threshs is not None and not np.allclose(expected, plain)
+    np.testing.assert_allclose(forward_with_activations(loaded.model, x[0]).probabilities, expected, atol=1e-5)
+    assert loaded.multi_label and "TorchXRayVision weights" in loaded.provenance["imported_from"]
+    assert xrv.models.torch is torch  # the package's own torch is back after the load
+    marker = tmp_path / "ran"
+    torch.save(_Exploit(marker), cached)  # a file planted in the cache
+    with pytest.raises(CheckpointError, match="refused") as err:
+        open_model(None, arch=f"xrv:{name}", input_size=N)
+    assert not marker.exists() and "\n" not in str(err.value)

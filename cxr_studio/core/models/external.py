@@ -4,7 +4,8 @@ TorchXRayVision ``xrv:NAME`` (``pip install cxr-studio[xrv]``).
 - ``timm:resnet50`` with a state dict: the timm model, its number of outputs and input channels
   read from the state dict's head and first convolution, weights checked on the meta device first.
 - ``xrv:densenet121-res224-all`` (or any published weight name) without a file: the package's own
-  weights from its cache (``~/.torchxrayvision``; downloaded by the package when missing and online).
+  weights from its cache (``~/.torchxrayvision``; downloaded by the package when missing and online),
+  loaded with ``weights_only=True`` (xrv_weights.py), not by the package's own unpickling load.
   ``xrv:densenet121`` / ``xrv:resnet50`` with a file: a state dict for that architecture.
   Their preprocessing (224 px, one channel, [-1024, 1024]) is applied, and they are multi-label
   (one sigmoid probability per pathology).
@@ -21,6 +22,7 @@ import torch.nn as nn
 from cxr_studio.core.models.checkpoint import CheckpointError, LoadedCheckpoint, preset_spec, read_raw
 from cxr_studio.core.models import fitting
 from cxr_studio.core.models.imported import finish
+from cxr_studio.core.models.xrv_weights import UnsafeWeightsError, layers_only
 
 
 def _package(name: str, extra: str) -> Any:
@@ -91,7 +93,10 @@ def _xrv(path: Any, name: str, opts: dict[str, Any]) -> LoadedCheckpoint:
     xrv = _package("torchxrayvision", "xrv")
     if path is None:  # published weights from the package's cache
         try:
-            model = xrv.models.get_model(name)
+            with layers_only(xrv.models):  # its own torch.load would unpickle whole models
+                model = xrv.models.get_model(name)
+        except UnsafeWeightsError as exc:
+            raise CheckpointError(f"TorchXRayVision's cached weights {name!r} are refused: {exc}.") from None
         except Exception as exc:  # noqa: BLE001 - unknown name, or not cached and offline
             raise CheckpointError(f"TorchXRayVision cannot provide the weights {name!r}: {str(exc).strip()[:200]}") from None
         prov = {"imported_from": f"TorchXRayVision weights {name}"}
