@@ -158,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def shoot() -> None:
             errors.stop()
+            deadline.stop()
             window.view.graphics.repaint()
             ok = window.grab().save(str(out))
             status["code"] = 0 if ok else 1
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def on_heatmap() -> None:
             window.heatmap_drawn.disconnect(on_heatmap)
-            QTimer.singleShot(1500, shoot)  # let the docks (thumbnails, mosaic) fill in
+            QTimer.singleShot(1500, window, shoot)  # let the docks (thumbnails, mosaic) fill in
 
         def timeout() -> None:
             print(f"cxr-studio: no heatmap appeared within {args.screenshot_timeout:.0f} s; no screenshot "
@@ -178,13 +179,17 @@ def main(argv: list[str] | None = None) -> int:
         def error_shown() -> None:  # a broken image, a missing checkpoint: no heatmap will come
             if window.last_error and not window._closed:
                 errors.stop()
+                deadline.stop()
                 print(f"cxr-studio: no screenshot written: {window.last_error}", file=sys.stderr)
                 status["code"] = EXIT_SCREENSHOT_ERROR
                 window.close()
 
         if not args.cohort:  # the cohort's screenshot waits for the scores instead
             window.heatmap_drawn.connect(on_heatmap)
-        QTimer.singleShot(int(args.screenshot_timeout * 1000), timeout)
+        deadline = QTimer(window)  # the window's child: it dies with the window, never fires on a deleted one
+        deadline.setSingleShot(True)
+        deadline.timeout.connect(timeout)
+        deadline.start(int(args.screenshot_timeout * 1000))
         errors = QTimer(window)  # errors are polled: show_error is reached from many signals
         errors.timeout.connect(error_shown)
         errors.start(ERROR_POLL_MS)

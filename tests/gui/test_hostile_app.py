@@ -56,3 +56,28 @@ def test_unwritable_screenshot_path_is_refused_first(tmp_path: Path, monkeypatch
     code = run_app(["--demo", "--screenshot", str(tmp_path)], tmp_path, monkeypatch)  # a folder
     err = capsys.readouterr().err
     assert code == 2 and "is a folder" in err and "Traceback" not in err
+
+
+def test_no_screenshot_timer_outlives_the_window(qapp: Any, tmp_path: Path, monkeypatch: Any, capsys: Any) -> None:
+    """The screenshot deadline belongs to the window: after an early exit it cannot fire later on a
+    deleted window (it did, 600 s on, inside whatever test ran then: 'MainWindow already deleted')."""
+    import shiboken6
+    from PySide6 import QtCore
+    from PySide6.QtCore import QCoreApplication, QEvent, QTimer
+
+    made: list[QTimer] = []
+
+    class RecordingTimer(QTimer):
+        def __init__(self, *a: Any, **k: Any) -> None:
+            super().__init__(*a, **k)
+            made.append(self)
+
+    monkeypatch.setattr(QtCore, "QTimer", RecordingTimer)  # main() imports it when it runs
+    image = tmp_path / "phantom.png"
+    write_png(image, make_phantom(0, size=256).image)
+    run_app([str(image), "--checkpoint", str(tmp_path / "missing.pt"), "--screenshot", str(tmp_path / "s.png")],
+            tmp_path, monkeypatch)
+    capsys.readouterr()
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    assert len(made) >= 2  # the error poll and the deadline are both the window's timers
+    assert not [t for t in made if shiboken6.isValid(t) and t.isActive()]
