@@ -72,6 +72,13 @@ def test_cohort_table_roc_and_auc_equal_to_eval(qtbot: Any, loaded_window: Any, 
     assert res.pointing()[1] == len(abnormal) > 0 and all(r.lesion_hit is not None for r in abnormal)
     assert all(r.lesion_hit is None for r in res.rows if r.label == 0)
     assert f"lesion pointing {res.pointing()[0]}/{len(abnormal)}" in d.info.text()
+    assert not d.table.isColumnHidden(5)
+    from cxr_studio.gui.cohort import CohortResult, CohortRow
+
+    d.show_result(CohortResult("x", [CohortRow("a.png", 1, 0.9), CohortRow("b.png", 0, 0.2)], 0.5))
+    assert d.table.isColumnHidden(5)  # no outlines in this cohort (Montgomery): no empty "lesion hit" column
+    d.show_result(res)
+    assert not d.table.isColumnHidden(5)
     # one-click filters
     for name, kind in (("false negatives", "false negative"), ("false positives", "false positive")):
         d.filter.setCurrentText(name)

@@ -176,6 +176,7 @@ class CohortDock(QDockWidget):
         self.table.setSortingEnabled(True)
         self.table.sortItems(0, Qt.SortOrder.AscendingOrder)  # by file name until the user picks a column
         self.table.resizeColumnsToContents()
+        self.table.setColumnHidden(5, res.pointing()[1] == 0)  # "lesion hit": only where outlines exist
         self.apply_filter()
         self._plot(res)
         self.export_button.setEnabled(True)
