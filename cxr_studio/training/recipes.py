@@ -249,7 +249,7 @@ RECIPES["cxrnet-tb-guided"] = dict(
     description="The shipped TB model (resources/models/cxrnet-tb.pt): cxrnet-tb plus lesion guidance (training/guidance.py): on every training image with a lesion "
     "outline (the Shenzhen TB images' lesion_mask/), the share of the abnormal class's Grad-CAM at relu5 (as a "
     "softmax of the standardised map) that falls outside the lesion grown by 16 px (at 512) is added to the "
-    "cross-entropy with weight 1. Images without an outline train as in cxrnet-tb. On confounded phantoms "
+    "cross-entropy with weight 1 (chosen on the validation TB outlines over 0.3 and 3: training/README.md). Images without an outline train as in cxrnet-tb. On confounded phantoms "
     "this form moved the Grad-CAM peak onto the lesion (pointing game 0.03 -> 1.0) at equal accuracy; the "
     "input-gradient and segmentation-head forms did not (tests/training/test_lesion_guidance.py). 60 epochs: "
     "at 40 (the unguided recipe's length, for the like-for-like comparison in training/README.md: --set "
