@@ -30,8 +30,7 @@ def preprocess(
     spec = spec or PreprocessSpec()
     spec.validate()
     t: dict[str, float] = {}
-    # what the reader noticed (a DICOM whose BitsStored disagrees with its data, ...) travels along
-    warnings: list[str] = [str(w) for w in (getattr(radiograph, "meta", None) or {}).get("warnings", [])]
+    warnings: list[str] = []  # the segmentation's (prepare puts the reader's first)
     px = radiograph.pixels
 
     t0 = time.perf_counter()

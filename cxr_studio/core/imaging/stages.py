@@ -214,12 +214,12 @@ def prepare(
     timings: dict[str, float] | None = None,
 ) -> Preprocessed:
     """Crop, resize, enhance and normalise ``radiograph`` for ``spec`` (no segmentation: the
-    ``lung_mask`` given, made by ``method_used``, or none)."""
+    ``lung_mask`` given, made by ``method_used``, or none). The result's warnings are the reader's
+    (a DICOM whose BitsStored disagrees with its data, ...), then ``warnings`` (the segmentation's)."""
     spec.validate()
     px = radiograph.pixels
     h, w = px.shape
-    warnings = list(warnings) if warnings is not None else \
-        [str(w) for w in (getattr(radiograph, "meta", None) or {}).get("warnings", [])]
+    warnings = [str(w) for w in (getattr(radiograph, "meta", None) or {}).get("warnings", [])] + list(warnings or [])
     t: dict[str, float] = dict(timings or {})
     t0 = time.perf_counter()
     if lung_mask is not None and np.count_nonzero(lung_mask) < MIN_LUNG_FRACTION * lung_mask.size:
