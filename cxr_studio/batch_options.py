@@ -83,7 +83,9 @@ class ExportOptions:
 
     def model_options(self) -> dict[str, Any]:
         """The keyword arguments of ``models.importers.open_model`` (how to read the model file)."""
-        return {k: getattr(self, k) for k in ("arch", "classes", "input_size", "preset", "multi_label")}
+        from .core.models.args import model_options
+
+        return model_options(self)  # the same fields the command-line flags fill
 
 
 def options_from_args(args: argparse.Namespace) -> ExportOptions:
