@@ -10,8 +10,7 @@ import cv2
 import numpy as np
 
 from ..core.render import overlay
-from ..core.atomic import write_bytes_atomic
-from ..core.render.export import encode_png
+from ..core.imaging.png import write_png
 
 TILE = 256
 LESION_RGB = (255, 0, 255)
@@ -38,9 +37,8 @@ def _tile(pre: Any, m: np.ndarray, lesion: np.ndarray | None, lungs: np.ndarray 
 
 
 def _write(path: Path, rgb: np.ndarray) -> str:
-
     path.parent.mkdir(parents=True, exist_ok=True)
-    return str(write_bytes_atomic(path, encode_png(rgb)))
+    return str(write_png(path, rgb))
 
 
 def write_method_rows(folder: Path, items: list[tuple[Any, dict[str, np.ndarray]]], methods: list[str]) -> list[str]:

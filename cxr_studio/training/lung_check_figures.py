@@ -4,7 +4,7 @@ app draws it), the lung-mask outline, and a ring around the channel's peak.
 
 The heat map comes from `core.views.compute_heatmap` (the app's own placement) and is composited by
 `core.render.overlay` (the app's jet table, threshold-to-alpha and opacity) inside the model's crop
-box, exactly as the GUI shows it; the PNG is encoded by `core.export.encode_png` and written atomically.
+box, exactly as the GUI shows it; the PNG is written by the one PNG writer (`core.imaging.png.write_png`: deterministic, atomic).
 """
 from __future__ import annotations
 
@@ -16,8 +16,7 @@ import numpy as np
 
 from ..core.inspect.views import compute_heatmap
 from ..core.render import overlay
-from ..core.atomic import write_bytes_atomic
-from ..core.render.export import encode_png
+from ..core.imaging.png import write_png
 
 FIG_THRESHOLD = 0.3  # map values below this are transparent (the paper's "black made transparent")
 FIG_OPACITY = 0.6
@@ -59,5 +58,4 @@ def render_figure(pre: Any, heat_original: np.ndarray, lungs: np.ndarray, peak_x
 
 def write_figure(path: Path, pre: Any, heat_original: np.ndarray, lungs: np.ndarray, peak_xy: np.ndarray) -> Path:
     """Render and write one figure atomically; returns its path."""
-
-    return write_bytes_atomic(path, encode_png(render_figure(pre, heat_original, lungs, peak_xy)))
+    return write_png(path, render_figure(pre, heat_original, lungs, peak_xy))
