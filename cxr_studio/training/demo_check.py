@@ -24,7 +24,6 @@ FRESH_SEED0 = 100_000  # the demo model is trained on seeds < 100000
 def phantom_inputs(seeds: Iterable[int], spec: Any, size: int, abnormal: bool | None = None) -> tuple[
         torch.Tensor, np.ndarray, list[Any], list[Any]]:
     """(batch (N, C, n, n), labels, phantoms, preprocessed) for phantoms of the given seeds."""
-
     phs, pres = [], []
     for s in seeds:
         ph = make_phantom(int(s), size, abnormal=abnormal)
@@ -96,7 +95,6 @@ def point_in_mask(xy: np.ndarray, mask: np.ndarray, dilation_px: int) -> bool:
 def pointing_game_scores(model: torch.nn.Module, spec: Any, n: int = 30, size: int = 512,
                          seed0: int = FRESH_SEED0 + 50_000, dilation_px: int = 8) -> dict[str, Any]:
     """Hit rates on ``n`` fresh abnormal phantoms for the strongest deepest-conv channel and Grad-CAM."""
-
     layer = deepest_conv(model)
     _, _, phs, pres = phantom_inputs(range(seed0, seed0 + n), spec, size, abnormal=True)
     rf = receptive_field(model, layer)

@@ -76,7 +76,6 @@ def evaluate_checkpoint(
     them) before any file is written, so a failing write never loses the metrics. Without ``roc_out``
     the ROC picture goes beside ``json_out``, else beside the checkpoint, and is skipped with a note
     (``m["notes"]``) when that folder cannot be written."""
-
     ckpt_path = Path(checkpoint)
     notes: list[str] = []
     try:

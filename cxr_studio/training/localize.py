@@ -83,7 +83,6 @@ def localize(checkpoint: str | Path, roots: list[str], *, split_file: str | None
              lesion_source: str = "auto", options: Any = None, device: str | None = None,
              progress: bool = False) -> dict[str, Any]:
     """Score, write the JSON (strict) and figures, return the report (with per-image rows)."""
-
     if tolerance_px < 0:
         raise DatasetError(f"--tolerance-px must be 0 or more, got {tolerance_px}")
     methods = list(methods) if methods else list(SOURCE)
@@ -161,7 +160,6 @@ def localize(checkpoint: str | Path, roots: list[str], *, split_file: str | None
 def _sanity(ctx: Context, prepared: list[Any], methods: list[str], seed: int,
             progress: bool = False) -> dict[str, Any]:
     """Randomisation results per method over the first images; the maps of image 0 for the figure."""
-
     per: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     maps: dict[str, list[tuple[str, np.ndarray]]] = {}
     bar = _bar(progress, len(prepared) * len(methods), "sanity", "map set")

@@ -61,7 +61,6 @@ def lesion_for(sample: Sample, shape: tuple[int, int], source: str = "auto") -> 
 
 def prepare(ctx: Context, sample: Sample) -> Prepared | None:
     """Read and preprocess one image; None when it has no (or an empty) lesion mask."""
-
     try:
         rad = read_radiograph(sample.path)
         lesion, lsrc = lesion_for(sample, rad.shape, ctx.lesion_source)
@@ -94,7 +93,6 @@ def score_image(ctx: Context, p: Prepared, keep_maps: bool = False,
                 val_only: bool = False) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """(JSON row, maps on the original image when ``keep_maps``). ``val_only``: IoU curves only
     (for choosing the threshold), no faithfulness or twin."""
-
     model = ctx.model
     x = p.pre.tensor(next(model.parameters()).device)
     prob = float(forward_with_activations(model, x, []).probabilities[ABNORMAL])

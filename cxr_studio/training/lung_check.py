@@ -73,7 +73,6 @@ def lung_check(checkpoint: str | Path, roots: list[str], *, split_file: str | No
                progress: bool = False, untrained_control: bool = False) -> dict[str, Any]:
     """Score every selected abnormal image; write the JSON and figures; return the summary + rows.
     ``untrained_control`` also scores the same images with `untrained_twin` (the recipe's seed)."""
-
     if dilation_px < 0:
         raise DatasetError(f"--dilation-px must be 0 or more, got {dilation_px}")
     ck = load_checkpoint(Path(checkpoint), device=pick_device(device))

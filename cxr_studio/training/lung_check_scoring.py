@@ -49,7 +49,6 @@ def cell_centres_original(pre: Any, grid_hw: tuple[int, int], rf: tuple[float, f
 def check_image(model: Any, spec: Any, layer: str, rf: tuple[float, float], sample: Sample,
                 use_masks: bool, dilation_px: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """(JSON row, what a figure needs) for one image."""
-
     try:
         rad = read_radiograph(sample.path)
         ds_mask = dataset_lungs(sample, rad.shape)
@@ -95,7 +94,6 @@ def untrained_twin(ck: Any, seed: int) -> Any:
     """The checkpoint's architecture freshly initialised after ``torch.manual_seed(seed)`` (``fit``
     seeds torch with the recipe seed before it builds the model, so this is the trained net's
     epoch-0 state; ImageNet weights are not loaded), in eval mode on the checkpoint's device."""
-
     kw = dict(ck.arch_kwargs or {})
     if "weights" in kw:
         kw["weights"] = "none"

@@ -126,7 +126,6 @@ def train(data: list[str], out: Path, cfg: dict[str, Any], resume: bool = False,
 
 def evaluate(checkpoint: Path, pairs, log=print) -> dict[str, Any]:
     """Dice of the cleaned, full-resolution prediction against each pair's mask, per dataset."""
-
     loaded = load_checkpoint(checkpoint)
     per: dict[str, list[float]] = {}
     for p in pairs:

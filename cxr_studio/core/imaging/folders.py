@@ -61,7 +61,6 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
 def scan_folder(folder: str | os.PathLike) -> tuple[list[Path], list[tuple[Path, str]]]:
     """`list_images`, plus the entries passed over that a user may have meant as images:
     (path, why) for symbolic link loops and broken links (a caller should say so, not skip silently)."""
-
     d = Path(folder)
     if not d.is_dir():
         raise ImageReadError(f"{d} is not a folder.")

@@ -51,7 +51,6 @@ def predict_probability(pixels: np.ndarray, loaded=None) -> np.ndarray:
     """Lung probability at the segmenter's input resolution (256x256 float32)."""
     import torch
 
-
     loaded = loaded or load_segmenter()
     s = 4 * int(loaded.spec.intermediate_size)
     if min(pixels.shape) > 2 * s:  # full-size radiographs: a cheap subsample first (4x the

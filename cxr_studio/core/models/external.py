@@ -57,7 +57,6 @@ def _load_into(meta: nn.Module, state: dict[str, torch.Tensor], source: str, arc
 
 
 def _timm(path: Any, name: str, opts: dict[str, Any]) -> LoadedCheckpoint:
-
     timm = _package("timm", "timm")
     state = _state(path)
     try:
@@ -89,7 +88,6 @@ def _timm(path: Any, name: str, opts: dict[str, Any]) -> LoadedCheckpoint:
 
 
 def _xrv(path: Any, name: str, opts: dict[str, Any]) -> LoadedCheckpoint:
-
     xrv = _package("torchxrayvision", "xrv")
     if path is None:  # published weights from the package's cache
         try:

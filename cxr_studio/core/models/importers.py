@@ -88,7 +88,6 @@ def needs_architecture(path: str | os.PathLike) -> bool:
 
 def architecture_names() -> list[str]:
     """What an architecture name can be: our registered ones, then torchvision's classifiers."""
-
     ours = architectures()
     return ours + [n for n in torchvision_classifiers() if n not in ours]
 
@@ -143,7 +142,6 @@ def _first_conv_in(state: dict[str, torch.Tensor]) -> int:
 def _rebuild_traced(ts: torch.jit.ScriptModule, state: dict[str, torch.Tensor], spec: Any) -> tuple[nn.Module, str, nn.Module] | None:
     """(eager model, torchvision name, meta twin) of the torchvision classifier ``ts`` was traced
     or scripted from, when one fits its weights exactly and gives the same outputs; else None."""
-
     original = getattr(ts, "original_name", "")
     for name in torchvision_classifiers():
         try:
@@ -235,7 +233,6 @@ def _exported(path: Path, *, classes, input_size, preset, multi_label) -> Loaded
 def release_imported(src: str | os.PathLike | None, dst: str | os.PathLike, **options: Any) -> Path:
     """Open ``src`` as :func:`open_model` does and write it as a self-describing CXR Studio
     checkpoint (architecture, class names, preprocessing, provenance "imported from ...")."""
-
     loaded = open_model(src, **options)
     try:
         model_meta(loaded.arch)
