@@ -39,7 +39,7 @@ def _library() -> Any:
     except ImportError:
         raise SaliencyError(
             "HiResCAM, Score-CAM, LayerCAM and EigenCAM come from pytorch-grad-cam, which is not installed: "
-            "pip install 'cxr-studio[explain]' (or grad-cam)") from None
+            "pip install 'grad-cam>=1.5.7' (a dependency of cxr-studio)") from None
     return pytorch_grad_cam
 
 
