@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from ..core.inspect.placement import Placement, layer_placement
 from .data import select
 from .lesion_cache import LesionCache, LesionImages, grow_masks
+from .loops import to_device
 
 _STOP = (nn.Linear, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten)
 _EPS = 1e-8
@@ -173,7 +174,7 @@ class Guidance:
             for k in range(0, len(idx), batch_size):
                 x, _, m, _ = ds.__getitems__(idx[k:k + batch_size])
                 dev = next(model.parameters()).device
-                x, m = x.to(dev), m.to(dev)
+                x, m = to_device(x, dev), m.to(dev)
                 self._capture = True
                 try:
                     with torch.enable_grad():

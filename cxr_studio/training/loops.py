@@ -17,6 +17,7 @@ from .recipes import Recipe
 from .tensors import collate
 
 CHANCE_LOSS = math.log(2.0)
+POSTFIX_EVERY = 8  # steps between progress-bar loss/accuracy updates (each waits for the GPU)
 
 
 class TrainingError(ValueError):
@@ -81,6 +82,20 @@ def make_loader(ds: Dataset, batch_size: int, sampler: Any = None, workers: int 
                       drop_last=False, persistent_workers=False, collate_fn=collate)
 
 
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``x`` on ``device``. A batch whose channels are one channel widened as a view (``CachedImages``)
+    crosses as that one channel and is widened there again, so a third of the bytes travel; to a CUDA
+    GPU from page-locked memory, so the copy runs while the host goes on."""
+    if x.device == device:
+        return x
+    widened = x.dim() == 4 and x.shape[1] > 1 and x.stride(1) == 0
+    src = x[:, :1] if widened else x
+    if device.type == "cuda" and src.device.type == "cpu":
+        src = src.contiguous().pin_memory()
+    out = src.to(device, non_blocking=True)
+    return out.expand(-1, x.shape[1], -1, -1) if widened else out
+
+
 def autocast_context(device: torch.device, amp: bool) -> Any:
     """bf16 (or fp16) autocast on CUDA when ``amp``; a no-op elsewhere."""
     if device.type == "cuda" and amp:
@@ -109,10 +124,13 @@ def train_epoch(
     model.train()
     if guidance is not None:
         guidance.reset_stats()
-    total, correct, loss_sum, steps = 0, 0, 0.0, 0
+    total, steps = 0, 0
+    # sums stay on the device (read once per progress update): no wait for the GPU after each step
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float32, device=device)
     for batch in loader:
         x, y = batch[0], batch[1]
-        x = x.to(device, non_blocking=True)
+        x = to_device(x, device)
         y = y.to(device, non_blocking=True)
         with autocast_context(device, amp):
             if guidance is not None:
@@ -136,15 +154,16 @@ def train_epoch(
             optimizer.step()
         n = y.shape[0]
         total += n
-        loss_sum += float((loss if guidance is None else guidance.last_loss).detach()) * n  # the CE alone
-        correct += int((logits.detach().argmax(1) == y).sum())
+        loss_sum += (loss if guidance is None else guidance.last_loss).detach().float() * n  # the CE alone
+        correct += (logits.detach().argmax(1) == y).sum()
         steps += 1
         if bar is not None:
             bar.update(n)
-            bar.set_postfix(loss=f"{loss_sum / total:.4f}", acc=f"{correct / total:.3f}")
+            if steps % POSTFIX_EVERY == 1:
+                bar.set_postfix(loss=f"{float(loss_sum) / total:.4f}", acc=f"{int(correct) / total:.3f}")
         if max_steps and steps >= max_steps:
             break
-    return {"train_loss": loss_sum / max(total, 1), "train_acc": correct / max(total, 1), "steps": steps,
+    return {"train_loss": float(loss_sum) / max(total, 1), "train_acc": int(correct) / max(total, 1), "steps": steps,
             "images": total, **(guidance.stats() if guidance is not None else {})}
 
 
@@ -157,7 +176,7 @@ def predict(model: nn.Module, ds: Dataset, device: torch.device, batch_size: int
     labels, probs, loss_sum = [], [], 0.0
     try:
         for x, y in make_loader(ds, batch_size):
-            x, y = x.to(device), y.to(device)
+            x, y = to_device(x, device), y.to(device)
             with autocast_context(device, amp):
                 logits = model(x).float()
             loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
