@@ -37,9 +37,12 @@ class ShippedModel:
 
     def short_label(self) -> str:
         """The list entry: what tells the models apart first (the AUC before the kind, which a narrow
-        dock elides)."""
+        dock elides; a title's closing parenthesis, such as the architecture, is left to ``label``)."""
         auc = f" · AUC {self.test_auc:.2f}" if self.test_auc is not None else ""
-        return f"{self.name}{auc} · {self.kind}"
+        name = self.name
+        if name.endswith(")") and " (" in name:
+            name = name[: name.rindex(" (")]
+        return f"{name}{auc} · {self.kind}"
 
 
 def operating_threshold(provenance: Any) -> float | None:
