@@ -48,7 +48,7 @@ from ..core.models.checkpoint import load_checkpoint, save_checkpoint
 __all__ = ["LOG_FIELDS", "RunState", "choose_training_device", "fit", "pick_device"]
 
 LOG_FIELDS = ["epoch", "lr", "train_images", "train_loss", "train_acc", "val_loss", "val_acc", "val_auc", "val_sensitivity",
-              "val_specificity", "epoch_time_s", "best"]
+              "val_specificity", "val_pointing", "epoch_time_s", "best"]
 
 
 def _say(msg: str, info: DistInfo) -> None:
@@ -262,12 +262,14 @@ def _one_epoch(t: _Trainer, state: RunState, folder: RunFolder, epoch: int, prog
     t.sampler.set_epoch(epoch)
     lr = t.optimizer.param_groups[0]["lr"]
     tr = _train(t, epoch, progress, loss_fn, folder)
+    vp = float("nan")  # the validation Grad-CAM pointing game: guided runs only
     if t.guidance is not None:
         vp, vn = t.guidance.val_pointing(t.model)
         _say(f"epoch {epoch}: lesion term ({t.guidance.form}) {tr['lesion_term']:.4f}, "
              f"{tr['lesion_images']} guided images; validation Grad-CAM pointing game {vp:.3f} "
              f"on {vn} images", info)
     row = _validate(t, epoch, lr, tr, t0)
+    row["val_pointing"] = vp
     score = _score(row, recipe.select_metric)
     row["best"] = int(score > state.best_score or not folder.best.exists())
     if row["best"]:

@@ -77,11 +77,11 @@ def training_curves_png(history: list[dict], path: str | Path) -> Path:
         return np.array([float(h.get(k, np.nan)) for h in history], float)
 
     loss = _panel({"train loss": (ep, col("train_loss")), "val loss": (ep, col("val_loss"))}, "loss")
-    acc = _panel(
-        {"train acc": (ep, col("train_acc")), "val acc": (ep, col("val_acc")), "val AUC": (ep, col("val_auc"))},
-        "accuracy / AUC",
-        ylim=(0.0, 1.0),
-    )
+    series = {"train acc": (ep, col("train_acc")), "val acc": (ep, col("val_acc")), "val AUC": (ep, col("val_auc"))}
+    pointing = col("val_pointing")
+    if np.isfinite(pointing).any():  # lesion-guided runs
+        series["val pointing"] = (ep, pointing)
+    acc = _panel(series, "accuracy / AUC" + (" / pointing game" if len(series) > 3 else ""), ylim=(0.0, 1.0))
     return write_png_atomic(path, np.concatenate([loss, acc], axis=1))
 
 

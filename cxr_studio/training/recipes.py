@@ -55,7 +55,7 @@ class Recipe:
     stop_after_last_drop: int = 0  # once every lr drop is spent, stop after this many epochs without
     #                                plateau_metric improvement (0 = run all epochs, as the paper)
     plateau_metric: str = "val_acc"  # what the lr schedule watches (the paper: validation accuracy)
-    select_metric: str = "val_auc"  # which validation metric picks best.pt
+    select_metric: str = "val_auc"  # which validation metric picks best.pt (val_pointing: guided runs)
     seed: int = 0
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
     chance_warn_epochs: int = 3  # warn when the train loss sits at ln 2 this many epochs
@@ -118,9 +118,14 @@ class Recipe:
             raise RecipeError(f"lesion_guidance={self.lesion_guidance!r} needs a lesion_weight above 0")
         if not (math.isfinite(self.lesion_grow_px) and 0 <= self.lesion_grow_px <= 256):
             raise RecipeError(f"lesion_grow_px must be between 0 and 256, got {self.lesion_grow_px}")
-        for key in ("select_metric", "plateau_metric"):
-            if getattr(self, key) not in ("val_auc", "val_acc", "val_loss"):
-                raise RecipeError(f"{key} must be val_auc, val_acc or val_loss, got {getattr(self, key)!r}")
+        if self.plateau_metric not in ("val_auc", "val_acc", "val_loss"):
+            raise RecipeError(f"plateau_metric must be val_auc, val_acc or val_loss, got {self.plateau_metric!r}")
+        if self.select_metric not in ("val_auc", "val_acc", "val_loss", "val_pointing"):
+            raise RecipeError("select_metric must be val_auc, val_acc, val_loss or val_pointing, "
+                              f"got {self.select_metric!r}")
+        if self.select_metric == "val_pointing" and self.lesion_guidance == "none":
+            raise RecipeError("select_metric=val_pointing picks best.pt by the validation Grad-CAM pointing game, "
+                              "which only lesion-guided runs measure: set lesion_guidance (e.g. gradcam) too")
 
     @property
     def spec(self) -> PreprocessSpec:

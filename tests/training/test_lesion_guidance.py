@@ -281,6 +281,27 @@ def test_gradcam_guidance_moves_the_peak_onto_the_lesion_at_equal_accuracy(tmp_p
     assert results["gradcam, marker at random"][1] >= results["unguided, marker at random"][1], results
 
 
+def test_val_pointing_is_logged_and_can_pick_best_pt(tmp_path: Path, cache_set: str) -> None:
+    import csv
+
+    root = write_confounded(tmp_path / "PH", 48)
+    recipe = phantom_recipe(cache_set, "lesion_guidance=gradcam", "lesion_weight=1", "epochs=4",
+                            "select_metric=val_pointing")
+    s = fit(recipe, [root], tmp_path / "run", progress=False, device="cpu")
+    with open(tmp_path / "run" / "log.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    pointing = [float(r["val_pointing"]) for r in rows]
+    assert len(pointing) == 4 and all(0.0 <= p <= 1.0 for p in pointing)
+    # best.pt is the first epoch with the highest validation pointing game
+    best_epoch = int(np.argmax(pointing)) + 1
+    assert s["best"]["epoch"] == best_epoch
+    assert load_checkpoint(tmp_path / "run" / "best.pt").provenance["epoch"] == best_epoch
+    # an unguided run measures no pointing game: its column stays empty (nan), not 0
+    fit(phantom_recipe(cache_set, "epochs=1"), [root], tmp_path / "plain", progress=False, device="cpu")
+    with open(tmp_path / "plain" / "log.csv", newline="") as fh:
+        assert next(csv.DictReader(fh))["val_pointing"] == "nan"
+
+
 def test_guidance_under_two_process_ddp(tmp_path: Path) -> None:
     """gradcam (autograd.grad inside a DDP step) and seg_head (its own gradients averaged over the
     processes; a process without masked images in a step still joins the reduction) under

@@ -50,6 +50,8 @@ def test_set_overrides_are_typed() -> None:
     ("lr=-1", "lr must be a positive number"),
     ("preprocess.segmentation=magic", "Unknown segmentation method"),
     ("plateau_metric=val_f1", "plateau_metric must be val_auc, val_acc or val_loss"),
+    ("select_metric=val_f1", "select_metric must be val_auc, val_acc, val_loss or val_pointing"),
+    ("select_metric=val_pointing", "only lesion-guided runs measure"),
     ("stop_after_last_drop=-1", "stop_after_last_drop at least 0"),
     ("lr_patience=0", "lr_patience must be at least 1"),
 ])
