@@ -151,7 +151,10 @@ def _build(recipe: Recipe, data: PreparedData, dev: torch.device, info: DistInfo
     arch_kwargs = recipe.model_kwargs()
     model = build_model(recipe.arch, **arch_kwargs).to(dev)
     n_params = sum(p.numel() for p in model.parameters())
-    _say(f"model: {recipe.arch} {arch_kwargs} - {n_params / 1e6:.2f}M parameters on {dev}", info)
+    use_amp = recipe.amp and dev.type == "cuda"
+    fp16 = use_amp and not torch.cuda.is_bf16_supported()
+    precision = ("" if not use_amp else ", fp16 autocast with a grad scaler" if fp16 else ", bf16 autocast")
+    _say(f"model: {recipe.arch} {arch_kwargs} - {n_params / 1e6:.2f}M parameters on {dev}{precision}", info)
     optimizer = make_optimizer(model, recipe)
     guidance = setup_guidance(recipe, model, optimizer, dev, data, progress=progress and info.is_main)
     if guidance is not None:
@@ -159,8 +162,6 @@ def _build(recipe: Recipe, data: PreparedData, dev: torch.device, info: DistInfo
              f"{data.train.n_with_lesion} of {len(data.train)} training images have a lesion mask{guidance.note}",
              info)
     sched = PlateauDrops(optimizer, recipe.lr_drop_factor, recipe.lr_patience, recipe.max_lr_drops)
-    use_amp = recipe.amp and dev.type == "cuda"
-    fp16 = use_amp and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda", enabled=fp16) if dev.type == "cuda" else None
     provenance = {
         "recipe": recipe.to_dict(), "recipe_name": recipe.name, "seed": recipe.seed,

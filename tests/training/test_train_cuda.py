@@ -92,5 +92,5 @@ def test_guided_fit_on_cuda_reports_the_validation_pointing_game(tmp_path, capsy
     s = fit(recipe, [root], tmp_path / "run", device="cuda", progress=False)
     assert len(s["history"]) == 2 and all(np.isfinite(r["train_loss"]) for r in s["history"])
     err = capsys.readouterr().err
-    assert "lesion guidance: gradcam" in err and "on cuda" in err
+    assert "lesion guidance: gradcam" in err and "on cuda" in err and "autocast" in err
     assert "validation Grad-CAM pointing game" in err
