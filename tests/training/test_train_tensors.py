@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cxr_studio.core.imaging.pipeline import PreprocessSpec
-from cxr_studio.training.loops import make_loader
+from cxr_studio.training.loops import make_loader, to_device
 from cxr_studio.training.tensors import CachedImages
 
 
@@ -41,3 +41,22 @@ def test_loader_yields_whole_batches_in_sampler_order() -> None:
     first = batches[0][0]
     expected = (torch.from_numpy(imgs[[9, 8, 7, 6]]).float() / 255 - 0.5) / 0.5
     assert torch.allclose(first[:, 0], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("normalization", ["center", "none"])
+def test_one_channel_widened_as_a_view_crosses_once(normalization: str) -> None:
+    spec = PreprocessSpec(input_size=32, channels=3, normalization=normalization)
+    ds = CachedImages(_images(size=32), np.arange(10) % 2, spec)
+    x, _ = ds.__getitems__([0, 3, 5])
+    assert x.shape == (3, 3, 32, 32) and x.stride(1) == 0  # three channels, one in memory
+    mean, std = (0.5, 0.5) if normalization == "center" else (0.0, 1.0)
+    ref = (torch.from_numpy(_images(size=32)[[0, 3, 5]]).float() / 255.0 - mean) / std
+    for c in range(3):
+        assert torch.allclose(x[:, c], ref, atol=1e-6)
+    moved = to_device(x, torch.device("meta"))  # another device: one channel travels, widened there
+    assert moved.device.type == "meta" and moved.shape == x.shape and moved.stride(1) == 0
+    assert to_device(x, torch.device("cpu")) is x
+    # ImageNet statistics differ per channel: three real planes, copied as they are
+    dense, _ = CachedImages(_images(size=32), np.arange(10) % 2,
+                            PreprocessSpec(input_size=32, channels=3, normalization="imagenet")).__getitems__([0])
+    assert dense.is_contiguous() and to_device(dense, torch.device("meta")).is_contiguous()
