@@ -5,6 +5,7 @@
     cxr-studio IMAGE                 open an image with the shipped TB model
     cxr-studio IMAGE --checkpoint C  open an image with one or more checkpoints
     cxr-studio ... --screenshot PNG  save the window once the first heatmap is drawn, then exit
+                                     (with no image: the welcome page, once the models have loaded)
 
 --screenshot exit codes: 0 written; 2 the path cannot be written (checked before the window opens);
 3 no heatmap within the timeout; 4 an error was shown first (a broken image, a missing checkpoint),
@@ -27,6 +28,7 @@ SCREENSHOT_TIMEOUT_S = 180.0
 EXIT_SCREENSHOT_TIMEOUT = 3
 EXIT_SCREENSHOT_ERROR = 4
 ERROR_POLL_MS = 200
+SETTLE_MS = 1500  # from the first heatmap (or an idle worker) to the screenshot: the docks fill in
 
 
 def _window_parser(add_help: bool) -> argparse.ArgumentParser:
@@ -38,7 +40,8 @@ def _window_parser(add_help: bool) -> argparse.ArgumentParser:
     p.add_argument("--demo", action="store_true", help="open the synthetic demo phantom with the demo model")
     p.add_argument("--checkpoint", action="append", default=[], metavar="CKPT", help="checkpoint to load (repeatable)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: the best available)")
-    p.add_argument("--screenshot", metavar="PNG", help="save the window once the first heatmap is drawn, then exit")
+    p.add_argument("--screenshot", metavar="PNG", help="save the window once the first heatmap is drawn (with "
+                   "no image: the welcome page, once the models have loaded), then exit")
     p.add_argument("--geometry", metavar="WxH", help="open the window at exactly this size, e.g. 1366x768 "
                    "(with the default layout; --screenshot then saves that size)")
     p.add_argument("--cohort", metavar="ROOT", help="score every image of a folder or data root in the cohort "
@@ -168,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def on_heatmap() -> None:
             window.heatmap_drawn.disconnect(on_heatmap)
-            QTimer.singleShot(1500, window, shoot)  # let the docks (thumbnails, mosaic) fill in
+            QTimer.singleShot(SETTLE_MS, window, shoot)  # let the docks (thumbnails, mosaic) fill in
 
         def timeout() -> None:
             print(f"cxr-studio: no heatmap appeared within {args.screenshot_timeout:.0f} s; no screenshot "
@@ -184,7 +187,17 @@ def main(argv: list[str] | None = None) -> int:
                 status["code"] = EXIT_SCREENSHOT_ERROR
                 window.close()
 
-        if not args.cohort:  # the cohort's screenshot waits for the scores instead
+        def when_idle() -> None:
+            worker = window.bridge.worker
+            if worker is not None and worker.wait_idle(0):
+                idle.stop()
+                QTimer.singleShot(SETTLE_MS, window, shoot)
+
+        idle = QTimer(window)
+        idle.timeout.connect(when_idle)
+        if not (args.cohort or args.demo or args.image):  # nothing to draw: the welcome page, once the
+            idle.start(ERROR_POLL_MS)  # models named with --checkpoint have loaded
+        elif not args.cohort:  # the cohort's screenshot waits for the scores instead
             window.heatmap_drawn.connect(on_heatmap)
         deadline = QTimer(window)  # the window's child: it dies with the window, never fires on a deleted one
         deadline.setSingleShot(True)

@@ -41,15 +41,32 @@ def test_demo_screenshot_in_a_subprocess(tmp_path: Path) -> None:
 
 
 def test_screenshot_times_out_with_an_error_code(qapp: Any, tmp_path: Path, monkeypatch: Any, capsys: Any) -> None:
-    """No image, so no heatmap: the screenshot mode gives up with exit code 3 and says why
+    """An image whose heatmap never comes: the screenshot mode gives up with exit code 3 and says why
     (in-process: the same main() the command runs)."""
     from cxr_studio.gui.app import EXIT_SCREENSHOT_TIMEOUT, main
+    from cxr_studio.gui.main_window import MainWindow
 
     monkeypatch.setenv("CXR_STUDIO_SETTINGS", str(tmp_path / "settings.ini"))
     monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # main() installs its own; restored after
+    monkeypatch.setattr(MainWindow, "open_image", lambda self, path: None)  # it never opens
     shot = tmp_path / "never.png"
-    assert main(["--screenshot", str(shot), "--screenshot-timeout", "0.5"]) == EXIT_SCREENSHOT_TIMEOUT
+    assert main([str(tmp_path / "x.png"), "--screenshot", str(shot), "--screenshot-timeout", "0.5"]) \
+        == EXIT_SCREENSHOT_TIMEOUT
     assert "no heatmap" in capsys.readouterr().err and not shot.exists()
+
+
+def test_screenshot_without_an_image_saves_the_welcome_page(qapp: Any, tmp_path: Path, monkeypatch: Any) -> None:
+    """Nothing to draw: no wait for a heatmap that cannot come; the welcome page is saved, exit 0."""
+    from cxr_studio.gui.app import main
+
+    monkeypatch.setenv("CXR_STUDIO_SETTINGS", str(tmp_path / "settings.ini"))
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    shot = tmp_path / "welcome.png"
+    assert main(["--screenshot", str(shot), "--screenshot-timeout", "60", "--geometry", "1366x768"]) == 0
+    import cv2
+
+    img = cv2.imread(str(shot))
+    assert img is not None and img.shape[:2] == (768, 1366) and img.std() > 10
 
 
 def test_bad_device_is_one_line(tmp_path: Path, capsys: Any) -> None:
