@@ -78,6 +78,7 @@ def test_an_image_without_an_outline_says_so(qtbot: Any, window: Any, tmp_path: 
     path = tmp_path / "plain.png"
     write_png(path, make_phantom(2, size=256, abnormal=True).image)
     w.auto_default_model = False
+    assert w.heatmap_dock.scores.text() == ""  # no image yet: nothing to say about outlines
     w.open_image(path)
     w.controller.load_checkpoint(str(tiny_checkpoint))
     qtbot.waitUntil(lambda: w.controller.last_heatmap is not None, timeout=60000)

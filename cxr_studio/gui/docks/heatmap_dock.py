@@ -101,7 +101,7 @@ class HeatmapDock(QDockWidget):
         for name in ("method", "colormap", "threshold", "opacity", "scale", "show_lung_outline", "class_index",
                      "show_lesion_outline"):
             getattr(session.events, name).connect(lambda _v: self.sync())
-        for name in ("lesion", "lesion_scores"):
+        for name in ("lesion", "lesion_scores", "radiograph"):
             getattr(session.events, name).connect(lambda _v: self._show_scores())
         self._show_scores()
         session.events.current_model_id.connect(lambda _: self._fill_classes())
@@ -127,7 +127,7 @@ class HeatmapDock(QDockWidget):
         s = self.session
         self.lesion.setEnabled(s.lesion is not None)
         if s.lesion is None:
-            self.scores.setText("no lesion outline beside this image")
+            self.scores.setText("" if s.radiograph is None else "no lesion outline beside this image")
         elif s.lesion_scores is None:
             self.scores.setText(f"outline from {s.lesion.source}; no heatmap yet")
         else:
