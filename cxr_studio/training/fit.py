@@ -31,7 +31,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from .data import check_both_classes, scan_roots, select, write_json_atomic
 from .ddp import DistInfo, barrier, cleanup, dist_from_env, init_distributed
 from .guidance import setup_guidance
-from .loops import CHANCE_LOSS, PlateauDrops, TrainingError, make_loader, make_optimizer, predict, train_epoch
+from .loops import (CHANCE_LOSS, PlateauDrops, TrainingError, amp_dtype, make_loader, make_optimizer, predict,
+                    train_epoch)
 from .metrics import classification_metrics, roc_curve
 from .plots import roc_png, training_curves_png
 from .prepare import PreparedData, group_ids, prepare_data
@@ -151,8 +152,8 @@ def _build(recipe: Recipe, data: PreparedData, dev: torch.device, info: DistInfo
     arch_kwargs = recipe.model_kwargs()
     model = build_model(recipe.arch, **arch_kwargs).to(dev)
     n_params = sum(p.numel() for p in model.parameters())
-    use_amp = recipe.amp and dev.type == "cuda"
-    fp16 = use_amp and not torch.cuda.is_bf16_supported()
+    dtype = amp_dtype(dev, recipe.amp)
+    use_amp, fp16 = dtype is not None, dtype == torch.float16
     precision = ("" if not use_amp else ", fp16 autocast with a grad scaler" if fp16 else ", bf16 autocast")
     _say(f"model: {recipe.arch} {arch_kwargs} - {n_params / 1e6:.2f}M parameters on {dev}{precision}", info)
     optimizer = make_optimizer(model, recipe)

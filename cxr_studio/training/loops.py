@@ -96,12 +96,18 @@ def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return out.expand(-1, x.shape[1], -1, -1) if widened else out
 
 
-def autocast_context(device: torch.device, amp: bool) -> Any:
-    """bf16 (or fp16) autocast on CUDA when ``amp``; a no-op elsewhere."""
+def amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
+    """What mixed precision computes in: bf16 on CUDA when ``amp`` (fp16 where the GPU lacks bf16,
+    which then needs a grad scaler); None (full precision) elsewhere."""
     if device.type == "cuda" and amp:
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return contextlib.nullcontext()
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return None
+
+
+def autocast_context(device: torch.device, amp: bool) -> Any:
+    """Autocast to ``amp_dtype`` on CUDA when ``amp``; a no-op elsewhere."""
+    dtype = amp_dtype(device, amp)
+    return contextlib.nullcontext() if dtype is None else torch.autocast("cuda", dtype=dtype)
 
 
 def train_epoch(
