@@ -187,3 +187,22 @@ def test_view_readout_outline_region_and_stages(qtbot: Any, loaded_window: Any) 
     assert v.base.image.shape == s.preprocessed.enhanced.shape
     w.pipeline_dock.stage_clicked.emit("original")
     assert v.showing_stage == "original" and v.heat.isVisible()
+
+
+def test_heatmap_dock_offers_no_class_or_image_tools_before_there_is_a_model_or_image(
+        qtbot: Any, window: Any, phantom: Any, tiny_checkpoint: Any) -> None:
+    dock = window.heatmap_dock
+    image_tools = [dock.sanity, *dock.region_buttons]
+    assert not dock.klass.isEnabled() and dock.klass.currentText() == "no model loaded"
+    assert dock.klass.currentData() is None
+    assert not any(b.isEnabled() for b in image_tools)
+    window.open_radiograph(phantom.radiograph(), phantom.lung_mask, "phantom")
+    qtbot.waitUntil(lambda: window.session.radiograph is not None, timeout=60000)
+    assert all(b.isEnabled() for b in image_tools)
+    assert not dock.klass.isEnabled()  # an image, still no model
+    window.controller.load_checkpoint(str(tiny_checkpoint))
+    qtbot.waitUntil(lambda: window.session.current_model is not None, timeout=60000)
+    assert dock.klass.isEnabled()
+    names = window.session.current_model.class_names
+    assert [dock.klass.itemText(i) for i in range(dock.klass.count())] == [f"{i}: {n}" for i, n in enumerate(names)]
+    assert dock.klass.currentData() == window.session.class_index

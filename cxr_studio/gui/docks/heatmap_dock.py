@@ -37,13 +37,18 @@ class HeatmapDock(QDockWidget):
         w = QWidget()
         form = QFormLayout(w)
         self.source = QComboBox()
+        # the longest method names would make the narrow dock scroll sideways: show what fits, all in the list
+        self.source.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.source.setMinimumContentsLength(14)
         for k, label in SOURCES.items():
             self.source.addItem(label, k)
         self.source.currentIndexChanged.connect(lambda _: setattr(session, "method", self.source.currentData()))
         form.addRow("Source", self.source)
         self.klass = QComboBox()
         self.klass.currentIndexChanged.connect(self._class_picked)
-        form.addRow("Class (Grad-CAM)", self.klass)
+        self.klass.setToolTip("The class whose score the class-based methods explain (Grad-CAM and its "
+                              "variants, Score-CAM, occlusion, integrated gradients)")
+        form.addRow("Class", self.klass)
         self.colormap = QComboBox()
         self.colormap.addItems(list(COLORMAPS))
         self.colormap.currentTextChanged.connect(lambda t: setattr(session, "colormap", t))
@@ -87,16 +92,20 @@ class HeatmapDock(QDockWidget):
                                "(Adebayo et al. 2018): a faithful map changes")
         self.sanity.clicked.connect(self.sanity_requested.emit)
         form.addRow(self.sanity)
-        regions = QHBoxLayout()
+        regions = QHBoxLayout()  # one full-width row: beside a form label the three buttons would not fit
+        regions.addWidget(QLabel("Region"))
+        self.region_buttons: list[QPushButton] = []
         for label, kind in (("Rectangle", "rect"), ("Polygon", "polygon")):
             b = QPushButton(label)
             b.setToolTip(f"Draw a {label.lower()} region on the image; channels are ranked inside it")
             b.clicked.connect(lambda _=False, k=kind: self.region_requested.emit(k))
             regions.addWidget(b)
+            self.region_buttons.append(b)
         clear = QPushButton("Clear")
         clear.clicked.connect(self.region_cleared.emit)
         regions.addWidget(clear)
-        form.addRow("Region", regions)
+        self.region_buttons.append(clear)
+        form.addRow(regions)
         self.setWidget(w)
         for name in ("method", "colormap", "threshold", "opacity", "scale", "show_lung_outline", "class_index",
                      "show_lesion_outline"):
@@ -109,13 +118,19 @@ class HeatmapDock(QDockWidget):
         self.sync()
 
     def _fill_classes(self) -> None:
+        """The current model's class names; before any model is loaded the box says so and is off
+        (a class of a model that is not there is nothing to choose)."""
         loaded = self.session.current_model
-        names = list(getattr(loaded, "class_names", None) or ["normal", "abnormal"])
         self.klass.blockSignals(True)
         self.klass.clear()
-        for i, n in enumerate(names):
-            self.klass.addItem(f"{i}: {n}", i)
-        self.klass.setCurrentIndex(min(self.session.class_index, len(names) - 1))
+        if loaded is None:
+            self.klass.addItem("no model loaded")
+        else:
+            names = list(getattr(loaded, "class_names", None) or ["normal", "abnormal"])
+            for i, n in enumerate(names):
+                self.klass.addItem(f"{i}: {n}", i)
+            self.klass.setCurrentIndex(min(self.session.class_index, len(names) - 1))
+        self.klass.setEnabled(loaded is not None)
         self.klass.blockSignals(False)
 
     def _class_picked(self, _i: int) -> None:
@@ -126,6 +141,8 @@ class HeatmapDock(QDockWidget):
     def _show_scores(self) -> None:
         s = self.session
         self.lesion.setEnabled(s.lesion is not None)
+        for b in (self.sanity, *self.region_buttons):  # both work on the radiograph on screen
+            b.setEnabled(s.radiograph is not None)
         if s.lesion is None:
             self.scores.setText("" if s.radiograph is None else "no lesion outline beside this image")
         elif s.lesion_scores is None:
