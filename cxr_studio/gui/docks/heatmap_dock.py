@@ -113,6 +113,8 @@ class HeatmapDock(QDockWidget):
         for name in ("lesion", "lesion_scores", "radiograph"):
             getattr(session.events, name).connect(lambda _v: self._show_scores())
         self._show_scores()
+        session.events.radiograph.connect(lambda _v: self._enable_image_tools())
+        self._enable_image_tools()
         session.events.current_model_id.connect(lambda _: self._fill_classes())
         self._fill_classes()
         self.sync()
@@ -138,11 +140,14 @@ class HeatmapDock(QDockWidget):
         if v is not None:
             self.session.class_index = int(v)
 
+    def _enable_image_tools(self) -> None:
+        """The sanity check and the region tools work on the radiograph on screen: off without one."""
+        for b in (self.sanity, *self.region_buttons):
+            b.setEnabled(self.session.radiograph is not None)
+
     def _show_scores(self) -> None:
         s = self.session
         self.lesion.setEnabled(s.lesion is not None)
-        for b in (self.sanity, *self.region_buttons):  # both work on the radiograph on screen
-            b.setEnabled(s.radiograph is not None)
         if s.lesion is None:
             self.scores.setText("" if s.radiograph is None else "no lesion outline beside this image")
         elif s.lesion_scores is None:
