@@ -38,6 +38,7 @@ class Recipe:
     arch: str = "cxrnet"
     width: float = 1.0  # cxrnet: channel multiplier
     fc_width: int = 4096  # cxrnet: units of fc6/fc7
+    head: str = "fc"  # cxrnet: "fc" (fc6 -> fc7 -> fc8, the paper) | "gap" (global average pool -> fc8)
     init: str = "paper"  # cxrnet: "paper" N(0, 0.01) | "kaiming"
     dropout: float = 0.5  # cxrnet: dropout on fc6/fc7
     weights: str = "imagenet"  # torchvision nets: "imagenet" | "none" | path
@@ -97,6 +98,8 @@ class Recipe:
             raise RecipeError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         if self.init not in ("paper", "kaiming"):
             raise RecipeError(f"init must be 'paper' or 'kaiming', got {self.init!r}")
+        if self.head not in ("fc", "gap"):
+            raise RecipeError(f"head must be 'fc' or 'gap', got {self.head!r}")
         if not (0.0 <= self.dropout < 1.0):
             raise RecipeError(f"dropout must be in [0, 1), got {self.dropout}")
         if len(self.split) != 3 or any(f < 0 for f in self.split) or abs(sum(self.split) - 1) > 1e-6:
@@ -146,6 +149,7 @@ class Recipe:
                 "init": self.init,
                 "dropout": self.dropout,
                 "in_channels": int(self.spec.channels),
+                "head": self.head,
             }
         return {"weights": self.weights, "num_classes": 2}
 

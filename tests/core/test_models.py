@@ -117,6 +117,30 @@ def test_cxrnet_options_change_the_network():
     assert abs(float(m.features.conv1.weight.detach().std()) - (2 / fan_in) ** 0.5) < 0.03
 
 
+def test_cxrnet_gap_head_is_cam_shaped_and_round_trips(tmp_path):
+    """head="gap": pool5 -> global average -> fc8, no hidden fc layers; the score is linear in the
+    channel means, so the fc8 row of a class weighs each relu5/pool5 channel (CAM)."""
+    from cxr_studio.core.models.checkpoint import load_checkpoint, save_checkpoint
+
+    m = build_model("cxrnet", head="gap", init="kaiming", dropout=0.0, width=0.25, fc_width=999)
+    assert not hasattr(m.classifier, "fc6") and list(m.classifier._modules) == ["gap", "flatten", "drop8", "fc8"]
+    assert m.classifier.fc8.in_features == m.features.conv5.out_channels == 64
+    assert count_parameters(m) < count_parameters(build_model("cxrnet", width=0.25, fc_width=16))
+    m.eval()
+    x = torch.rand(2, 3, 227, 227)
+    with torch.no_grad():
+        pooled = m.features(x).mean((2, 3))
+        assert torch.allclose(m(x), m.classifier.fc8(pooled), atol=1e-5)
+    assert "fc8" in m.layer_names and resolve_layer(m, "relu5") is m.features.relu5
+    path = save_checkpoint(tmp_path / "gap.pt", m)
+    back = load_checkpoint(path)
+    assert back.model.classifier.fc8.in_features == 64
+    with torch.no_grad():
+        assert torch.allclose(back.model(x), m(x), atol=1e-5)
+    with pytest.raises(ValueError, match="head"):
+        build_model("cxrnet", head="attention")
+
+
 def test_cxrnet_narrow_and_describe(capsys):
     text = describe("cxrnet_narrow", input_size=227)
     assert "conv5" in text and "total parameters" in text

@@ -54,6 +54,7 @@ def test_set_overrides_are_typed() -> None:
     ("select_metric=val_pointing", "only lesion-guided runs measure"),
     ("stop_after_last_drop=-1", "stop_after_last_drop at least 0"),
     ("lr_patience=0", "lr_patience must be at least 1"),
+    ("head=attention", "head must be 'fc' or 'gap'"),
 ])
 def test_bad_set_gives_one_clear_error(item: str, words: str) -> None:
     with pytest.raises(RecipeError, match=words):
@@ -94,5 +95,7 @@ def test_bad_toml_files(tmp_path) -> None:
 
 def test_model_kwargs_follow_arch() -> None:
     assert load_recipe("demo").model_kwargs()["width"] == 0.125
+    assert load_recipe("demo").model_kwargs()["head"] == "fc"
+    assert load_recipe("cxrnet-tb", sets=["head=gap"]).model_kwargs()["head"] == "gap"
     assert load_recipe("paper-vgg16").model_kwargs() == {"weights": "imagenet", "num_classes": 2}
     assert isinstance(Recipe().to_json(), str)

@@ -14,7 +14,9 @@ VGG16, contradicting it). LRN is AlexNet's: ``LocalResponseNorm(5, alpha=1e-4, b
 
 Options: ``width`` multiplies the conv channel counts (0.25 for the small demo model), ``fc_width``
 sets the two hidden fc sizes, ``input_size`` the square input side (fc6's inputs follow from it),
-``init`` is ``"paper"`` (N(0, 0.01) weights, zero biases: literal, but it tends to stay at chance) or
+``head`` is ``"fc"`` (the paper's fc6 -> fc7 -> fc8) or ``"gap"`` (a global average pool of
+pool5 straight into fc8, as in CAM: no hidden fc layers, so the class score is linear in each
+channel's mean and ``fc_width`` is unused), ``init`` is ``"paper"`` (N(0, 0.01) weights, zero biases: literal, but it tends to stay at chance) or
 ``"kaiming"`` (He init: the trainer's tuned variant); ``"empty"`` leaves the memory uninitialised
 (fast), for loading a state dict right after (checkpoint loading uses it).
 """
@@ -30,6 +32,7 @@ from cxr_studio.core.models.registry import DEFAULT_CLASS_NAMES, register
 from cxr_studio.core.models.discovery import building_on_meta
 
 INITS = ("paper", "kaiming", "empty")
+HEADS = ("fc", "gap")
 BASE_CHANNELS = (96, 128, 256, 256, 256)
 
 
@@ -63,15 +66,18 @@ def _min_input_size() -> int:
 
 
 class CXRNet(nn.Module):
-    """``features`` (conv1 ... pool5) -> flatten -> ``classifier`` (fc6 ... fc8)."""
+    """``features`` (conv1 ... pool5) -> flatten -> ``classifier`` (fc6 ... fc8); with the "gap" head
+    the classifier (gap, flatten, drop8, fc8) takes the feature maps as they are."""
 
-    def __init__(self, features: nn.Sequential, classifier: nn.Sequential) -> None:
+    def __init__(self, features: nn.Sequential, classifier: nn.Sequential, flatten: bool = True) -> None:
         super().__init__()
         self.features = features
         self.classifier = classifier
+        self.flatten = bool(flatten)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.features(x), 1))
+        h = self.features(x)
+        return self.classifier(torch.flatten(h, 1) if self.flatten else h)
 
 
 def _init_weights(model: CXRNet, init: str) -> None:
@@ -101,6 +107,7 @@ def cxrnet(
     init: str = "paper",
     dropout: float = 0.5,
     in_channels: int = 3,
+    head: str = "fc",
 ) -> CXRNet:
     """The paper's custom CNN: 5 conv (LRN after conv1/conv2) + 3 fc, about 103.3M parameters."""
     if not (0 < float(width) <= 4):
@@ -109,6 +116,8 @@ def cxrnet(
         raise ValueError(f"cxrnet fc_width and num_classes must be positive, got {fc_width}, {num_classes}")
     if init not in INITS:
         raise ValueError(f"cxrnet init must be one of {INITS}, got {init!r}")
+    if head not in HEADS:
+        raise ValueError(f"cxrnet head must be one of {HEADS}, got {head!r}")
     if not (0.0 <= float(dropout) < 1.0):
         raise ValueError(f"cxrnet dropout must be in [0, 1), got {dropout}")
     if in_channels not in (1, 3):
@@ -119,7 +128,8 @@ def cxrnet(
     c1, c2, c3, c4, c5 = (max(1, int(round(c * float(width)))) for c in BASE_CHANNELS)
     # build on the meta device (no allocation, no default init), allocate, then apply our own init
     with torch.device("meta"):
-        model = _layers(in_channels, (c1, c2, c3, c4, c5), sizes["pool5"], int(fc_width), int(num_classes), dropout)
+        model = _layers(in_channels, (c1, c2, c3, c4, c5), sizes["pool5"], int(fc_width), int(num_classes), dropout,
+                        head)
     if not building_on_meta():  # on the meta device (shape checks) nothing is allocated
         model = model.to_empty(device="cpu")
     _init_weights(model, init)
@@ -135,7 +145,8 @@ def cxrnet(
 
 
 def _layers(
-    in_channels: int, channels: tuple[int, ...], pool5: int, fc_width: int, num_classes: int, dropout: float
+    in_channels: int, channels: tuple[int, ...], pool5: int, fc_width: int, num_classes: int, dropout: float,
+    head: str = "fc",
 ) -> CXRNet:
     c1, c2, c3, c4, c5 = channels
     features = nn.Sequential(
@@ -157,6 +168,16 @@ def _layers(
             pool5=nn.MaxPool2d(3, 2),
         )
     )
+    if head == "gap":
+        gap = nn.Sequential(
+            OrderedDict(
+                gap=nn.AdaptiveAvgPool2d(1),
+                flatten=nn.Flatten(1),
+                drop8=nn.Dropout(float(dropout)),
+                fc8=nn.Linear(c5, num_classes),
+            )
+        )
+        return CXRNet(features, gap, flatten=False)
     flat = c5 * pool5**2
     classifier = nn.Sequential(
         OrderedDict(
@@ -182,6 +203,7 @@ def cxrnet_narrow(
     init: str = "kaiming",
     dropout: float = 0.5,
     in_channels: int = 3,
+    head: str = "fc",
 ) -> CXRNet:
     """cxrnet at a quarter of the channels and 256-wide fc layers (the small demo model)."""
     return cxrnet(
@@ -192,4 +214,5 @@ def cxrnet_narrow(
         init=init,
         dropout=dropout,
         in_channels=in_channels,
+        head=head,
     )
