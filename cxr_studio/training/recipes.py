@@ -19,6 +19,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from ..core.imaging.spec import PreprocessSpec
+from .named_recipes import RECIPES, recipe_names  # noqa: F401  (re-exported: cli, tests)
 
 
 LESION_GUIDANCE = ("none", "gradcam", "input_grad", "seg_head")
@@ -98,7 +99,7 @@ class Recipe:
             raise RecipeError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         if self.init not in ("paper", "kaiming"):
             raise RecipeError(f"init must be 'paper' or 'kaiming', got {self.init!r}")
-        if self.head not in ("fc", "gap"):
+        if self.head not in ("fc", "gap"):  # cxrnet.HEADS; not imported, it would pull torch into recipe parsing
             raise RecipeError(f"head must be 'fc' or 'gap', got {self.head!r}")
         if not (0.0 <= self.dropout < 1.0):
             raise RecipeError(f"dropout must be in [0, 1), got {self.dropout}")
@@ -182,94 +183,6 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     raise RecipeError(f"cannot write {v!r} to TOML")
-
-
-_PAPER_NOTE = (
-    "cxrnet read with MATLAB defaults (no padding) and a 3/2 pool after conv5: conv5 maps 20x20 -> "
-    "pool 9x9 -> fc6 from 20,736 inputs; about 103.3M parameters."
-)
-
-_PAPER_PRE = PreprocessSpec.preset("paper").to_dict()
-_PAPER_CENTRED_PRE = PreprocessSpec.preset("paper").replace(normalization="center").to_dict()
-_TV_PRE = PreprocessSpec.preset("torchvision").to_dict()
-_DEMO_PRE = PreprocessSpec(segmentation="none", crop=False, intermediate_size=512, input_size=227,
-                           normalization="center").to_dict()
-
-RECIPES: dict[str, dict[str, Any]] = {
-    "paper-custom": dict(
-        description="The paper's custom CNN, literal: every layer N(0, 0.01), SGD momentum 0.9, L2 5e-4, "
-        "lr 1e-3 divided by 10 on a val-accuracy plateau (at most 3 times), 60 epochs. " + _PAPER_NOTE
-        + " Known to sit at chance (loss 0.693) on the NLM sets: see paper-custom-tuned.",
-        arch="cxrnet", init="paper", lr=1e-3, epochs=60, batch_size=32, preprocess=_PAPER_PRE,
-    ),
-    "paper-custom-tuned": dict(
-        description="paper-custom with four changes: He (Kaiming) initialisation instead of N(0, 0.01) (the "
-        "literal init leaves the 8-layer net's signal vanishing so the loss never leaves ln 2); the input "
-        "centred to [-1, 1] (MATLAB's imageInputLayer zero-centres by default); the lr drop watches the "
-        "validation loss, not the accuracy (at chance level the accuracy does not move for several epochs "
-        "and the paper's rule then cuts the lr before learning starts); and it waits 8 epochs, not 3, "
-        "before a drop (with 3, all three drops were spent by epoch 23 of 60 on the NLM data; with 8, "
-        "validation AUC 0.840 instead of 0.789). Everything else as the paper. "
-        "Cached at 256 with random 227 crops, +-10 deg rotations, +-15 px shifts. " + _PAPER_NOTE,
-        arch="cxrnet", init="kaiming", lr=1e-3, epochs=60, batch_size=32, aug_size=256,
-        plateau_metric="val_loss", lr_patience=8, preprocess=_PAPER_CENTRED_PRE,
-    ),
-    "cxrnet-tb": dict(
-        description="The unguided TB model, shipped for comparison (resources/models/cxrnet-tb-unguided.pt; the default TB model is its lesion-guided twin, cxrnet-tb-guided): paper-custom-tuned (the paper's "
-        "custom CNN, He init, input centred to [-1, 1], lr drop on validation loss) with the fully connected "
-        "part narrowed from 4096 to 128 units so the file fits the repository's 20 MB limit (4.27M parameters, "
-        "17 MB in float32; the conv layers are the paper's, unchanged, so relu5 has the paper's 256 channels) "
-        "and no dropout in it (the paper's 0.5 was set for 4096 units: at 128 the model underfit, its training "
-        "loss no lower than its validation loss; on the guided recipe dropout 0 raised validation AUC from 0.809 "
-        "to 0.835 at 40 epochs, and 0.2 to 0.835 as well but moved the strongest channel off the outlines: "
-        "training/README.md), 40 epochs (to train within one CPU session), lr patience 6 and at most two drops. "
-        "Cached at 256 with random 227 crops, +-10 deg rotations, +-15 px shifts.",
-        arch="cxrnet", init="kaiming", fc_width=128, dropout=0.0, lr=1e-3, epochs=40, batch_size=32, aug_size=256,
-        plateau_metric="val_loss", lr_patience=6, max_lr_drops=2, preprocess=_PAPER_CENTRED_PRE,
-    ),
-    "paper-alexnet": dict(
-        description="AlexNet, ImageNet weights, the last fc replaced by a 2-class fc with 10x learning rate; "
-        "SGD lr 1e-3, momentum 0.9, L2 5e-4, 60 epochs.",
-        arch="alexnet", weights="imagenet", head_lr_factor=10.0, lr=1e-3, epochs=60, batch_size=32,
-        aug_size=256, preprocess=_TV_PRE,
-    ),
-    "paper-vgg16": dict(
-        description="VGG16, ImageNet weights, new 2-class fc with 10x learning rate; SGD lr 1e-3, 60 epochs.",
-        arch="vgg16", weights="imagenet", head_lr_factor=10.0, lr=1e-3, epochs=60, batch_size=16,
-        aug_size=256, preprocess=_TV_PRE,
-    ),
-    "paper-vgg19": dict(
-        description="VGG19, ImageNet weights, new 2-class fc with 10x learning rate; SGD lr 1e-3, 60 epochs.",
-        arch="vgg19", weights="imagenet", head_lr_factor=10.0, lr=1e-3, epochs=60, batch_size=16,
-        aug_size=256, preprocess=_TV_PRE,
-    ),
-    "demo": dict(
-        description="Narrow cxrnet (width 0.125, fc 256, He init, about 0.7M parameters, under 3 MB) on paired "
-        "phantoms (cxr-studio-train phantoms --paired): the app's built-in demo model. Adam lr 1e-3, batch 16, "
-        "flips, +-5 deg, +-10 px. Preprocessing: no segmentation, no crop (phantoms are centred), 512 "
-        "intermediate, CLAHE, 227 input centred to [-1, 1] (MATLAB's zero-centre input normalisation).",
-        arch="cxrnet", width=0.125, fc_width=256, init="kaiming", dropout=0.3, optimizer="adam", lr=1e-3,
-        momentum=0.9, weight_decay=1e-4, batch_size=16, epochs=36, lr_patience=8, rotation_deg=5.0,
-        translate_px=10.0, hflip=True, pair_batches=True, preprocess=_DEMO_PRE,
-    ),
-}
-
-RECIPES["cxrnet-tb-guided"] = dict(
-    RECIPES["cxrnet-tb"],
-    description="The shipped TB model (resources/models/cxrnet-tb.pt): cxrnet-tb plus lesion guidance (training/guidance.py): on every training image with a lesion "
-    "outline (the Shenzhen TB images' lesion_mask/), the share of the abnormal class's Grad-CAM at relu5 (as a "
-    "softmax of the standardised map) that falls outside the lesion grown by 16 px (at 512) is added to the "
-    "cross-entropy with weight 1 (chosen on the validation TB outlines over 0.3 and 3, and 16 px over 8: "
-    "training/README.md). Images without an outline train as in cxrnet-tb. On confounded phantoms "
-    "this form moved the Grad-CAM peak onto the lesion (pointing game 0.03 -> 1.0) at equal accuracy; the "
-    "input-gradient and segmentation-head forms did not (tests/training/test_lesion_guidance.py). Everything "
-    "else, 40 epochs included, is cxrnet-tb's, so the two are the like-for-like pair of issue 18.",
-    lesion_guidance="gradcam", lesion_weight=1.0, lesion_grow_px=16.0,
-)
-
-
-def recipe_names() -> list[str]:
-    return list(RECIPES)
 
 
 def _field_types() -> dict[str, Any]:
