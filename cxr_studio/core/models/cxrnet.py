@@ -16,9 +16,10 @@ Options: ``width`` multiplies the conv channel counts (0.25 for the small demo m
 sets the two hidden fc sizes, ``input_size`` the square input side (fc6's inputs follow from it),
 ``head`` is ``"fc"`` (the paper's fc6 -> fc7 -> fc8) or ``"gap"`` (a global average pool of
 pool5 straight into fc8, as in CAM: no hidden fc layers, so the class score is linear in each
-channel's mean and ``fc_width`` is unused), ``init`` is ``"paper"`` (N(0, 0.01) weights, zero biases: literal, but it tends to stay at chance) or
-``"kaiming"`` (He init: the trainer's tuned variant); ``"empty"`` leaves the memory uninitialised
-(fast), for loading a state dict right after (checkpoint loading uses it).
+channel's mean and ``fc_width`` is unused), ``init`` is ``"paper"`` (N(0, 0.01) weights, zero
+biases: literal, but it tends to stay at chance) or ``"kaiming"`` (He init: the trainer's tuned
+variant); ``"empty"`` leaves the memory uninitialised (fast), for loading a state dict right after
+(checkpoint loading uses it).
 """
 from __future__ import annotations
 
@@ -169,7 +170,7 @@ def _layers(
         )
     )
     if head == "gap":
-        gap = nn.Sequential(
+        head_layers = nn.Sequential(
             OrderedDict(
                 gap=nn.AdaptiveAvgPool2d(1),
                 flatten=nn.Flatten(1),
@@ -177,7 +178,7 @@ def _layers(
                 fc8=nn.Linear(c5, num_classes),
             )
         )
-        return CXRNet(features, gap, flatten=False)
+        return CXRNet(features, head_layers, flatten=False)
     flat = c5 * pool5**2
     classifier = nn.Sequential(
         OrderedDict(
