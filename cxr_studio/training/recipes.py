@@ -23,6 +23,8 @@ from .named_recipes import RECIPES, recipe_names  # noqa: F401  (re-exported: cl
 
 
 LESION_GUIDANCE = ("none", "gradcam", "input_grad", "seg_head")
+# cxrnet.HEADS, restated: importing core.models would pull torch into recipe parsing (a test keeps them equal)
+CXRNET_HEADS = ("fc", "gap")
 
 
 class RecipeError(ValueError):
@@ -99,8 +101,8 @@ class Recipe:
             raise RecipeError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         if self.init not in ("paper", "kaiming"):
             raise RecipeError(f"init must be 'paper' or 'kaiming', got {self.init!r}")
-        if self.head not in ("fc", "gap"):  # cxrnet.HEADS; not imported, it would pull torch into recipe parsing
-            raise RecipeError(f"head must be 'fc' or 'gap', got {self.head!r}")
+        if self.head not in CXRNET_HEADS:
+            raise RecipeError(f"head must be {' or '.join(map(repr, CXRNET_HEADS))}, got {self.head!r}")
         if not (0.0 <= self.dropout < 1.0):
             raise RecipeError(f"dropout must be in [0, 1), got {self.dropout}")
         if len(self.split) != 3 or any(f < 0 for f in self.split) or abs(sum(self.split) - 1) > 1e-6:

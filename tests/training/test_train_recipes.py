@@ -96,6 +96,13 @@ def test_bad_toml_files(tmp_path) -> None:
 def test_model_kwargs_follow_arch() -> None:
     assert load_recipe("demo").model_kwargs()["width"] == 0.125
     assert load_recipe("demo").model_kwargs()["head"] == "fc"
-    assert load_recipe("cxrnet-tb", sets=["head=gap"]).model_kwargs()["head"] == "gap"
+    assert load_recipe("cxrnet-tb").model_kwargs()["head"] == "gap"
+    assert load_recipe("cxrnet-tb", sets=["head=fc"]).model_kwargs()["head"] == "fc"
+
+
+def test_recipe_heads_are_the_cxrnet_heads() -> None:
+    from cxr_studio.core.models.cxrnet import HEADS
+    from cxr_studio.training.recipes import CXRNET_HEADS
+    assert CXRNET_HEADS == HEADS
     assert load_recipe("paper-vgg16").model_kwargs() == {"weights": "imagenet", "num_classes": 2}
     assert isinstance(Recipe().to_json(), str)
