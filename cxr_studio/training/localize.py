@@ -29,7 +29,8 @@ import torch
 from .cli import Runner, checkpoint_and_images_args, subcommand
 from .data import DatasetError, Sample, read_split, scan_roots, select
 from .localize_scoring import Context, method_map, prepare, score_image
-from .localize_summary import baselines, format_table, lesion_baseline_inputs, method_summary, sanity_summary
+from .localize_summary import (baselines, format_table, lesion_baseline_inputs, method_summary, reach_summary,
+                               sanity_summary)
 from ..core.models.checkpoint import load_checkpoint
 from ..core.models import deepest_conv
 from ..core.inspect.saliency_cam import LIBRARY_CAMS, _library
@@ -138,6 +139,7 @@ def localize(checkpoint: str | Path, roots: list[str], *, split_file: str | None
         "methods": {m: {**method_summary(rows, val_rows, m, faithfulness), "source": SOURCE[m],
                         "seconds_per_image": seconds[m]} for m in methods},
         "baselines": baselines(rows, lesion_info, ctx.tolerance_px, methods, untrained),
+        "reach": reach_summary(rows),
     }
     if faithfulness:
         rnd = [r["random_order"] for r in rows]

@@ -14,10 +14,10 @@ from ..core.imaging.lesions import find_lesion_mask, lesion_from_json
 from ..core.lungs import segment_lungs_detailed
 from ..core.imaging.pipeline import preprocess
 from .lung_check_scoring import dataset_lungs
-from ..core.inspect.saliency_methods import saliency_map
+from ..core.inspect.saliency_methods import map_support, saliency_map
 from ..core.inspect.activations import forward_with_activations
 from ..core.inspect.faithfulness import blurred, curves, random_order, saliency_order
-from ..core.inspect.localisation import score_map
+from ..core.inspect.localisation import grow, score_map, share_in_reach, tolerance_for
 
 ABNORMAL = 1  # the class every map explains
 
@@ -99,6 +99,8 @@ def score_image(ctx: Context, p: Prepared, keep_maps: bool = False,
     row: dict[str, Any] = {"id": p.sample.id, "path": str(p.sample.path), "prob_abnormal": prob,
                            "lesion_source": p.lesion_source, "lung_source": p.lung_source,
                            "lesion_fraction": float(p.lesion.mean()), "methods": {}}
+    if not val_only:
+        row.update(reach(ctx, p, x))
     maps: dict[str, np.ndarray] = {}
     base = blurred(x) if ctx.faithfulness and not val_only else None
     n_pix = int(x.shape[-1] * x.shape[-2])
@@ -128,3 +130,15 @@ def score_image(ctx: Context, p: Prepared, keep_maps: bool = False,
         cv = curves(model, x, random_order(n_pix, seed=0), ABNORMAL, ctx.faithfulness_steps, base)
         row["random_order"] = {"deletion_auc": cv["deletion_auc"], "insertion_auc": cv["insertion_auc"]}
     return row, maps
+
+
+def reach(ctx: Context, p: Prepared, x: Any) -> dict[str, Any]:
+    """How much of the lesion (and of the lungs) the explained layer's map can reach on this image:
+    its cells' centres cover the middle of the input only (cxrnet's relu5: input pixels 33-193 of
+    227), so a lesion at the crop's border cannot hold the peak of any layer method."""
+    support = map_support(ctx.model, x, "gradcam", ctx.layer).astype(np.float32)
+    on_image = p.pre.geometry.map_to_original(support) > 0.5
+    grown = grow(p.lesion, tolerance_for(p.lesion.shape, ctx.tolerance_px))  # what the pointing game counts as a hit
+    lungs = share_in_reach(p.lungs, on_image)[0] if p.lungs.any() else float("nan")
+    return {"lesion_in_reach": share_in_reach(p.lesion, on_image)[0],
+            "lesion_reachable": share_in_reach(grown, on_image)[1], "lungs_in_reach": lungs}

@@ -113,6 +113,18 @@ def sanity_summary(raw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def reach_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Over the scored images: the mean share of the lesion (and of the lungs) inside the layer
+    methods' reach, and how many lesions lie wholly outside it (``n_unreachable``: not even the
+    tolerance brings them in, so no layer method can score a hit on them)."""
+    share = [r["lesion_in_reach"] for r in rows]
+    lungs = [r["lungs_in_reach"] for r in rows if r.get("lungs_in_reach") is not None
+             and np.isfinite(r["lungs_in_reach"])]
+    return {"lesion_share": float(np.mean(share)), "lungs_share": float(np.mean(lungs)) if lungs else None,
+            "n_wholly_outside": int(sum(v == 0 for v in share)),
+            "n_unreachable": int(sum(not r["lesion_reachable"] for r in rows))}
+
+
 def _fmt(v: Any) -> str:
     return "-" if v is None else f"{v:.3f}"
 
@@ -138,6 +150,10 @@ def format_table(r: dict[str, Any]) -> str:
                          f"{_fmt(s['pointing_ci'][1])})  energy {_fmt(s['energy_inside'])}")
     for m, s in (b.get("untrained") or {}).items():
         lines.append(f"untrained {m:21s} {_fmt(s.get('pointing_game'))}  energy {_fmt(s.get('energy_inside'))}")
+    if r.get("reach"):
+        rc = r["reach"]
+        lines.append(f"reach of {r['layer']}'s maps: {_fmt(rc['lesion_share'])} of the lesion area, "
+                     f"{_fmt(rc['lungs_share'])} of the lungs; {rc['n_unreachable']} lesions out of reach")
     if "random_order" in r:
         ro = r["random_order"]
         lines.append(f"random order: deletion {_fmt(ro['deletion_auc'])} insertion {_fmt(ro['insertion_auc'])}")

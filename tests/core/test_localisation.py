@@ -42,6 +42,16 @@ def test_pointing_with_tolerance_energy_and_iou_curve():
     assert curve[-1] == pytest.approx(1.0)  # 0.95 of the peak: exactly the lesion
 
 
+def test_share_in_reach():
+    shape = (100, 100)
+    reach = square(shape, 20, 80, 20, 80)
+    assert loc.share_in_reach(square(shape, 30, 40, 30, 40), reach) == (1.0, True)
+    share, touches = loc.share_in_reach(square(shape, 10, 30, 30, 40), reach)  # half above the reach
+    assert share == pytest.approx(0.5) and touches
+    assert loc.share_in_reach(square(shape, 0, 10, 0, 10), reach) == (0.0, False)
+    assert loc.share_in_reach(np.zeros(shape, bool), reach) == (0.0, False)
+
+
 def test_pointing_ties_count_as_a_random_pick():
     lesion = square((100, 100), 0, 50, 0, 100)
     assert loc.pointing_hit(np.ones((100, 100)), lesion) == pytest.approx(0.5)  # flat: like a random point

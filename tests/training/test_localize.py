@@ -7,13 +7,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from cxr_studio.core.phantoms.phantom import write_phantom_dataset
+from cxr_studio.core.imaging.pipeline import preprocess
+from cxr_studio.core.models.checkpoint import load_checkpoint
+from cxr_studio.core.phantoms.phantom import make_phantom, write_phantom_dataset
 from cxr_studio.core.resources import DEMO_MODEL, find_resource
 from cxr_studio.training.cli import main
 from cxr_studio.training.data import scan_roots
 from cxr_studio.training.localize import localize
+from cxr_studio.training.localize_scoring import Context, Prepared, reach
 
 SIZE = 256
 
@@ -60,6 +64,27 @@ def test_randomisation_drops_spearman(scored):
         assert s["cascade"][-1]["spearman"] < 0.5  # every layer random
     # the strongest channel does not depend on the classifier: randomising fc layers leaves it as it was
     assert scored["sanity"]["channel-max"]["cascade"][0]["spearman"] == pytest.approx(1.0)
+
+
+def test_reach_of_the_layer_maps(scored, demo_ckpt):
+    """Every phantom lesion is within conv5's reach in part; a lesion at the crop's corner is not."""
+    rc = scored["reach"]
+    assert 0.5 < rc["lesion_share"] <= 1 and 0.3 < rc["lungs_share"] < 1 and rc["n_unreachable"] == 0
+    assert all(0 <= r["lesion_in_reach"] <= 1 and r["lesion_reachable"] for r in scored["per_image"])
+    ck = load_checkpoint(demo_ckpt)
+    rad = make_phantom(seed=310_000, size=SIZE, abnormal=True).radiograph()
+    pre = preprocess(rad, ck.spec)
+    y0, x0, y1, x1 = pre.geometry.crop_box
+    corner, centre = np.zeros(rad.pixels.shape, bool), np.zeros(rad.pixels.shape, bool)
+    corner[y0:y0 + 4, x0:x0 + 4] = True
+    centre[(y0 + y1) // 2 - 3:(y0 + y1) // 2 + 3, (x0 + x1) // 2 - 3:(x0 + x1) // 2 + 3] = True
+    ctx = Context(ck.model, ck.spec, "conv5", ["gradcam"], 2.0, None)
+    x = pre.tensor()
+    for lesion, share, ok in ((corner, 0.0, False), (centre, 1.0, True)):
+        p = Prepared(None, pre, np.ones(rad.pixels.shape, bool), "given", lesion, "given")
+        r = reach(ctx, p, x)
+        assert (r["lesion_in_reach"], r["lesion_reachable"]) == (share, ok)
+        assert 0.3 < r["lungs_in_reach"] < 0.9  # the whole image as "lungs": the crop's middle only
 
 
 def test_deletion_below_insertion_for_gradcam(scored):

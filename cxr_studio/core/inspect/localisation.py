@@ -32,6 +32,16 @@ def grow(mask: np.ndarray, px: int) -> np.ndarray:
     return m > 0
 
 
+def share_in_reach(mask: np.ndarray, reach: np.ndarray) -> tuple[float, bool]:
+    """(share of ``mask`` inside ``reach``, whether any of it is): both bool on the original grid.
+    ``reach`` is where a layer's map can be non-zero (its cells' centres and half a stride around
+    them); a peak can only land there, so a lesion wholly outside can never be pointed at."""
+    m = np.asarray(mask, bool)
+    n = int(m.sum())
+    inside = int(np.count_nonzero(m & np.asarray(reach, bool)))
+    return (inside / n if n else 0.0), inside > 0
+
+
 def iou_curve(m: Any, mask: Any, thresholds: Sequence[float] = THRESHOLDS) -> np.ndarray:
     """IoU of ``map >= t`` with ``mask`` for every threshold (the map is divided by its max first,
     so thresholds are fractions of the peak)."""
