@@ -33,6 +33,14 @@ def describe_error(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {msg.splitlines()[0]}"
 
 
+def is_user_error(exc: BaseException) -> bool:
+    """True for what the input caused and its message explains (our own ValueError / OSError
+    subclasses, and the system's OSErrors: a missing or unreadable file); False for bugs, which keep
+    their traceback in the log."""
+    ours = type(exc).__module__.startswith("cxr_studio.") and isinstance(exc, (ValueError, OSError))
+    return ours or isinstance(exc, OSError)
+
+
 @dataclass
 class _Job:
     id: int
@@ -203,7 +211,12 @@ class WorkerBridge(QObject):
 
     def _report_error(self, job: _Job, exc: BaseException) -> None:
         msg = describe_error(exc)
-        log.error("%s failed: %s", job.label, msg, exc_info=(type(exc), exc, exc.__traceback__))
+        trace = (type(exc), exc, exc.__traceback__)
+        if is_user_error(exc):  # a missing file, a model that does not fit: one line, traceback at debug
+            log.warning("%s failed: %s", job.label, msg)
+            log.debug("%s failed", job.label, exc_info=trace)
+        else:
+            log.error("%s failed: %s", job.label, msg, exc_info=trace)
         if job.on_error is not None:
             try:
                 job.on_error(msg)

@@ -8,6 +8,7 @@ ended because of the error, without measuring time.
 """
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,10 @@ def run_app(args: list[str], tmp_path: Path, monkeypatch: Any) -> int:
 
 
 def test_screenshot_with_a_broken_image_exits_with_the_error(qapp: Any, tiny_checkpoint: Path, tmp_path: Path,
-                                                             monkeypatch: Any, capsys: Any) -> None:
+                                                             monkeypatch: Any, capsys: Any, caplog: Any) -> None:
     from cxr_studio.gui.app import EXIT_SCREENSHOT_ERROR
+
+    caplog.set_level(logging.INFO)
 
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
@@ -36,6 +39,18 @@ def test_screenshot_with_a_broken_image_exits_with_the_error(qapp: Any, tiny_che
     err = capsys.readouterr().err
     assert code == EXIT_SCREENSHOT_ERROR and not shot.exists()
     assert "no screenshot written" in err and "broken.png" in err
+    # the input's fault: one line in the log, no traceback (those are kept for bugs)
+    failures = [r for r in caplog.records if "failed" in r.getMessage() and "broken.png" in r.getMessage()]
+    assert failures and all(r.levelno == logging.WARNING and r.exc_info is None for r in failures)
+
+
+def test_user_errors_and_bugs_are_told_apart() -> None:
+    from cxr_studio.core.imaging.formats import ImageReadError
+    from cxr_studio.gui.bridge import is_user_error
+
+    assert is_user_error(ImageReadError("x.png does not exist")) and is_user_error(FileNotFoundError("x"))
+    assert not is_user_error(ValueError("operands could not be broadcast together"))  # numpy's: a bug
+    assert not is_user_error(KeyError("relu5")) and not is_user_error(RuntimeError("shape mismatch"))
 
 
 def test_screenshot_with_a_missing_checkpoint_exits_with_the_error(qapp: Any, tmp_path: Path, monkeypatch: Any,
