@@ -16,7 +16,7 @@ from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtWidgets import QHBoxLayout, QWidget
 
 from . import window_level as wl
-from .outlines import LESION_PEN, LUNG_PEN, MaskOutline
+from .outlines import EXTENT_PEN, LESION_PEN, LUNG_PEN, MaskOutline, extent_path
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
 
@@ -125,6 +125,7 @@ class ImageView(QWidget):
             self.vb.addItem(item)
         self.outline = MaskOutline(self.vb, LUNG_PEN, z=20)
         self.lesion_outline = MaskOutline(self.vb, LESION_PEN, z=21)
+        self.map_extent = MaskOutline(self.vb, EXTENT_PEN, z=19)  # where the heatmap's cells lie
         self.colorbar = ColorBar()
         lay = QHBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -231,6 +232,7 @@ class ImageView(QWidget):
             self.heat_map = None
             self.heat.clear()
             self.heat.setVisible(False)
+            self.map_extent.set_path(None)
             return
         if crop_box is None:
             if self.pixels is None:
@@ -251,6 +253,7 @@ class ImageView(QWidget):
         self.heat.setLookupTable(self.heat_lut)
         self.heat.setRect(QRectF(x0, y0, cw, ch))
         self.heat.setVisible(self.showing_stage == "original")
+        self.map_extent.set_path(extent_path(valid, (y0, x0, y1, x1)))
         self.value_range = (float(value_range[0]), float(value_range[1]))
         self.colorbar.set_range(*self.value_range)
         self.heatmap_drawn.emit()
@@ -272,7 +275,7 @@ class ImageView(QWidget):
 
     # -- outlines (lungs, lesion) ----------------------------------------------------------------
     def _stage_shown(self, original: bool) -> None:
-        for o in (self.outline, self.lesion_outline):
+        for o in (self.outline, self.lesion_outline, self.map_extent):
             o.stage_shown(original)
 
     @property

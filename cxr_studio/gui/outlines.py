@@ -1,5 +1,7 @@
 """Mask outlines drawn over the radiograph: the lungs (green) and, when the image has one, the
-radiologists' lesion outline (magenta, dashed: a colour the jet overlay never uses).
+radiologists' lesion outline (magenta, dashed: a colour the jet overlay never uses); and the frame of
+a layer map's extent (grey, dotted): where the layer's cells lie, so a map cut off straight at its
+edge reads as "no cells beyond here" (the paper's unpadded convolutions), not as a drawing fault.
 
 Each `MaskOutline` owns one pyqtgraph curve, the traced boundary and whether the user wants it; it
 is shown only on the original radiograph (not on pipeline stages).
@@ -15,6 +17,7 @@ from PySide6.QtCore import Qt
 OUTLINE_MAX = 768  # a mask is downsampled to this before tracing its outline
 LUNG_PEN = {"color": (80, 255, 80), "width": 1.5}
 LESION_PEN = {"color": (255, 60, 255), "width": 2.0, "style": Qt.PenStyle.DashLine}
+EXTENT_PEN = {"color": (210, 210, 210, 150), "width": 1.0, "style": Qt.PenStyle.DotLine}
 
 
 def outline_path(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -51,6 +54,24 @@ def outline_path(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(xs), np.concatenate(ys)
 
 
+def extent_path(valid: np.ndarray | None, crop_box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The closed frame (x, y) on the original radiograph around where a map has values: the bounding
+    box of ``valid`` ((N, N) bool on the model input) through ``crop_box`` (y0, x0, y1, x1), in the
+    heatmap image's own coordinates (input pixel i spans [x0 + i*s, x0 + (i+1)*s]). None when the
+    map has values everywhere (or nowhere): nothing to mark."""
+    if valid is None:
+        return None
+    v = np.asarray(valid, bool)
+    if v.all() or not v.any():
+        return None
+    rows, cols = np.flatnonzero(v.any(axis=1)), np.flatnonzero(v.any(axis=0))
+    y0, x0, y1, x1 = (float(c) for c in crop_box)
+    sy, sx = (y1 - y0) / v.shape[0], (x1 - x0) / v.shape[1]
+    top, bottom = y0 + rows[0] * sy, y0 + (rows[-1] + 1) * sy
+    left, right = x0 + cols[0] * sx, x0 + (cols[-1] + 1) * sx
+    return np.array([left, right, right, left, left]), np.array([top, top, bottom, bottom, top])
+
+
 class MaskOutline:
     """One outline on the view box: ``set_mask`` traces it, ``show`` is the user's toggle."""
 
@@ -69,6 +90,12 @@ class MaskOutline:
         else:
             self.data = outline_path(mask)
             self.item.setData(*self.data, connect="finite")
+        self.refresh()
+
+    def set_path(self, data: tuple[np.ndarray, np.ndarray] | None) -> None:
+        """Draw a ready (x, y) path (None: nothing)."""
+        self.data = data
+        self.item.setData(*(data if data is not None else ([], [])), connect="finite")
         self.refresh()
 
     def show(self, on: bool) -> None:
