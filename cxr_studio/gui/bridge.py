@@ -37,8 +37,7 @@ def is_user_error(exc: BaseException) -> bool:
     """True for what the input caused and its message explains (our own ValueError / OSError
     subclasses, and the system's OSErrors: a missing or unreadable file); False for bugs, which keep
     their traceback in the log."""
-    ours = type(exc).__module__.startswith("cxr_studio.") and isinstance(exc, (ValueError, OSError))
-    return ours or isinstance(exc, OSError)
+    return isinstance(exc, OSError) or (isinstance(exc, ValueError) and type(exc).__module__.startswith("cxr_studio."))
 
 
 @dataclass

@@ -84,13 +84,7 @@ class MaskOutline:
         self.on_original = True
 
     def set_mask(self, mask: np.ndarray | None) -> None:
-        if mask is None or not np.any(mask):
-            self.data = None
-            self.item.setData([], [])
-        else:
-            self.data = outline_path(mask)
-            self.item.setData(*self.data, connect="finite")
-        self.refresh()
+        self.set_path(None if mask is None or not np.any(mask) else outline_path(mask))
 
     def set_path(self, data: tuple[np.ndarray, np.ndarray] | None) -> None:
         """Draw a ready (x, y) path (None: nothing)."""

@@ -38,6 +38,7 @@ class Context:
     faithfulness_steps: int = 16  # shares of the pixels deleted / inserted (steps + 1 forward passes each)
     lesion_source: str = "auto"
     seconds: dict[str, float] = field(default_factory=dict)  # method -> total seconds (trained model)
+    support: np.ndarray | None = None  # (N, N) bool, where the layer's maps can be non-zero: the same on every image
 
 
 @dataclass
@@ -136,8 +137,9 @@ def reach(ctx: Context, p: Prepared, x: Any) -> dict[str, Any]:
     """How much of the lesion (and of the lungs) the explained layer's map can reach on this image:
     its cells' centres cover the middle of the input only (cxrnet's relu5: input pixels 33-193 of
     227), so a lesion at the crop's border cannot hold the peak of any layer method."""
-    support = map_support(ctx.model, x, "gradcam", ctx.layer).astype(np.float32)
-    on_image = p.pre.geometry.map_to_original(support) > 0.5
+    if ctx.support is None:  # one forward pass for the run: it depends on the layer and the input size only
+        ctx.support = map_support(ctx.model, x, "gradcam", ctx.layer)  # any layer method: they share their cells
+    on_image = p.pre.geometry.map_to_original(ctx.support.astype(np.float32)) > 0.5
     grown = grow(p.lesion, tolerance_for(p.lesion.shape, ctx.tolerance_px))  # what the pointing game counts as a hit
     lungs = share_in_reach(p.lungs, on_image)[0] if p.lungs.any() else float("nan")
     return {"lesion_in_reach": share_in_reach(p.lesion, on_image)[0],
