@@ -65,6 +65,7 @@ def dataset_for(samples: list[Sample], cache: PreprocessCache, spec: Any, recipe
     kw: dict[str, Any] = {}
     if train and recipe is not None:
         kw = dict(rotation_deg=recipe.rotation_deg, translate_px=recipe.translate_px, hflip=recipe.hflip,
+                  intensity_jitter=recipe.intensity_jitter,
                   seed=recipe.seed, aug_keys=group_ids(samples) if recipe.pair_batches else None)
     return CachedImages(images, [s.label for s in samples], spec, train=train, **kw)
 

@@ -71,6 +71,7 @@ class Recipe:
     rotation_deg: float = 10.0  # random rotation in [-r, r]
     translate_px: float = 15.0  # random shift in [-t, t] pixels (at the cached size)
     hflip: bool = False
+    intensity_jitter: float = 0.0  # random gamma and contrast factors in exp([-j, j]) (0 = off)
     pair_batches: bool = False  # keep groups (paired phantoms) together in batches, same augmentation
     workers: int = 0
     cache_dir: str = ""  # "" = <out>/../.cache
@@ -103,6 +104,8 @@ class Recipe:
             raise RecipeError(f"init must be 'paper' or 'kaiming', got {self.init!r}")
         if self.head not in CXRNET_HEADS:
             raise RecipeError(f"head must be {' or '.join(map(repr, CXRNET_HEADS))}, got {self.head!r}")
+        if not (0.0 <= self.intensity_jitter <= 1.0):
+            raise RecipeError(f"intensity_jitter must be in [0, 1], got {self.intensity_jitter}")
         if not (0.0 <= self.dropout < 1.0):
             raise RecipeError(f"dropout must be in [0, 1), got {self.dropout}")
         if len(self.split) != 3 or any(f < 0 for f in self.split) or abs(sum(self.split) - 1) > 1e-6:

@@ -28,6 +28,7 @@ class CachedImages(Dataset):
         rotation_deg: float = 0.0,
         translate_px: float = 0.0,
         hflip: bool = False,
+        intensity_jitter: float = 0.0,
         seed: int = 0,
         aug_keys: np.ndarray | None = None,
     ) -> None:
@@ -46,6 +47,7 @@ class CachedImages(Dataset):
         self.rotation_deg = float(rotation_deg)
         self.translate_px = float(translate_px)
         self.hflip = hflip
+        self.intensity_jitter = float(intensity_jitter)
         self.seed = int(seed)
         self.epoch = 0
         # images with the same key get the same random transform (paired phantoms stay aligned)
@@ -59,7 +61,21 @@ class CachedImages(Dataset):
 
     def pixels(self, index: int) -> np.ndarray:
         """(n, n) float32 0..1 for one image (augmented when training)."""
-        return np.ascontiguousarray(self.transform(index, self.images[index]), dtype=np.float32) * (1.0 / 255.0)
+        px = np.ascontiguousarray(self.transform(index, self.images[index]), dtype=np.float32) * (1.0 / 255.0)
+        if self.train and self.intensity_jitter:
+            px = self.jitter_intensity(index, px)
+        return px
+
+    def jitter_intensity(self, index: int, px: np.ndarray) -> np.ndarray:
+        """Random gamma and contrast, each a factor exp(U(-j, j)) (j = ``intensity_jitter``): the
+        gamma bends the grey levels, the contrast scales them about the image's mean; clipped to
+        0..1. Pixels only: a lesion mask following ``transform`` is untouched. Its own random
+        stream, so the geometric transform of an image is the same with and without it."""
+        rng = np.random.default_rng([self.seed, self.epoch, int(self.aug_keys[index]), 1])
+        gamma, contrast = np.exp(rng.uniform(-self.intensity_jitter, self.intensity_jitter, 2))
+        px = np.power(np.clip(px, 0.0, 1.0), np.float32(gamma))
+        mean = np.float32(px.mean())
+        return np.clip((px - mean) * np.float32(contrast) + mean, 0.0, 1.0).astype(np.float32, copy=False)
 
     def transform(self, index: int, img: np.ndarray) -> np.ndarray:
         """``img`` (S, S) through image ``index``'s augmentation (training) or resize (evaluation):

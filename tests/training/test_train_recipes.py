@@ -55,6 +55,7 @@ def test_set_overrides_are_typed() -> None:
     ("stop_after_last_drop=-1", "stop_after_last_drop at least 0"),
     ("lr_patience=0", "lr_patience must be at least 1"),
     ("head=attention", "head must be 'fc' or 'gap'"),
+    ("intensity_jitter=1.5", "intensity_jitter must be in"),
 ])
 def test_bad_set_gives_one_clear_error(item: str, words: str) -> None:
     with pytest.raises(RecipeError, match=words):

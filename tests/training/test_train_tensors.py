@@ -60,3 +60,26 @@ def test_one_channel_widened_as_a_view_crosses_once(normalization: str) -> None:
     dense, _ = CachedImages(_images(size=32), np.arange(10) % 2,
                             PreprocessSpec(input_size=32, channels=3, normalization="imagenet")).__getitems__([0])
     assert dense.is_contiguous() and to_device(dense, torch.device("meta")).is_contiguous()
+
+
+def test_intensity_jitter_changes_grey_levels_not_geometry() -> None:
+    """Gamma and contrast move the grey levels (differently per epoch, identically on a re-read),
+    keep them in 0..1, leave the geometric transform alone, and never touch evaluation tensors."""
+    spec = PreprocessSpec(input_size=32, channels=1, normalization="none")
+    imgs = np.tile(np.linspace(0, 255, 40, dtype=np.uint8), (6, 40, 1))  # a horizontal ramp
+    geo = dict(rotation_deg=8, translate_px=3, seed=5)
+    plain = CachedImages(imgs, np.arange(6) % 2, spec, train=True, **geo)
+    jit = CachedImages(imgs, np.arange(6) % 2, spec, train=True, intensity_jitter=0.3, **geo)
+    a, b = plain.pixels(2), jit.pixels(2)
+    assert a.shape == b.shape == (32, 32)
+    assert 0.0 <= b.min() and b.max() <= 1.0
+    assert np.abs(a - b).max() > 0.02  # the grey levels moved
+    # ... monotonically: the same geometry, so the two images order their pixels alike
+    order = np.argsort(a.ravel(), kind="stable")
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.98
+    assert (np.diff(b.ravel()[order]) >= -1e-6).mean() > 0.99
+    assert np.array_equal(b, jit.pixels(2))  # a pure function of (seed, epoch, key)
+    jit.set_epoch(1)
+    assert not np.array_equal(b, jit.pixels(2))
+    evaluation = CachedImages(imgs, np.arange(6) % 2, spec, intensity_jitter=0.3)
+    assert np.array_equal(evaluation.pixels(2), CachedImages(imgs, np.arange(6) % 2, spec).pixels(2))
