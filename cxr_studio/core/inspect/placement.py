@@ -77,6 +77,14 @@ def place_on_input(grid_map: np.ndarray, placement: Placement | None, input_size
     return out
 
 
+def data_mask(grid_shape: tuple[int, int], placement: Placement | None, input_size: int) -> np.ndarray:
+    """(N, N) bool: where a layer map drawn by `place_on_input` has a value (its cells'
+    receptive-field-centre span, each edge cell extended half a stride); the rest of the input is
+    "no data" (drawn transparent, left out of map comparisons). All of it without a placement."""
+    ones = np.ones(tuple(int(v) for v in grid_shape), dtype=np.float32)
+    return place_on_input(ones, placement, int(input_size)) > 0.5
+
+
 def sample_on_grid(input_map: np.ndarray, placement: Placement | None, grid_shape: tuple[int, int]) -> np.ndarray:
     """Average of an (N, N) model-input map (e.g. a mask's coverage) over each cell's stride-sized
     footprint around its centre, as an (h, w) grid. Without a placement, area resampling."""

@@ -15,7 +15,7 @@ import numpy as np
 from torch import nn
 
 from cxr_studio.core.inspect.method_names import SALIENCY_METHODS, SLOW_METHODS
-from cxr_studio.core.inspect.placement import layer_placement, place_on_input
+from cxr_studio.core.inspect.placement import data_mask, layer_placement, place_on_input
 from cxr_studio.core.inspect.saliency_cam import LIBRARY_CAMS, SCORECAM_BATCH, SaliencyError, cam_grid
 from cxr_studio.core.inspect.saliency_perturb import integrated_gradients_map, occlusion_map
 from cxr_studio.core.inspect.activations import forward_with_activations
@@ -107,4 +107,4 @@ def map_support(model: nn.Module, x: Any, method: str, layer: str | None) -> np.
     act = forward_with_activations(model, x, [layer]).activations[layer]
     if act.ndim != 3:
         return np.ones((n, n), bool)
-    return place_on_input(np.ones(act.shape[1:], np.float32), layer_placement(model, layer), n) > 0
+    return data_mask(act.shape[1:], layer_placement(model, layer), n)

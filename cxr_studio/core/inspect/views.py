@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from cxr_studio.core.inspect.activations import ForwardResult, Region, forward_with_activations, rank_channels
-from cxr_studio.core.inspect.placement import layer_placement, place_on_input
+from cxr_studio.core.inspect.placement import data_mask, layer_placement, place_on_input
 from cxr_studio.core.inspect.saliency import channel_map, grad_cam, to_original
 from cxr_studio.core.inspect.method_names import HEATMAP_METHODS
 from cxr_studio.core.models.layers import conv_layers, deepest_conv, layer_names
@@ -203,13 +203,6 @@ def compute_heatmap(
         layer=layer, method=method, class_index=k, scale=scale, ranking_method=ranking,
         valid=data_mask(cam.shape, placement, n),
     )
-
-
-def data_mask(grid_shape: tuple[int, int], placement: Any, input_size: int) -> np.ndarray:
-    """(N, N) bool: where a layer map drawn by `place_on_input` has a value (its cells'
-    receptive-field-centre span); the rest of the input is "no data", drawn transparent."""
-    ones = np.ones(tuple(int(v) for v in grid_shape), dtype=np.float32)
-    return place_on_input(ones, placement, int(input_size)) > 0.5
 
 
 def channel_view(act: np.ndarray, channel: int, scale: str, placement: Any,
