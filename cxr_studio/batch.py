@@ -5,7 +5,8 @@ checkpoint's PreprocessSpec (``--segmentation`` overrides the method), run the m
 the heatmap of one layer (default: the deepest conv layer) and channel (default: the strongest by
 ``--ranking``) or Grad-CAM, and write ``<name>.png`` / ``.npy`` / ``.json`` into ``--out`` (a free
 name is chosen; nothing is overwritten unless ``--overwrite``). ``summary.csv`` lists every file with
-its prediction, channel and status.
+its prediction (a two-class model's call read against the operating threshold its checkpoint
+declares, in ``operating_point``, as the app reads it; else the most probable class), channel and status.
 
 Exit codes: 0 all images exported, 1 some failed (each reported in one line on stderr),
 2 usage error (bad option, unreadable checkpoint, unknown layer, no images, an output folder that

@@ -68,7 +68,7 @@ def write_summary(
     out: Path, rows: list[dict[str, Any]], class_names: Sequence[str], overwrite: bool = False
 ) -> Path:
     """Write summary.csv atomically (summary_1.csv... when taken, unless ``overwrite``); returns its path."""
-    cols = ["file", "status", "output", "predicted"] + [f"p_{c}" for c in class_names]
+    cols = ["file", "status", "output", "predicted", "operating_point"] + [f"p_{c}" for c in class_names]
     cols += ["layer", "channel", "error"]
     buf = _io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")

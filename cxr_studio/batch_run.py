@@ -150,6 +150,7 @@ def export_one(
     even with ``overwrite``)."""
     from .core.imaging.io import read_image
     from .core.imaging.pipeline import preprocess
+    from .core.models.shipped import operating_threshold, predicted_class
     from .core.inspect.views import compute_forward, compute_heatmap
     from .core.render.export import ExportError, ExportExists, export_view, unique_stem
     from .core.render.sidecar import sidecar_settings
@@ -197,7 +198,10 @@ def export_one(
     taken.add(stem.name)
     row: dict[str, Any] = {"file": str(path), "status": "ok", "output": res.png.name, "error": ""}
     row.update({f"p_{name}": f"{p:.6f}" for name, p in zip(loaded.class_names, probs)})
-    row["predicted"] = loaded.class_names[int(max(range(len(probs)), key=probs.__getitem__))] if probs else ""
+    threshold = operating_threshold(getattr(loaded, "provenance", None))
+    k = predicted_class(probs, threshold, bool(getattr(loaded, "multi_label", False)))
+    row["predicted"] = "" if k is None else loaded.class_names[k]
+    row["operating_point"] = "" if threshold is None or len(probs) != 2 else f"{threshold:.4f}"
     row["layer"] = layer
     row["channel"] = "" if hm.channel is None else hm.channel
     return row

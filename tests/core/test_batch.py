@@ -209,3 +209,31 @@ def test_views_region_ranking(ckpt: Path, images: Path) -> None:
     region = Region("rect", [(20, 30), (90, 100)])
     hm = compute_heatmap(loaded, pre, fwd, "relu5", "strongest", ranking="region", region=region)
     assert hm.channel == hm.ranking[0][0] and len(hm.ranking) == fwd.activations["relu5"].shape[0]
+
+
+def test_summary_calls_against_the_models_operating_point(images: Path, tmp_path: Path) -> None:
+    """summary.csv's `predicted` reads a two-class model's probability against the operating
+    threshold its checkpoint declares (as the app's verdict and cohort table do), not the argmax."""
+    from cxr_studio.core.models.shipped import predicted_class
+
+    torch.manual_seed(0)
+    kwargs = {"width": 0.1, "fc_width": 16, "input_size": INPUT}
+    model = build_model("cxrnet_narrow", **kwargs)
+    plain = save_checkpoint(tmp_path / "plain.pt", model, arch="cxrnet_narrow", arch_kwargs=kwargs, preprocess=SPEC)
+    files = [str(images / f"phantom_{s}.png") for s in range(3)]
+    assert main(["--checkpoint", str(plain), "--out", str(tmp_path / "a"), "--no-progress", *files]) == 0
+    rows = read_summary(tmp_path / "a" / "summary.csv")
+    p1 = [float(r["p_abnormal"]) for r in rows]
+    assert [r["predicted"] for r in rows] == [("abnormal" if p > 0.5 else "normal") for p in p1]
+    assert {r["operating_point"] for r in rows} == {""}  # no threshold declared: the argmax
+    # a threshold that flips the call of every image on one side of 0.5
+    t = (max(p1) + 1.0) / 2 if min(p1) > 0.5 else min(p1) / 2
+    assert any((p >= t) != (p > 0.5) for p in p1)
+    op = save_checkpoint(tmp_path / "op.pt", model, arch="cxrnet_narrow", arch_kwargs=kwargs, preprocess=SPEC,
+                         provenance={"operating_point": {"threshold": t, "chosen_on": "test"}})
+    assert main(["--checkpoint", str(op), "--out", str(tmp_path / "b"), "--no-progress", *files]) == 0
+    rows = read_summary(tmp_path / "b" / "summary.csv")
+    assert [r["predicted"] for r in rows] == [("abnormal" if p >= t else "normal") for p in p1]
+    assert {float(r["operating_point"]) for r in rows} == {round(t, 4)}
+    assert predicted_class([0.2, 0.5, 0.3], 0.1) == 1  # more than two classes: always the argmax
+    assert predicted_class([0.6, 0.4], 0.3, multi_label=True) == 0 and predicted_class([], 0.5) is None

@@ -19,7 +19,7 @@ from typing import Any
 from cxr_studio.core.resources import DEMO_MODEL, LUNG_SEGMENTER, TB_MODEL, resource_dirs
 
 __all__ = ["ShippedModel", "shipped_models", "default_shipped_model", "default_model_for_radiographs", "describe_shipped",
-           "operating_threshold", "no_default_message", "TB_MODEL", "DEMO_MODEL"]
+           "operating_threshold", "predicted_class", "no_default_message", "TB_MODEL", "DEMO_MODEL"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,18 @@ def operating_threshold(provenance: Any) -> float | None:
         t = float(op["threshold"])
         return t if 0.0 < t < 1.0 else None
     return None
+
+
+def predicted_class(probabilities: Any, threshold: float | None, multi_label: bool = False) -> int | None:
+    """The class a prediction calls: for two softmax classes with an operating threshold, class 1 when
+    its probability reaches the threshold (as the app's verdict and the cohort table read it), else
+    the most probable class; None without probabilities."""
+    probs = [float(p) for p in probabilities]
+    if not probs:
+        return None
+    if threshold is not None and len(probs) == 2 and not multi_label:
+        return int(probs[1] >= threshold)
+    return max(range(len(probs)), key=probs.__getitem__)
 
 
 def _pooled_auc(provenance: dict) -> float | None:
