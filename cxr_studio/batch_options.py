@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .core.inspect.method_names import HEATMAP_METHODS
-from .core.render import COLORMAPS
+from .core.render import COLORMAPS, DEFAULT_THRESHOLD
 
 METHODS = HEATMAP_METHODS  # the one list (core.method_names)
 RANKINGS = ("max", "mean", "lungs")
@@ -49,7 +49,7 @@ class ExportOptions:
     method: str = "activation"
     class_index: int | None = None
     class_name: str | None = None
-    threshold: float = 0.0
+    threshold: float = DEFAULT_THRESHOLD
     opacity: float = 0.5
     colormap: str = "jet"
     scale: str = "channel"
@@ -139,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class-index", type=int, default=None, help="class explained by Grad-CAM (default: predicted)")
     p.add_argument("--class", dest="class_name", default=None, metavar="NAME|INDEX",
                    help="class explained by Grad-CAM, by name or index (default: the most probable)")
-    p.add_argument("--threshold", type=_unit, default=0.0, help="map values below this are transparent (0..1)")
+    p.add_argument("--threshold", type=_unit, default=DEFAULT_THRESHOLD,
+                   help=f"map values below this are transparent (0..1; default {DEFAULT_THRESHOLD}, as the app)")
     p.add_argument("--opacity", type=_unit, default=0.5, help="overlay opacity (0..1, default 0.5)")
     p.add_argument("--colormap", choices=COLORMAPS, default="jet", help="colormap (default: jet, as the paper)")
     p.add_argument("--scale", choices=SCALES, default="channel", help="map scaling (default: channel)")

@@ -237,3 +237,18 @@ def test_summary_calls_against_the_models_operating_point(images: Path, tmp_path
     assert {float(r["operating_point"]) for r in rows} == {round(t, 4)}
     assert predicted_class([0.2, 0.5, 0.3], 0.1) == 1  # more than two classes: always the argmax
     assert predicted_class([0.6, 0.4], 0.3, multi_label=True) == 0 and predicted_class([], 0.5) is None
+
+
+def test_export_defaults_draw_the_apps_default_look(ckpt: Path, images: Path, tmp_path: Path) -> None:
+    """Without --threshold / --opacity an exported figure has the app's default look (weak map values
+    transparent), so a figure from the command line matches what the window shows by default."""
+    from cxr_studio.batch_options import ExportOptions, build_parser
+    from cxr_studio.core.runtime.session import Session
+
+    app = Session()
+    args = build_parser().parse_args(["--out", str(tmp_path), "x.png"])
+    assert 0 < args.threshold == ExportOptions(out=tmp_path).threshold == app.threshold
+    assert args.opacity == ExportOptions(out=tmp_path).opacity == app.opacity
+    assert main(["--checkpoint", str(ckpt), "--out", str(tmp_path / "o"), "--no-progress",
+                 str(images / "phantom_0.png")]) == 0
+    assert json.loads((tmp_path / "o" / "phantom_0.json").read_text())["threshold"] == app.threshold

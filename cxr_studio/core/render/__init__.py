@@ -20,6 +20,9 @@ from typing import Sequence
 import numpy as np
 
 COLORMAPS: tuple[str, ...] = ("jet", "viridis", "inferno", "gray")
+#: the paper's look, in the app and in `cxr-studio export` alike: map values below it (the weakest
+#: activations) are transparent
+DEFAULT_THRESHOLD = 0.3
 
 #: levels for a uint8 index image from :func:`lut_index` (identity mapping onto the LUT)
 INDEX_LEVELS: tuple[float, float] = (0.0, 255.0)

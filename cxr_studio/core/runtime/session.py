@@ -25,14 +25,12 @@ from cxr_studio.core.runtime.events import SignalGroup
 from cxr_studio.core.runtime.session_fields import SessionError, choice, field, same, unit
 from cxr_studio.core.inspect.method_names import HEATMAP_METHODS
 from cxr_studio.core.imaging.spec import PreprocessSpec
-from cxr_studio.core.render import COLORMAPS
+from cxr_studio.core.render import COLORMAPS, DEFAULT_THRESHOLD
 from cxr_studio.core.render.sidecar import sidecar_settings
 
 METHODS: tuple[str, ...] = HEATMAP_METHODS  # the one list (core.method_names)
 SCALES: tuple[str, ...] = ("channel", "layer")
 RANKINGS: tuple[str, ...] = ("max", "mean", "lungs", "region")
-#: the paper's look: map values below it (the weakest activations) are transparent
-DEFAULT_THRESHOLD = 0.3
 
 #: every observable field, in a stable order (one Signal each)
 FIELDS: tuple[str, ...] = (
