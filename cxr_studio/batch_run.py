@@ -198,10 +198,11 @@ def export_one(
     taken.add(stem.name)
     row: dict[str, Any] = {"file": str(path), "status": "ok", "output": res.png.name, "error": ""}
     row.update({f"p_{name}": f"{p:.6f}" for name, p in zip(loaded.class_names, probs)})
-    threshold = operating_threshold(getattr(loaded, "provenance", None))
-    k = predicted_class(probs, threshold, bool(getattr(loaded, "multi_label", False)))
+    two_class = len(probs) == 2 and not getattr(loaded, "multi_label", False)  # a softmax pair reads its threshold
+    threshold = operating_threshold(getattr(loaded, "provenance", None)) if two_class else None
+    k = predicted_class(probs, threshold)
     row["predicted"] = "" if k is None else loaded.class_names[k]
-    row["operating_point"] = "" if threshold is None or len(probs) != 2 else f"{threshold:.4f}"
+    row["operating_point"] = "" if threshold is None else f"{threshold:.4f}"
     row["layer"] = layer
     row["channel"] = "" if hm.channel is None else hm.channel
     return row

@@ -235,6 +235,14 @@ def test_summary_calls_against_the_models_operating_point(images: Path, tmp_path
     rows = read_summary(tmp_path / "b" / "summary.csv")
     assert [r["predicted"] for r in rows] == [("abnormal" if p >= t else "normal") for p in p1]
     assert {float(r["operating_point"]) for r in rows} == {round(t, 4)}
+    # two sigmoid outputs are two findings, not a softmax pair: the threshold is not read, nor listed
+    model.multi_label = True
+    ml = save_checkpoint(tmp_path / "ml.pt", model, arch="cxrnet_narrow", arch_kwargs=kwargs, preprocess=SPEC,
+                         provenance={"operating_point": {"threshold": t, "chosen_on": "test"}})
+    assert main(["--checkpoint", str(ml), "--out", str(tmp_path / "c"), "--no-progress", *files]) == 0
+    rows = read_summary(tmp_path / "c" / "summary.csv")
+    assert {r["operating_point"] for r in rows} == {""}
+    assert all(r["predicted"] == max(("normal", "abnormal"), key=lambda c: float(r[f"p_{c}"])) for r in rows)
     assert predicted_class([0.2, 0.5, 0.3], 0.1) == 1  # more than two classes: always the argmax
     assert predicted_class([0.6, 0.4], 0.3, multi_label=True) == 0 and predicted_class([], 0.5) is None
 
