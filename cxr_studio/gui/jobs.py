@@ -274,8 +274,7 @@ def compare_row(model_id: str, loaded: Any, prep: Any, fwd: Any, ranking: str, r
         ranking = "max"
     act = compute_heatmap(loaded, prep, fwd, layer, "strongest", "activation", class_index, scale, ranking, region)
     cam = compute_heatmap(loaded, prep, fwd, layer, "strongest", "gradcam", class_index, scale, ranking, region)
-    from cxr_studio.core.inspect.placement import layer_placement
-    from cxr_studio.core.inspect.placement import data_mask
+    from cxr_studio.core.inspect.placement import data_mask, layer_placement
 
     grid = fwd.activations[layer].shape[1:] if layer in fwd.activations else None
     valid = data_mask(grid, layer_placement(loaded.model, layer), prep.geometry.input_size) if grid else None

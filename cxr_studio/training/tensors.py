@@ -73,7 +73,7 @@ class CachedImages(Dataset):
         stream, so the geometric transform of an image is the same with and without it."""
         rng = np.random.default_rng([self.seed, self.epoch, int(self.aug_keys[index]), 1])
         gamma, contrast = np.exp(rng.uniform(-self.intensity_jitter, self.intensity_jitter, 2))
-        px = np.power(np.clip(px, 0.0, 1.0), np.float32(gamma))
+        px = np.power(px, np.float32(gamma))  # px is 0..1 (uint8 / 255)
         mean = np.float32(px.mean())
         return np.clip((px - mean) * np.float32(contrast) + mean, 0.0, 1.0).astype(np.float32, copy=False)
 
