@@ -25,6 +25,7 @@ from .named_recipes import RECIPES, recipe_names  # noqa: F401  (re-exported: cl
 LESION_GUIDANCE = ("none", "gradcam", "input_grad", "seg_head")
 # cxrnet.HEADS, restated: importing core.models would pull torch into recipe parsing (a test keeps them equal)
 CXRNET_HEADS = ("fc", "gap")
+CXRNET_NORMS = ("lrn", "batch")  # cxrnet.NORMS, restated likewise
 
 
 class RecipeError(ValueError):
@@ -42,6 +43,7 @@ class Recipe:
     width: float = 1.0  # cxrnet: channel multiplier
     fc_width: int = 4096  # cxrnet: units of fc6/fc7
     head: str = "fc"  # cxrnet: "fc" (fc6 -> fc7 -> fc8, the paper) | "gap" (global average pool -> fc8)
+    norm: str = "lrn"  # cxrnet: "lrn" (the paper's, after conv1/conv2) | "batch" (BatchNorm after every conv)
     init: str = "paper"  # cxrnet: "paper" N(0, 0.01) | "kaiming"
     dropout: float = 0.5  # cxrnet: dropout on fc6/fc7
     weights: str = "imagenet"  # torchvision nets: "imagenet" | "none" | path
@@ -104,6 +106,8 @@ class Recipe:
             raise RecipeError(f"init must be 'paper' or 'kaiming', got {self.init!r}")
         if self.head not in CXRNET_HEADS:
             raise RecipeError(f"head must be {' or '.join(map(repr, CXRNET_HEADS))}, got {self.head!r}")
+        if self.norm not in CXRNET_NORMS:
+            raise RecipeError(f"norm must be {' or '.join(map(repr, CXRNET_NORMS))}, got {self.norm!r}")
         if not (0.0 <= self.intensity_jitter <= 1.0):
             raise RecipeError(f"intensity_jitter must be in [0, 1], got {self.intensity_jitter}")
         if not (0.0 <= self.dropout < 1.0):
@@ -147,7 +151,8 @@ class Recipe:
     def model_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``build_model(self.arch, ...)``."""
         if self.arch.startswith("cxrnet"):
-            return {
+            # norm only where it is not the paper's: checkpoints made before the option keep their arch_kwargs
+            return ({"norm": self.norm} if self.norm != "lrn" else {}) | {
                 "width": self.width,
                 "fc_width": self.fc_width,
                 "input_size": int(self.spec.input_size),

@@ -141,6 +141,36 @@ def test_cxrnet_gap_head_is_cam_shaped_and_round_trips(tmp_path):
         build_model("cxrnet", head="attention")
 
 
+def test_cxrnet_batch_norm_variant_keeps_the_paper_layers_and_round_trips(tmp_path):
+    """norm="batch": BatchNorm between every conv and its ReLU, LRN gone; the paper's layer names and
+    sizes stay, the statistics start defined (gamma 1, running var 1) and travel with the checkpoint."""
+    from cxr_studio.core.models.checkpoint import load_checkpoint, save_checkpoint
+
+    paper = list(build_model("cxrnet", width=0.25, fc_width=16).features._modules)
+    assert paper == ["conv1", "relu1", "norm1", "pool1", "conv2", "relu2", "norm2", "pool2", "conv3", "relu3",
+                     "conv4", "relu4", "conv5", "relu5", "pool5"]
+    m = build_model("cxrnet", head="gap", norm="batch", init="kaiming", dropout=0.0, width=0.25)
+    names = list(m.features._modules)
+    assert [n for n in names if not n.startswith("bn")] == [n for n in paper if not n.startswith("norm")]
+    for i in range(1, 6):
+        assert names.index(f"conv{i}") + 1 == names.index(f"bn{i}") == names.index(f"relu{i}") - 1
+        bn = getattr(m.features, f"bn{i}")
+        assert bn.num_features == getattr(m.features, f"conv{i}").out_channels
+        assert torch.equal(bn.running_var, torch.ones_like(bn.running_var)) and torch.all(bn.weight == 1)
+    assert resolve_layer(m, "relu5") is m.features.relu5 and deepest_conv(m) == "relu5"
+    x = torch.rand(2, 3, 227, 227)
+    m.train()
+    m(x)  # one training pass moves the running statistics away from their start
+    m.eval()
+    path = save_checkpoint(tmp_path / "bn.pt", m, arch_kwargs={"head": "gap", "norm": "batch", "width": 0.25})
+    back = load_checkpoint(path).model.eval()
+    assert not torch.equal(back.features.bn1.running_mean, torch.zeros_like(back.features.bn1.running_mean))
+    with torch.no_grad():
+        assert torch.allclose(back(x), m(x), atol=1e-5)
+    with pytest.raises(ValueError, match="norm"):
+        build_model("cxrnet", norm="group")
+
+
 def test_cxrnet_narrow_and_describe(capsys):
     text = describe("cxrnet_narrow", input_size=227)
     assert "conv5" in text and "total parameters" in text

@@ -99,11 +99,16 @@ def test_model_kwargs_follow_arch() -> None:
     assert load_recipe("demo").model_kwargs()["head"] == "fc"
     assert load_recipe("cxrnet-tb").model_kwargs()["head"] == "gap"
     assert load_recipe("cxrnet-tb", sets=["head=fc"]).model_kwargs()["head"] == "fc"
+    # the paper's LRN is not written into arch_kwargs (checkpoints from before the option stay alike)
+    assert "norm" not in load_recipe("cxrnet-tb").model_kwargs()
+    assert load_recipe("cxrnet-tb", sets=["norm=batch"]).model_kwargs()["norm"] == "batch"
+    with pytest.raises(RecipeError, match="norm"):
+        load_recipe("cxrnet-tb", sets=["norm=group"])
 
 
 def test_recipe_heads_are_the_cxrnet_heads() -> None:
-    from cxr_studio.core.models.cxrnet import HEADS
-    from cxr_studio.training.recipes import CXRNET_HEADS
-    assert CXRNET_HEADS == HEADS
+    from cxr_studio.core.models.cxrnet import HEADS, NORMS
+    from cxr_studio.training.recipes import CXRNET_HEADS, CXRNET_NORMS
+    assert CXRNET_HEADS == HEADS and CXRNET_NORMS == NORMS
     assert load_recipe("paper-vgg16").model_kwargs() == {"weights": "imagenet", "num_classes": 2}
     assert isinstance(Recipe().to_json(), str)

@@ -16,7 +16,9 @@ Options: ``width`` multiplies the conv channel counts (0.25 for the small demo m
 sets the two hidden fc sizes, ``input_size`` the square input side (fc6's inputs follow from it),
 ``head`` is ``"fc"`` (the paper's fc6 -> fc7 -> fc8) or ``"gap"`` (a global average pool of
 pool5 straight into fc8, as in CAM: no hidden fc layers, so the class score is linear in each
-channel's mean and ``fc_width`` is unused), ``init`` is ``"paper"`` (N(0, 0.01) weights, zero
+channel's mean and ``fc_width`` is unused), ``norm`` is ``"lrn"`` (the paper's LRN after conv1/conv2)
+or ``"batch"`` (BatchNorm between every conv and its ReLU, no LRN: a trainer variant; the layer names
+and feature sizes stay the paper's, with ``bn1`` ... ``bn5`` added), ``init`` is ``"paper"`` (N(0, 0.01) weights, zero
 biases: literal, but it tends to stay at chance) or ``"kaiming"`` (He init: the trainer's tuned
 variant); ``"empty"`` leaves the memory uninitialised (fast), for loading a state dict right after
 (checkpoint loading uses it).
@@ -34,6 +36,7 @@ from cxr_studio.core.models.discovery import building_on_meta
 
 INITS = ("paper", "kaiming", "empty")
 HEADS = ("fc", "gap")
+NORMS = ("lrn", "batch")
 BASE_CHANNELS = (96, 128, 256, 256, 256)
 
 
@@ -92,6 +95,8 @@ def _init_weights(model: CXRNet, init: str) -> None:
             else:
                 nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
             nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            m.reset_parameters()  # gamma 1, beta 0, running statistics 0 / 1 (to_empty left them undefined)
 
 
 def _lrn() -> nn.LocalResponseNorm:
@@ -109,6 +114,7 @@ def cxrnet(
     dropout: float = 0.5,
     in_channels: int = 3,
     head: str = "fc",
+    norm: str = "lrn",
 ) -> CXRNet:
     """The paper's custom CNN: 5 conv (LRN after conv1/conv2) + 3 fc, about 103.3M parameters."""
     if not (0 < float(width) <= 4):
@@ -119,6 +125,8 @@ def cxrnet(
         raise ValueError(f"cxrnet init must be one of {INITS}, got {init!r}")
     if head not in HEADS:
         raise ValueError(f"cxrnet head must be one of {HEADS}, got {head!r}")
+    if norm not in NORMS:
+        raise ValueError(f"cxrnet norm must be one of {NORMS}, got {norm!r}")
     if not (0.0 <= float(dropout) < 1.0):
         raise ValueError(f"cxrnet dropout must be in [0, 1), got {dropout}")
     if in_channels not in (1, 3):
@@ -130,7 +138,7 @@ def cxrnet(
     # build on the meta device (no allocation, no default init), allocate, then apply our own init
     with torch.device("meta"):
         model = _layers(in_channels, (c1, c2, c3, c4, c5), sizes["pool5"], int(fc_width), int(num_classes), dropout,
-                        head)
+                        head, norm)
     if not building_on_meta():  # on the meta device (shape checks) nothing is allocated
         model = model.to_empty(device="cpu")
     _init_weights(model, init)
@@ -147,28 +155,24 @@ def cxrnet(
 
 def _layers(
     in_channels: int, channels: tuple[int, ...], pool5: int, fc_width: int, num_classes: int, dropout: float,
-    head: str = "fc",
+    head: str = "fc", norm: str = "lrn",
 ) -> CXRNet:
     c1, c2, c3, c4, c5 = channels
-    features = nn.Sequential(
-        OrderedDict(
-            conv1=nn.Conv2d(in_channels, c1, 7, stride=2),
-            relu1=nn.ReLU(inplace=True),
-            norm1=_lrn(),
-            pool1=nn.MaxPool2d(3, 2),
-            conv2=nn.Conv2d(c1, c2, 3),
-            relu2=nn.ReLU(inplace=True),
-            norm2=_lrn(),
-            pool2=nn.MaxPool2d(3, 2),
-            conv3=nn.Conv2d(c2, c3, 3),
-            relu3=nn.ReLU(inplace=True),
-            conv4=nn.Conv2d(c3, c4, 3),
-            relu4=nn.ReLU(inplace=True),
-            conv5=nn.Conv2d(c4, c5, 3),
-            relu5=nn.ReLU(inplace=True),
-            pool5=nn.MaxPool2d(3, 2),
-        )
-    )
+    convs = {
+        "conv1": nn.Conv2d(in_channels, c1, 7, stride=2), "conv2": nn.Conv2d(c1, c2, 3),
+        "conv3": nn.Conv2d(c2, c3, 3), "conv4": nn.Conv2d(c3, c4, 3), "conv5": nn.Conv2d(c4, c5, 3),
+    }
+    stages: list[tuple[str, nn.Module]] = []
+    for i, (name, conv) in enumerate(convs.items(), start=1):
+        stages.append((name, conv))
+        if norm == "batch":
+            stages.append((f"bn{i}", nn.BatchNorm2d(conv.out_channels)))
+        stages.append((f"relu{i}", nn.ReLU(inplace=True)))
+        if i <= 2 and norm == "lrn":
+            stages.append((f"norm{i}", _lrn()))
+        if i in (1, 2, 5):
+            stages.append((f"pool{i}", nn.MaxPool2d(3, 2)))
+    features = nn.Sequential(OrderedDict(stages))
     if head == "gap":
         head_layers = nn.Sequential(
             OrderedDict(
@@ -205,6 +209,7 @@ def cxrnet_narrow(
     dropout: float = 0.5,
     in_channels: int = 3,
     head: str = "fc",
+    norm: str = "lrn",
 ) -> CXRNet:
     """cxrnet at a quarter of the channels and 256-wide fc layers (the small demo model)."""
     return cxrnet(
@@ -216,4 +221,5 @@ def cxrnet_narrow(
         dropout=dropout,
         in_channels=in_channels,
         head=head,
+        norm=norm,
     )

@@ -63,7 +63,8 @@ def conv_layers(model: nn.Module) -> list[str]:
 
 
 def deepest_conv(model: nn.Module) -> str:
-    """Readable name of the last conv layer's ReLU when one directly follows it, else the conv.
+    """Readable name of the last conv layer's ReLU when one directly follows it (or follows the
+    conv's BatchNorm: conv -> bn -> relu), else the conv.
 
     A model described by a discovery pass (``models.discovery``) carries ``deepest_layer``: its
     last spatial layer before the global pooling (``layer4`` of a ResNet, ``features`` of a DenseNet)."""
@@ -76,8 +77,11 @@ def deepest_conv(model: nn.Module) -> str:
     if not convs:
         raise LayerNotFoundError("The model has no convolution layer.")
     i = convs[-1]
-    if i + 1 < len(names) and isinstance(model.get_submodule(names[i + 1][1]), nn.ReLU):
-        return names[i + 1][0]
+    j = i + 1
+    if j < len(names) and isinstance(model.get_submodule(names[j][1]), nn.BatchNorm2d):
+        j += 1
+    if j < len(names) and isinstance(model.get_submodule(names[j][1]), nn.ReLU):
+        return names[j][0]
     return names[i][0]
 
 
