@@ -20,7 +20,9 @@ def verdict(class_names: list[str], probabilities: Any, threshold: float | None)
         return ""
     p = float(probabilities[1])
     name = class_names[1] if len(class_names) > 1 else "class 1"
-    side = "above" if p >= threshold else "below"
+    from cxr_studio.core.models.shipped import predicted_class  # here: the window shows before torch loads
+
+    side = "above" if predicted_class(probabilities, threshold) == 1 else "below"
     return f"{name} {p * 100:.0f} % — {side} the {threshold:.2f} operating point"
 
 
@@ -37,14 +39,14 @@ def prediction_summary(session: Any) -> str:
     fwd, loaded = session.forward, session.current_model
     if fwd is None or loaded is None or not len(fwd.probabilities):
         return ""
-    from cxr_studio.core.models.shipped import operating_threshold
+    from cxr_studio.core.models.shipped import operating_threshold, predicted_class
 
     names = list(getattr(loaded, "class_names", []) or [])
     line = verdict(names, fwd.probabilities, operating_threshold(getattr(loaded, "provenance", None)))
     if line:
         return line
-    i, p = max(enumerate(float(v) for v in fwd.probabilities), key=lambda ip: ip[1])
-    return f"{names[i] if i < len(names) else i} {p * 100:.0f} %"
+    i = predicted_class(fwd.probabilities, None)
+    return f"{names[i] if i < len(names) else i} {float(fwd.probabilities[i]) * 100:.0f} %"
 
 
 def prediction_order(probabilities: Any, multi_label: bool) -> list[tuple[int, float]]:
