@@ -100,8 +100,9 @@ def test_model_kwargs_follow_arch() -> None:
     assert load_recipe("cxrnet-tb").model_kwargs()["head"] == "gap"
     assert load_recipe("cxrnet-tb", sets=["head=fc"]).model_kwargs()["head"] == "fc"
     # the paper's LRN is not written into arch_kwargs (checkpoints from before the option stay alike)
-    assert "norm" not in load_recipe("cxrnet-tb").model_kwargs()
-    assert load_recipe("cxrnet-tb", sets=["norm=batch"]).model_kwargs()["norm"] == "batch"
+    assert "norm" not in load_recipe("paper-custom-tuned").model_kwargs()
+    assert "norm" not in load_recipe("cxrnet-tb", sets=["norm=lrn"]).model_kwargs()
+    assert load_recipe("cxrnet-tb").model_kwargs()["norm"] == "batch"
     with pytest.raises(RecipeError, match="norm"):
         load_recipe("cxrnet-tb", sets=["norm=group"])
 
