@@ -42,7 +42,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         description="The unguided TB model, shipped for comparison (resources/models/cxrnet-tb-unguided.pt; the default TB model is its lesion-guided twin, cxrnet-tb-guided): paper-custom-tuned (the paper's "
         "custom CNN, He init, input centred to [-1, 1], lr drop on validation loss) with two changes: a "
         "global-average-pool head in place of fc6-fc8 (pool5 -> channel means -> fc8, as in CAM; 1.60M parameters, "
-        "6.4 MB in float32, under the repository's 20 MB limit; the conv layers keep the paper's sizes, so relu5 has "
+        "6.5 MB in float32, under the repository's 20 MB limit; the conv layers keep the paper's sizes, so relu5 has "
         "its 256 channels of 20x20) trained at lr 1e-2, and BatchNorm between every conv and its ReLU in place of the "
         "two LRN layers (norm = batch: with LRN the gap head underfit, training accuracy 0.73-0.77 after 40 epochs; "
         "on the guided recipe BatchNorm raised the best validation AUC from 0.849 to 0.902, training/README.md). "
