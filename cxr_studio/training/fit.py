@@ -10,6 +10,7 @@ The pieces, in order: ``RunFolder.open`` (run_folder.py: refusals, lock, recipe 
 (cache, split, the folder's first files), ``_build`` (model, optimizer, guidance, schedule, scaler),
 ``_restore`` (``last.pt`` back into them), ``_start_epochs`` (DDP wrapper, sampler, loader),
 ``_one_epoch`` (train, validate, log, keep best/last) and ``_final_test`` (``best.pt`` on the test part).
+With ``ema_epochs`` > 0 the weight average (averaging.py) is what is validated and saved.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from .averaging import make_average, steps_per_epoch
 from .data import check_both_classes, scan_roots, select, write_json_atomic
 from .ddp import DistInfo, barrier, cleanup, dist_from_env, init_distributed
 from .guidance import setup_guidance
@@ -143,6 +145,12 @@ class _Trainer:
     net: torch.nn.Module | None = None  # the model, in a DDP wrapper when distributed
     sampler: Any = None
     loader: Any = None
+    average: Any = None  # the weight average (recipe ema_epochs), None without one
+
+    @property
+    def evaluated(self) -> torch.nn.Module:
+        """What is validated and saved: the weight average when the recipe keeps one, else the model."""
+        return self.average.module if self.average is not None else self.model
 
 
 def _build(recipe: Recipe, data: PreparedData, dev: torch.device, info: DistInfo, progress: bool,
@@ -156,6 +164,11 @@ def _build(recipe: Recipe, data: PreparedData, dev: torch.device, info: DistInfo
     use_amp, fp16 = dtype is not None, dtype == torch.float16
     precision = ("" if not use_amp else ", fp16 autocast with a grad scaler" if fp16 else ", bf16 autocast")
     _say(f"model: {recipe.arch} {arch_kwargs} - {n_params / 1e6:.2f}M parameters on {dev}{precision}", info)
+    steps = steps_per_epoch(len(data.train), recipe.batch_size, info.world_size, recipe.max_steps_per_epoch)
+    average = make_average(model, recipe.ema_epochs, steps)  # before the guidance hooks the model
+    if average is not None:
+        _say(f"weight average: decay {average.decay:.4f} per step ({recipe.ema_epochs:g} epochs of {steps} "
+             "steps); validated and saved in place of the raw weights", info)
     optimizer = make_optimizer(model, recipe)
     guidance = setup_guidance(recipe, model, optimizer, dev, data, progress=progress and info.is_main)
     if guidance is not None:
@@ -171,14 +184,17 @@ def _build(recipe: Recipe, data: PreparedData, dev: torch.device, info: DistInfo
         "versions": versions(), "command": command, "world_size": info.world_size,
     }
     return _Trainer(recipe, info, dev, data, model, arch_kwargs, optimizer, guidance, sched, use_amp, scaler,
-                    provenance)
+                    provenance, average=average)
 
 
 def _restore(t: _Trainer, folder: RunFolder) -> RunState:
     """``last.pt`` back into the model, optimizer, guidance head, schedule and scaler."""
     ck = load_checkpoint(folder.last, device=t.dev)
-    t.model.load_state_dict(ck.model.state_dict())
     state = RunState.from_checkpoint(ck.training_state or {})
+    if t.average is not None:
+        t.average.restore(t.model, ck.model, state.average)
+    else:
+        t.model.load_state_dict(ck.model.state_dict())
     t.optimizer.load_state_dict(state.optimizer)
     if t.guidance is not None:
         t.guidance.load_state_dict(state.guidance)
@@ -211,9 +227,10 @@ def _save(t: _Trainer, path: Path, row: dict, state: RunState | None) -> None:
             state, optimizer=t.optimizer.state_dict(), scheduler=t.sched.state_dict(), rng=torch.get_rng_state(),
             scaler=t.scaler.state_dict() if t.scaler is not None else {},
             guidance=t.guidance.state_dict() if t.guidance is not None else None,  # resume only, never in the model
+            average=t.average.state(t.model) if t.average is not None else None,
         ).to_checkpoint()
     prov = dict(t.provenance, epoch=row["epoch"], metrics={k: v for k, v in row.items() if k != "best"})
-    save_checkpoint(path, t.model, arch=t.recipe.arch, arch_kwargs=t.arch_kwargs,
+    save_checkpoint(path, t.evaluated, arch=t.recipe.arch, arch_kwargs=t.arch_kwargs,
                     class_names=["normal", "abnormal"], preprocess=t.recipe.spec, provenance=prov,
                     training_state=training_state)
 
@@ -228,7 +245,8 @@ def _train(t: _Trainer, epoch: int, progress: bool, loss_fn: Any, folder: RunFol
         bar = tqdm(total=total, desc=f"epoch {epoch}/{recipe.epochs}", unit="img", leave=False, file=sys.stderr)
     try:
         return train_epoch(t.net, t.loader, t.optimizer, t.dev, amp=t.use_amp, scaler=t.scaler, info=t.info,
-                           max_steps=recipe.max_steps_per_epoch, bar=bar, loss_fn=loss_fn, guidance=t.guidance)
+                           max_steps=recipe.max_steps_per_epoch, bar=bar, loss_fn=loss_fn, guidance=t.guidance,
+                           after_step=(lambda: t.average.update(t.model)) if t.average is not None else None)
     except (TrainingError, torch.cuda.OutOfMemoryError) as exc:
         why = str(exc) if isinstance(exc, TrainingError) else (
             f"the GPU ran out of memory with batch_size={recipe.batch_size}; try "
@@ -242,7 +260,7 @@ def _train(t: _Trainer, epoch: int, progress: bool, loss_fn: Any, folder: RunFol
 
 def _validate(t: _Trainer, epoch: int, lr: float, tr: dict[str, Any], t0: float) -> dict[str, Any]:
     """The epoch's log row: training numbers and the validation metrics."""
-    labels, probs, vloss = predict(t.model, t.data.val, t.dev, batch_size=max(t.recipe.batch_size, 32),
+    labels, probs, vloss = predict(t.evaluated, t.data.val, t.dev, batch_size=max(t.recipe.batch_size, 32),
                                    amp=t.use_amp)
     vm = classification_metrics(labels, probs) if len(labels) else {}
     return {
@@ -266,7 +284,7 @@ def _one_epoch(t: _Trainer, state: RunState, folder: RunFolder, epoch: int, prog
     tr = _train(t, epoch, progress, loss_fn, folder)
     vp = float("nan")  # the validation Grad-CAM pointing game: guided runs only
     if t.guidance is not None:
-        vp, vn = t.guidance.val_pointing(t.model)
+        vp, vn = t.guidance.val_pointing(t.evaluated)
         _say(f"epoch {epoch}: lesion term ({t.guidance.form}) {tr['lesion_term']:.4f}, "
              f"{tr['lesion_images']} guided images; validation Grad-CAM pointing game {vp:.3f} "
              f"on {vn} images", info)

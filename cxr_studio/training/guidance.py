@@ -112,7 +112,8 @@ class Guidance:
         if self.layer not in names:
             raise ValueError(f"lesion_layer {self.layer!r} is not a layer of {type(model).__name__}; "
                              f"known: {', '.join(names)}")
-        self.module = model.get_submodule(names[self.layer])
+        self.module_name = names[self.layer]
+        self.module = model.get_submodule(self.module_name)
         self.placement = layer_placement(model, self.layer)
         self.head: nn.Module | None = None
         if self.form == "seg_head":
@@ -170,6 +171,8 @@ class Guidance:
         was_training = model.training
         model.eval()
         hits = []
+        layer = model.get_submodule(self.module_name)  # another copy (the weight average) gets a hook of its own
+        extra = None if layer is self.module else layer.register_forward_hook(self._keep)
         try:
             for k in range(0, len(idx), batch_size):
                 x, _, m, _ = ds.__getitems__(idx[k:k + batch_size])
@@ -189,6 +192,8 @@ class Guidance:
                 hits += (m[torch.arange(len(m), device=dev), ys, xs] > 0.5).tolist()
         finally:
             model.train(was_training)
+            if extra is not None:
+                extra.remove()
         return (float(sum(hits)) / len(hits), len(hits)) if hits else (float("nan"), 0)
 
     def _centres(self, cells: torch.Tensor, count: int, n: int) -> torch.Tensor:

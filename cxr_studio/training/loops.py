@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -123,9 +123,11 @@ def train_epoch(
     bar: Any = None,
     loss_fn: Any = None,
     guidance: Any = None,
+    after_step: Callable[[], None] | None = None,
 ) -> dict[str, float]:
     """One pass; raises TrainingError on a non-finite loss (before the weights change).
-    ``guidance`` (training/guidance.py) adds the lesion term to batches ``(x, y, m, has)``."""
+    ``guidance`` (training/guidance.py) adds the lesion term to batches ``(x, y, m, has)``;
+    ``after_step()`` runs after every optimizer step (the weight average's update)."""
     loss_fn = loss_fn or F.cross_entropy
     model.train()
     if guidance is not None:
@@ -158,6 +160,8 @@ def train_epoch(
         else:
             loss.backward()
             optimizer.step()
+        if after_step is not None:
+            after_step()
         n = y.shape[0]
         total += n
         loss_sum += (loss if guidance is None else guidance.last_loss).detach().float() * n  # the CE alone

@@ -66,6 +66,8 @@ class Recipe:
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
     chance_warn_epochs: int = 3  # warn when the train loss sits at ln 2 this many epochs
     max_steps_per_epoch: int = 0  # 0 = the whole training set each epoch (tests use a few)
+    ema_epochs: float = 0.0  # > 0: validate and save an exponential moving average of the weights (and
+    #                          BatchNorm statistics) over about this many epochs (training/averaging.py)
     # -- data -------------------------------------------------------------------------------
     split: list[float] = field(default_factory=lambda: [0.7, 0.2, 0.1])
     use_dataset_masks: bool = True  # pass the dataset's lung masks to preprocess()
@@ -110,6 +112,8 @@ class Recipe:
             raise RecipeError(f"norm must be {' or '.join(map(repr, CXRNET_NORMS))}, got {self.norm!r}")
         if not (0.0 <= self.intensity_jitter <= 1.0):
             raise RecipeError(f"intensity_jitter must be in [0, 1], got {self.intensity_jitter}")
+        if not (math.isfinite(self.ema_epochs) and 0.0 <= self.ema_epochs <= 100.0):
+            raise RecipeError(f"ema_epochs must be between 0 (off) and 100, got {self.ema_epochs}")
         if not (0.0 <= self.dropout < 1.0):
             raise RecipeError(f"dropout must be in [0, 1), got {self.dropout}")
         if len(self.split) != 3 or any(f < 0 for f in self.split) or abs(sum(self.split) - 1) > 1e-6:

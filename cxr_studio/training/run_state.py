@@ -4,7 +4,8 @@
 ``RunState.from_checkpoint(d)`` reads it back for ``--resume``. The keys have not changed since the
 first runs (a ``last.pt`` from any earlier version resumes): ``optimizer``, ``scheduler``, ``epoch``,
 ``rng``, ``history``, ``best_score``, ``chance_epochs``, ``scaler`` and, in lesion-guided runs only,
-``guidance``. Every value is a plain type or a tensor, so ``torch.load(weights_only=True)`` reads it.
+``guidance``; runs with weight averaging (``ema_epochs``) add ``average`` (the raw weights and the
+update count: ``last.pt``'s model is the average). Every value is a plain type or a tensor, so ``torch.load(weights_only=True)`` reads it.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ class RunState:
     scaler: dict[str, Any] = field(default_factory=dict)  # {} without an fp16 GradScaler
     rng: torch.Tensor | None = None  # saved for the record; each epoch reseeds from (seed, epoch)
     guidance: dict[str, Any] | None = None  # the lesion-guidance head (never part of the model)
+    average: dict[str, Any] | None = None  # weight averaging: raw weights + update count (averaging.py)
 
     @property
     def best_epoch(self) -> int | None:
@@ -50,6 +52,8 @@ class RunState:
         }
         if self.guidance is not None:
             state["guidance"] = self.guidance
+        if self.average is not None:
+            state["average"] = self.average
         return state
 
     @classmethod
@@ -59,5 +63,5 @@ class RunState:
             optimizer=state["optimizer"], scheduler=state["scheduler"], epoch=int(state["epoch"]),
             history=list(state.get("history", [])), best_score=float(state.get("best_score", -math.inf)),
             chance_epochs=int(state.get("chance_epochs", 0)), scaler=state.get("scaler") or {},
-            rng=state.get("rng"), guidance=state.get("guidance"),
+            rng=state.get("rng"), guidance=state.get("guidance"), average=state.get("average"),
         )
