@@ -4,7 +4,6 @@ the same predictions, ``--resume`` continues a CUDA run, and every lesion-guidan
 term and finite gradients under autocast."""
 from __future__ import annotations
 
-import csv
 
 import numpy as np
 import pytest
@@ -20,7 +19,7 @@ from cxr_studio.training.prepare import prepare_data
 from cxr_studio.training.recipes import load_recipe
 
 from guidance_phantoms import phantom_recipe, write_confounded
-from train_helpers import tiny_recipe, write_shenzhen
+from train_helpers import log_rows, tiny_recipe, write_shenzhen
 
 FORMS = ("gradcam", "input_grad", "seg_head")
 pytestmark = [pytest.mark.gpu,
@@ -31,10 +30,6 @@ pytestmark = [pytest.mark.gpu,
 def blobs(tmp_path_factory):
     return write_shenzhen(tmp_path_factory.mktemp("data") / "S", 32)
 
-
-def _rows(run) -> list[dict]:
-    with open(run / "log.csv", newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 def test_amp_training_on_cuda_writes_a_float32_checkpoint_that_predicts_alike_on_the_cpu(blobs, tmp_path):
@@ -57,9 +52,9 @@ def test_amp_training_on_cuda_writes_a_float32_checkpoint_that_predicts_alike_on
 def test_resume_continues_a_cuda_run(blobs, tmp_path):
     sets = (f"cache_dir={tmp_path / 'cache'}", "amp=true")
     fit(tiny_recipe(*sets, "epochs=2"), [blobs], tmp_path / "run", device="cuda", progress=False)
-    first = _rows(tmp_path / "run")
+    first = log_rows(tmp_path / "run")
     fit(tiny_recipe(*sets, "epochs=3"), [blobs], tmp_path / "run", device="cuda", progress=False, resume=True)
-    rows = _rows(tmp_path / "run")
+    rows = log_rows(tmp_path / "run")
     assert [r["epoch"] for r in rows] == ["1", "2", "3"]
     assert [r["train_loss"] for r in rows[:2]] == [r["train_loss"] for r in first]
     assert load_checkpoint(tmp_path / "run" / "last.pt").training_state["epoch"] == 3

@@ -2,7 +2,6 @@
 uninterrupted run with the same seed ends."""
 from __future__ import annotations
 
-import csv
 import os
 import signal
 import subprocess
@@ -10,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from train_helpers import TINY_SETS, write_shenzhen
+from train_helpers import log_rows, TINY_SETS, write_shenzhen
 
 REPO = Path(__file__).resolve().parents[2]
 EPOCHS = 3
@@ -27,10 +26,6 @@ def _env() -> dict[str, str]:
     env.pop("WORLD_SIZE", None)
     return env
 
-
-def _log(run: Path) -> list[dict]:
-    with open(run / "log.csv", newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path) -> None:
@@ -50,14 +45,14 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert (run / "last.pt").exists(), "the first epoch never finished"
-    done = len(_log(run)) if (run / "log.csv").exists() else 0
+    done = len(log_rows(run)) if (run / "log.csv").exists() else 0
     assert done < EPOCHS, "the run finished before it could be killed"
 
     resumed = subprocess.run(_cmd(data, run, cache, "--set", "max_steps_per_epoch=0", "--resume"), env=_env(),
                              cwd=REPO, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming" in resumed.stderr
-    a, b = _log(tmp_path / "ref"), _log(run)
+    a, b = log_rows(tmp_path / "ref"), log_rows(run)
     assert [r["epoch"] for r in b] == [str(e) for e in range(1, EPOCHS + 1)]
     for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
         assert [float(r[key]) for r in a] == [float(r[key]) for r in b], key

@@ -3,7 +3,6 @@ BatchNorm statistics), it is what fit validates and saves, and a resumed run rep
 uninterrupted one."""
 from __future__ import annotations
 
-import csv
 
 import pytest
 import torch
@@ -16,7 +15,7 @@ from cxr_studio.training.loops import predict
 from cxr_studio.training.prepare import prepare_data
 from cxr_studio.training.recipes import RecipeError
 
-from train_helpers import tiny_recipe, write_shenzhen
+from train_helpers import log_rows, tiny_recipe, write_shenzhen
 
 
 def test_decay_remembers_the_asked_number_of_epochs() -> None:
@@ -65,10 +64,6 @@ def blobs(tmp_path_factory):
     return write_shenzhen(tmp_path_factory.mktemp("data") / "S", 24)
 
 
-def _rows(run) -> list[dict]:
-    with open(run / "log.csv", newline="") as fh:
-        return list(csv.DictReader(fh))
-
 
 def test_fit_validates_and_saves_the_average_and_resumes_it(blobs, tmp_path) -> None:
     sets = (f"cache_dir={tmp_path / 'cache'}", "ema_epochs=1", "lr=0.05", "norm=batch")
@@ -84,12 +79,12 @@ def test_fit_validates_and_saves_the_average_and_resumes_it(blobs, tmp_path) -> 
     # the saved model is the one validated: its validation loss is the last row's
     data = prepare_data(tiny_recipe(*sets), [blobs], tmp_path / "check", ref / "split.json", progress=False)
     _, _, vloss = predict(last.model, data.val, torch.device("cpu"))
-    assert vloss == pytest.approx(float(_rows(ref)[-1]["val_loss"]), rel=1e-4)
+    assert vloss == pytest.approx(float(log_rows(ref)[-1]["val_loss"]), rel=1e-4)
 
     # one epoch, then --resume to three: the same rows as the uninterrupted run
     fit(tiny_recipe(*sets, "epochs=1"), [blobs], tmp_path / "run", progress=False, split_file=ref / "split.json")
     fit(tiny_recipe(*sets, "epochs=3"), [blobs], tmp_path / "run", progress=False, resume=True)
-    a, b = _rows(ref), _rows(tmp_path / "run")
+    a, b = log_rows(ref), log_rows(tmp_path / "run")
     assert len(b) == 3
     for key in ("train_loss", "val_loss", "val_auc", "lr"):
         assert [float(r[key]) for r in a] == pytest.approx([float(r[key]) for r in b], rel=1e-5), key
@@ -100,6 +95,6 @@ def test_guided_run_scores_the_average_on_the_validation_outlines(tmp_path) -> N
     recipe = tiny_recipe(f"cache_dir={tmp_path / 'cache'}", "ema_epochs=1", "epochs=2", "lesion_guidance=gradcam",
                          "lesion_weight=1")
     fit(recipe, [data], tmp_path / "run", progress=False)
-    rows = _rows(tmp_path / "run")
+    rows = log_rows(tmp_path / "run")
     assert len(rows) == 2
     assert all(0.0 <= float(r["val_pointing"]) <= 1.0 for r in rows)  # nan if the average had no hook

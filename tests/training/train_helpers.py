@@ -86,3 +86,11 @@ TINY_SETS = [
     "--set", "rotation_deg=0", "--set", "translate_px=2", "--set", "optimizer=sgd", "--set", "lr=0.01",
     "--set", "dropout=0.0", "--set", "hflip=false", "--set", "preprocess.normalization=none",
 ]
+
+
+def log_rows(run: Path) -> list[dict]:
+    """A run folder's log.csv, one dict per epoch (values as written: strings)."""
+    import csv
+
+    with open(Path(run) / "log.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
