@@ -39,7 +39,11 @@ class CohortRow:
     lesion_hit: bool | None = None  # the shown map's peak inside the lesion (None: no lesion mask)
 
     def prediction(self, threshold: float) -> int | None:
-        return None if np.isnan(self.probability) else int(self.probability >= threshold)
+        """1 (abnormal) or 0 by the app's one rule (``predicted_class``); None when not scored."""
+        from ..core.models.shipped import predicted_class  # the models package loads torch: not at import
+
+        p = self.probability
+        return None if np.isnan(p) else predicted_class((1.0 - p, p), threshold)
 
     def kind(self, threshold: float) -> str:
         """"true positive", "false negative"... ("unlabelled" / "failed" when it cannot say)."""
