@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .core.inspect.method_names import HEATMAP_METHODS
-from .core.render import COLORMAPS, DEFAULT_THRESHOLD
+from .core.render import COLORMAPS, DEFAULT_OPACITY, DEFAULT_THRESHOLD
 
 METHODS = HEATMAP_METHODS  # the one list (core.method_names)
 RANKINGS = ("max", "mean", "lungs")
@@ -50,7 +50,7 @@ class ExportOptions:
     class_index: int | None = None
     class_name: str | None = None
     threshold: float = DEFAULT_THRESHOLD
-    opacity: float = 0.5
+    opacity: float = DEFAULT_OPACITY
     colormap: str = "jet"
     scale: str = "channel"
     ranking: str = "max"
@@ -141,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="class explained by Grad-CAM, by name or index (default: the most probable)")
     p.add_argument("--threshold", type=_unit, default=DEFAULT_THRESHOLD,
                    help=f"map values below this are transparent (0..1; default {DEFAULT_THRESHOLD}, as the app)")
-    p.add_argument("--opacity", type=_unit, default=0.5, help="overlay opacity (0..1, default 0.5)")
+    p.add_argument("--opacity", type=_unit, default=DEFAULT_OPACITY,
+                   help=f"overlay opacity (0..1, default {DEFAULT_OPACITY:g})")
     p.add_argument("--colormap", choices=COLORMAPS, default="jet", help="colormap (default: jet, as the paper)")
     p.add_argument("--scale", choices=SCALES, default="channel", help="map scaling (default: channel)")
     p.add_argument("--ranking", choices=RANKINGS, default="max", help="how 'strongest' is chosen (default: max)")

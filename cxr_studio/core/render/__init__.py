@@ -23,6 +23,8 @@ COLORMAPS: tuple[str, ...] = ("jet", "viridis", "inferno", "gray")
 #: the paper's look, in the app and in `cxr-studio export` alike: map values below it (the weakest
 #: activations) are transparent
 DEFAULT_THRESHOLD = 0.3
+#: the overlay's opacity until the user moves the slider, in the app and in `cxr-studio export`
+DEFAULT_OPACITY = 0.5
 
 #: levels for a uint8 index image from :func:`lut_index` (identity mapping onto the LUT)
 INDEX_LEVELS: tuple[float, float] = (0.0, 255.0)
@@ -178,7 +180,7 @@ def overlay(
     heat: np.ndarray,
     colormap: str = "jet",
     threshold: float = 0.0,
-    opacity: float = 0.5,
+    opacity: float = DEFAULT_OPACITY,
     box: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Composite a 0..1 heat map over a 0..1 grayscale image -> (H, W, 3) uint8.

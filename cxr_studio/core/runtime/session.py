@@ -25,7 +25,7 @@ from cxr_studio.core.runtime.events import SignalGroup
 from cxr_studio.core.runtime.session_fields import SessionError, choice, field, same, unit
 from cxr_studio.core.inspect.method_names import HEATMAP_METHODS
 from cxr_studio.core.imaging.spec import PreprocessSpec
-from cxr_studio.core.render import COLORMAPS, DEFAULT_THRESHOLD
+from cxr_studio.core.render import COLORMAPS, DEFAULT_OPACITY, DEFAULT_THRESHOLD
 from cxr_studio.core.render.sidecar import sidecar_settings
 
 METHODS: tuple[str, ...] = HEATMAP_METHODS  # the one list (core.method_names)
@@ -58,7 +58,7 @@ class Session:
             "method": "activation",
             "class_index": 1,
             "threshold": DEFAULT_THRESHOLD,
-            "opacity": 0.5,
+            "opacity": DEFAULT_OPACITY,
             "colormap": "jet",
             "scale": "channel",
             "ranking": "max",
