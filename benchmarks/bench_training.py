@@ -5,7 +5,8 @@ plain minimal PyTorch loop over the same cached uint8 tensors and the same model
         [--device cuda] [--amp] [--workers 4]
 
 Prints images/s of both and the ratio (target: ours >= 0.95x of the plain loop). Augmentation is
-off in the headline pair (the plain loop has none); the augmented rate is printed as well.
+off in the headline pair (the plain loop has none); the augmented rate is printed as well, and the
+rate with the weight average (recipe ``ema_epochs``) updated after every step.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ def main() -> None:
     dev = torch.device(a.device)
 
     from cxr_studio.core.models import build_model
+    from cxr_studio.training.averaging import WeightAverage
     from cxr_studio.training.ddp import DistInfo
     from cxr_studio.training.loops import autocast_context, make_loader, make_optimizer, train_epoch
     from cxr_studio.training.recipes import load_recipe
@@ -53,12 +55,15 @@ def main() -> None:
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
 
-    def ours(augment: bool) -> float:
+    average = WeightAverage(model, 2.0, max(1, a.n // a.batch))
+
+    def ours(augment: bool, ema: bool = False) -> float:
         ds = CachedImages(images, labels, spec, train=augment, rotation_deg=recipe.rotation_deg if augment else 0,
                           translate_px=recipe.translate_px if augment else 0)
         sampler = torch.utils.data.RandomSampler(ds, generator=torch.Generator().manual_seed(0))
         t = time.perf_counter()
-        train_epoch(model, make_loader(ds, a.batch, sampler, a.workers), opt, dev, amp=a.amp, scaler=None, info=info)
+        train_epoch(model, make_loader(ds, a.batch, sampler, a.workers), opt, dev, amp=a.amp, scaler=None, info=info,
+                    after_step=(lambda: average.update(model)) if ema else None)
         sync()
         return a.n / (time.perf_counter() - t)
 
@@ -81,11 +86,12 @@ def main() -> None:
         return a.n / (time.perf_counter() - t)
 
     ours(False), plain()  # warm-up
-    rows = {"plain": [], "ours": [], "ours+aug": []}
+    rows = {"plain": [], "ours": [], "ours+aug": [], "ours+ema": []}
     for _ in range(a.repeats):  # interleaved so load changes hit both alike
         rows["plain"].append(plain())
         rows["ours"].append(ours(False))
         rows["ours+aug"].append(ours(True))
+        rows["ours+ema"].append(ours(False, ema=True))
     med = {k: float(np.median(v)) for k, v in rows.items()}
     print(f"model {recipe.arch} {recipe.model_kwargs()}, {a.n} cached {n}x{n} images, batch {a.batch}, "
           f"{a.threads} thread(s), {dev}{' (bf16 autocast)' if a.amp else ''}, {a.workers} loader workers, "
@@ -94,6 +100,7 @@ def main() -> None:
         print(f"  {k:9s} {v:8.1f} images/s")
     print(f"ratio ours / plain       = {med['ours'] / med['plain']:.3f}  (target >= 0.95)")
     print(f"ratio ours+aug / plain   = {med['ours+aug'] / med['plain']:.3f}")
+    print(f"ratio ours+ema / ours    = {med['ours+ema'] / med['ours']:.3f}  (the weight average's cost)")
 
 
 if __name__ == "__main__":
