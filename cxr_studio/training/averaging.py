@@ -54,17 +54,13 @@ class WeightAverage:
         return {"raw_model": {k: v.detach().clone() for k, v in model.state_dict().items()},
                 "updates": self.updates}
 
-    def restore(self, model: nn.Module, averaged: nn.Module, state: dict[str, Any] | None) -> None:
+    def restore(self, model: nn.Module, averaged: nn.Module, state: dict[str, Any]) -> None:
         """Back from a checkpoint: ``averaged`` (the checkpoint's model) into the average, the raw
-        weights of ``state`` into ``model``. Without ``state`` (a ``last.pt`` written without an
-        average) the raw weights start from the checkpoint's and the average from them."""
+        weights of ``state`` (what ``state()`` wrote) into ``model``. A ``last.pt`` without an average
+        never gets here: resuming it with ``ema_epochs`` set changes the recipe, which ``fit`` refuses."""
         self.module.load_state_dict(averaged.state_dict())
-        if state and state.get("raw_model") is not None:
-            model.load_state_dict(state["raw_model"])
-            self._avg.n_averaged.fill_(int(state.get("updates", 0)))
-        else:
-            model.load_state_dict(averaged.state_dict())
-            self._avg.n_averaged.fill_(1)
+        model.load_state_dict(state["raw_model"])
+        self._avg.n_averaged.fill_(int(state["updates"]))
 
 
 def make_average(model: nn.Module, ema_epochs: float, steps: int) -> WeightAverage | None:

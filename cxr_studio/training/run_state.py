@@ -5,7 +5,8 @@
 first runs (a ``last.pt`` from any earlier version resumes): ``optimizer``, ``scheduler``, ``epoch``,
 ``rng``, ``history``, ``best_score``, ``chance_epochs``, ``scaler`` and, in lesion-guided runs only,
 ``guidance``; runs with weight averaging (``ema_epochs``) add ``average`` (the raw weights and the
-update count: ``last.pt``'s model is the average). Every value is a plain type or a tensor, so ``torch.load(weights_only=True)`` reads it.
+update count: ``last.pt``'s model is the average). Every value is a plain type or a tensor, so
+``torch.load(weights_only=True)`` reads it.
 """
 from __future__ import annotations
 

@@ -4,7 +4,6 @@ the same predictions, ``--resume`` continues a CUDA run, and every lesion-guidan
 term and finite gradients under autocast."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
@@ -29,7 +28,6 @@ pytestmark = [pytest.mark.gpu,
 @pytest.fixture(scope="module")
 def blobs(tmp_path_factory):
     return write_shenzhen(tmp_path_factory.mktemp("data") / "S", 32)
-
 
 
 def test_amp_training_on_cuda_writes_a_float32_checkpoint_that_predicts_alike_on_the_cpu(blobs, tmp_path):

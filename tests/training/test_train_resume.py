@@ -27,7 +27,6 @@ def _env() -> dict[str, str]:
     return env
 
 
-
 def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path) -> None:
     data = write_shenzhen(tmp_path / "S", 24)
     cache = tmp_path / "cache"

@@ -3,7 +3,6 @@ BatchNorm statistics), it is what fit validates and saves, and a resumed run rep
 uninterrupted one."""
 from __future__ import annotations
 
-
 import pytest
 import torch
 from torch import nn
@@ -62,7 +61,6 @@ def test_average_is_the_exponential_moving_average_of_weights_and_batchnorm_stat
 @pytest.fixture(scope="module")
 def blobs(tmp_path_factory):
     return write_shenzhen(tmp_path_factory.mktemp("data") / "S", 24)
-
 
 
 def test_fit_validates_and_saves_the_average_and_resumes_it(blobs, tmp_path) -> None:

@@ -5,6 +5,7 @@ or right half. Images are 96 px so the smallest cxrnet input (91) fits.
 """
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import cv2
@@ -90,7 +91,5 @@ TINY_SETS = [
 
 def log_rows(run: Path) -> list[dict]:
     """A run folder's log.csv, one dict per epoch (values as written: strings)."""
-    import csv
-
     with open(Path(run) / "log.csv", newline="") as fh:
         return list(csv.DictReader(fh))
