@@ -110,7 +110,7 @@ def _open_data(recipe: Recipe, roots: list[str | Path], folder: RunFolder, resum
         if reused is not None:
             report_split_coverage(reused, data, lambda m: _say(m, info))
         # the run starts here: only now does the run folder get its files
-        for name, text in (("split.json", strict_json({"seed": recipe.seed, "fractions": list(recipe.split),
+        for name, text in (("split.json", strict_json({"seed": recipe.split_rng_seed, "fractions": list(recipe.split),
                                                          **data.split}, indent=2)),
                            ("config.toml", recipe.to_toml()),
                            ("config.json", strict_json(recipe.to_dict(), indent=2))):

@@ -88,11 +88,11 @@ def prepare_data(
     elif existing.exists():
         split = read_split(existing, samples)
     else:
-        split = stratified_split(samples, list(recipe.split), recipe.seed)
+        split = stratified_split(samples, list(recipe.split), recipe.split_rng_seed)
     if not split["train"]:
         raise DatasetError("the training split is empty: give more images")
     if write:
-        write_split(existing, split, recipe.seed, list(recipe.split))
+        write_split(existing, split, recipe.split_rng_seed, list(recipe.split))
     cache = make_cache(recipe, default_cache_dir(out_dir, recipe), preprocess_fn)
     spec = recipe.spec
     tr = select(samples, split["train"])

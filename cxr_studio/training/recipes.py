@@ -63,6 +63,8 @@ class Recipe:
     plateau_metric: str = "val_acc"  # what the lr schedule watches (the paper: validation accuracy)
     select_metric: str = "val_auc"  # which validation metric picks best.pt (val_pointing: guided runs)
     seed: int = 0
+    split_seed: int = -1  # the stratified split's seed (-1: the same as seed), so a run can change the seed
+    #                       of its weights and batches and keep its images' split
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
     chance_warn_epochs: int = 3  # warn when the train loss sits at ln 2 this many epochs
     max_steps_per_epoch: int = 0  # 0 = the whole training set each epoch (tests use a few)
@@ -96,6 +98,8 @@ class Recipe:
             spec = PreprocessSpec.from_dict(dict(self.preprocess))
         except (TypeError, ValueError) as exc:
             raise RecipeError(f"Invalid preprocess settings: {exc}") from None
+        if self.split_seed < -1:
+            raise RecipeError(f"split_seed must be -1 (the same as seed) or a seed >= 0, got {self.split_seed}")
         if self.lr <= 0 or not math.isfinite(self.lr):
             raise RecipeError(f"lr must be a positive number, got {self.lr}")
         if self.batch_size < 1:
@@ -143,6 +147,11 @@ class Recipe:
         if self.select_metric == "val_pointing" and self.lesion_guidance == "none":
             raise RecipeError("select_metric=val_pointing picks best.pt by the validation Grad-CAM pointing game, "
                               "which only lesion-guided runs measure: set lesion_guidance (e.g. gradcam) too")
+
+    @property
+    def split_rng_seed(self) -> int:
+        """The seed the stratified split is drawn with."""
+        return self.seed if self.split_seed < 0 else self.split_seed
 
     @property
     def spec(self) -> PreprocessSpec:

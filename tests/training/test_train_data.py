@@ -18,6 +18,7 @@ from cxr_studio.training.data import (
     write_split,
 )
 from cxr_studio.training.prepare import prepare_data
+from cxr_studio.training.recipes import RecipeError
 
 from train_helpers import blob_image, tiny_recipe, write_montgomery, write_shenzhen
 
@@ -114,6 +115,25 @@ def test_split_is_stratified_deterministic_and_reusable(tmp_path) -> None:
     assert read_split(f, samples) == a
     with pytest.raises(DatasetError, match="not found in the data roots"):
         read_split(f, samples[:10])
+
+
+def test_split_seed_keeps_the_split_when_the_seed_changes(tmp_path) -> None:
+    """split_seed -1 follows seed; a set split_seed draws the split with it whatever the seed."""
+    write_montgomery(tmp_path / "M", 20)
+    write_shenzhen(tmp_path / "S", 40)
+    roots = [tmp_path / "M", tmp_path / "S"]
+    cache = f"cache_dir={tmp_path / 'cache'}"
+
+    def split(*sets: str, run: str) -> dict:
+        return prepare_data(tiny_recipe(cache, "split=[0.5,0.25,0.25]", *sets), roots, tmp_path / run,
+                            progress=False).split
+
+    s0, s1 = split("seed=0", run="a"), split("seed=1", run="b")
+    assert s0 != s1  # without split_seed the seed draws the split (every older run folder and checkpoint)
+    assert split("seed=1", "split_seed=0", run="c") == s0
+    assert json.loads((tmp_path / "c" / "split.json").read_text())["seed"] == 0
+    with pytest.raises(RecipeError, match="split_seed must be -1"):
+        tiny_recipe("split_seed=-2")
 
 
 def test_cache_computes_once_and_reuses(tmp_path) -> None:
