@@ -13,6 +13,7 @@ from cxr_studio.core.models.checkpoint import load_checkpoint, peek_checkpoint
 from cxr_studio.core.resources import TB_MODEL, find_resource
 from cxr_studio.core.models.shipped import default_model_for_radiographs, operating_threshold, shipped_models
 from cxr_studio.training.cli import main as train_main
+from cxr_studio.training.data import scan_roots, stratified_split
 from cxr_studio.training.fit import fit
 from cxr_studio.training.metrics import auc_interval, auc_score
 from cxr_studio.training.recipes import Recipe, load_recipe
@@ -160,12 +161,24 @@ def test_the_unguided_twin_ships_for_comparison_on_the_same_split() -> None:
     for prov in (a, b):
         recipe = load_recipe(prov["recipe"]["name"]).to_dict()
         stored = {**Recipe().to_dict(), **prov["recipe"]}
+        if "split_seed" not in prov["recipe"]:  # runs made before the field were given the split as a file:
+            stored["split_seed"] = recipe["split_seed"]  # the recipe's split_seed must draw it (next test)
         assert set(prov["recipe"]) <= set(recipe)
         assert {k: v for k, v in stored.items() if k != "description"} == \
             {k: v for k, v in recipe.items() if k != "description"}
     # the guided model does not classify worse (issue 18: AUC may not drop by more than 0.01)
     assert a["test_metrics"]["pooled"]["auc"] >= b["test_metrics"]["pooled"]["auc"] - 0.01
     assert load_checkpoint(twin).class_names == ["normal", "tuberculosis"]
+
+
+def test_the_tb_recipes_draw_the_shipped_models_split(nlm_root) -> None:
+    """The regeneration commands give no split file: each recipe's split seed must draw the stored split."""
+    samples = scan_roots([nlm_root])
+    for name in (TB_MODEL, "models/cxrnet-tb-unguided.pt"):
+        prov = peek_checkpoint(find_resource(name))["provenance"]
+        recipe = load_recipe(prov["recipe"]["name"])
+        drawn = stratified_split(samples, list(recipe.split), recipe.split_rng_seed)
+        assert {k: drawn[k] for k in ("train", "val", "test")} == {k: prov["split"][k] for k in ("train", "val", "test")}
 
 
 def test_the_tb_model_is_the_default_for_radiographs() -> None:
