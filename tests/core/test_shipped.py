@@ -22,10 +22,10 @@ def test_describe_reads_title_kind_auc_and_threshold_from_provenance() -> None:
     m = shipped.describe_shipped(Path("x/cxrnet-tb.pt"), meta)
     assert (m.name, m.kind, m.trained_on, m.test_auc, m.threshold) == ("TB model", "radiographs", "NLM sets", 0.91, 0.42)
     assert m.label() == "TB model — trained on NLM sets, test AUC 0.910"
-    assert m.short_label() == "TB model · AUC 0.91 · radiographs"  # the AUC before what a narrow list elides
+    assert m.short_label() == "TB model · AUC 0.910 · radiographs"  # the AUC before what a narrow list elides
     guided = shipped.describe_shipped(Path("x/cxrnet-tb.pt"), {"provenance": {
-        "release": {"title": "TB model, lesion-guided (cxrnet)"}, "test_metrics": {"pooled": {"auc": 0.87}}}})
-    assert guided.short_label() == "TB model, lesion-guided · AUC 0.87 · radiographs"
+        "release": {"title": "TB model, lesion-guided (cxrnet)"}, "test_metrics": {"pooled": {"auc": 0.8734}}}})
+    assert guided.short_label() == "TB model, lesion-guided · AUC 0.873 · radiographs"
     assert "(cxrnet)" in guided.label()
     demo = shipped.describe_shipped(Path("x/cxrnet-demo.pt"), {"provenance": {}})
     assert demo.kind == "phantoms" and demo.test_auc is None and demo.threshold is None
