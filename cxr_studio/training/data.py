@@ -250,6 +250,15 @@ def read_split(path: str | Path, samples: list[Sample]) -> dict[str, list[str]]:
     return {k: list(data[k]) for k in ("train", "val", "test")}
 
 
+def split_file_seed(path: str | Path) -> int | None:
+    """The seed a split file says it was drawn with; None for a split made by hand (no seed)."""
+    try:
+        seed = json.loads(Path(path).read_text(encoding="utf-8")).get("seed")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+
+
 def select(samples: list[Sample], ids: list[str]) -> list[Sample]:
     by_id = {s.id: s for s in samples}
     return [by_id[i] for i in ids]

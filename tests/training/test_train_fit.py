@@ -78,6 +78,22 @@ def test_same_seed_same_metrics(blobs, tmp_path, cache_set) -> None:
     assert [r["train_loss"] for r in c] != [r["train_loss"] for r in a]
 
 
+def test_a_given_split_file_keeps_its_seed_in_the_run_folder(blobs, tmp_path, cache_set) -> None:
+    """Training with seed 5 on seed 0's split file: the run's split.json says the split is seed 0's."""
+    fit(tiny_recipe(cache_set, "epochs=1", "max_steps_per_epoch=1"), [blobs], tmp_path / "ref", progress=False)
+    ref = json.loads((tmp_path / "ref" / "split.json").read_text())
+    assert ref["seed"] == 0
+    fit(tiny_recipe(cache_set, "epochs=1", "max_steps_per_epoch=1", "seed=5"), [blobs], tmp_path / "run",
+        progress=False, split_file=tmp_path / "ref" / "split.json")
+    run = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert run["seed"] == 0 and {k: run[k] for k in ("train", "val", "test")} == {k: ref[k] for k in ("train", "val", "test")}
+    hand = {k: ref[k] for k in ("train", "val", "test")}  # a split made by hand has no seed to keep
+    (tmp_path / "hand.json").write_text(json.dumps(hand))
+    fit(tiny_recipe(cache_set, "epochs=1", "max_steps_per_epoch=1", "seed=5"), [blobs], tmp_path / "run2",
+        progress=False, split_file=tmp_path / "hand.json")
+    assert json.loads((tmp_path / "run2" / "split.json").read_text())["seed"] is None
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(blobs, tmp_path, cache_set) -> None:
     calls = {"n": 0}
 
