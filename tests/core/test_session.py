@@ -95,6 +95,7 @@ class FakeLoaded:
     spec: Any = field(default_factory=lambda: PreprocessSpec.preset("fast"))
     sha256: str = "ab" * 32
     path: str = "/tmp/tiny.pt"
+    multi_label: bool = False
 
 
 class Recorder:
@@ -231,6 +232,25 @@ def test_class_index_validated_against_model() -> None:
     s.class_index = 0
     with pytest.raises(SessionError, match="out of range"):
         s.class_index = 2
+
+
+def test_a_multi_label_model_explains_its_most_probable_class_until_one_is_picked() -> None:
+    """Issue 13: Grad-CAM's class defaults to the most probable for multi-label models; a pick stays."""
+    s = Session()
+    s.add_model("m", FakeLoaded(class_names=["a", "b", "c", "d"], multi_label=True))
+    assert s.class_index == 1  # before any prediction: the default
+    s.set_forward("m", SimpleNamespace(activations={}, probabilities=np.array([0.1, 0.2, 0.9, 0.3])))
+    assert s.class_index == 2
+    s.class_index = 3  # the user's pick survives the next image's prediction
+    s.set_forward("m", SimpleNamespace(activations={}, probabilities=np.array([0.9, 0.2, 0.1, 0.3])))
+    assert s.class_index == 3
+    s.add_model("m", FakeLoaded(class_names=["a", "b", "c", "d"], multi_label=True))  # reloaded: defaults again
+    s.set_forward("m", SimpleNamespace(activations={}, probabilities=np.array([0.9, 0.2, 0.1, 0.3])))
+    assert s.class_index == 0
+    t = Session()  # a softmax classifier keeps the abnormal class, whatever it predicts
+    t.add_model("m", FakeLoaded())
+    t.set_forward("m", SimpleNamespace(activations={}, probabilities=np.array([0.8, 0.2])))
+    assert t.class_index == 1
 
 
 def test_new_image_clears_derived_state() -> None:

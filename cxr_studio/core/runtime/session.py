@@ -72,6 +72,7 @@ class Session:
             "lesion_scores": None,  # the map on screen against it (inspect.lesion_scores.score) or None
         }
         self._forward_cache: dict[str, Any] = {}  # model id -> ForwardResult for the current image
+        self._class_chosen: set[str] = set()  # models whose class was picked or defaulted (multi-label)
 
     # -- generic machinery -------------------------------------------------------------------
     def _set(self, name: str, value: Any, force: bool = False) -> bool:
@@ -163,6 +164,7 @@ class Session:
         models = OrderedDict(self.models)
         models[model_id] = loaded
         self._forward_cache.pop(model_id, None)
+        self._class_chosen.discard(model_id)
         self._set("models", models, force=True)
         if self.current_model_id is None or self.current_model_id == model_id:
             self._select_model(model_id, force=True)
@@ -332,6 +334,7 @@ class Session:
         n = self.class_count(self.current_model)
         if v < 0 or (n is not None and v >= n):
             raise SessionError(f"class index {v} is out of range (the model has {n} classes).")
+        self._class_chosen.add(self.current_model_id or "")
         self._set("class_index", v)
 
     @property
@@ -357,6 +360,11 @@ class Session:
         self._forward_cache[model_id] = result
         if model_id == self.current_model_id:
             self._set("forward", result, force=True)
+            probs = getattr(result, "probabilities", None)  # a multi-label model explains its most probable
+            if getattr(self.models[model_id], "multi_label", False) and model_id not in self._class_chosen \
+                    and probs is not None and len(probs):  # class until the user picks one
+                self._class_chosen.add(model_id)
+                self._set("class_index", max(range(len(probs)), key=lambda i: float(probs[i])))
 
     def cached_forward(self, model_id: str | None = None) -> Any:
         return self._forward_cache.get(model_id or self.current_model_id or "")
