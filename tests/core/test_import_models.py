@@ -275,3 +275,37 @@ def test_eval_takes_a_torchvision_state_dict_with_the_same_flags(tmp_path, capsy
     assert code == 0 and json.loads((tmp_path / "m.json").read_text())["n"] == 6
     assert train_main(["eval", "--checkpoint", str(path), "--data", str(root), "--all"]) == 2  # no --arch
     assert "bare state dict" in capsys.readouterr().err
+
+
+def _saved_forms(tmp_path: Path) -> list[tuple[str, Path, list[str]]]:
+    """Every form a user brings, saved here, with the flags `cxr-studio export` needs for it."""
+    torch.manual_seed(5)
+    forms = [(arch, _save(getattr(torchvision.models, arch)(num_classes=2), tmp_path / f"{arch}.pth", how),
+              ["--arch", arch]) for arch, how, _, _ in FAMILIES]
+    traced = tmp_path / "traced.pt"
+    torch.jit.trace(torchvision.models.resnet18(num_classes=2).eval(), _x()).save(str(traced))
+    forms.append(("torchscript", traced, []))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.export.export(torchvision.models.mobilenet_v3_small(num_classes=2).eval(), (_x(),))
+        torch.export.save(program, str(tmp_path / "mobile.pt2"))
+    forms.append(("exported", tmp_path / "mobile.pt2", []))
+    return forms
+
+
+def test_export_writes_png_npy_json_for_every_form_a_user_brings(tmp_path):
+    from cxr_studio.batch import main
+    from cxr_studio.core.imaging.io import write_png
+    from cxr_studio.core.phantoms.phantom import make_phantom
+
+    write_png(tmp_path / "img.png", make_phantom(2, size=96).image)
+    for name, path, flags in _saved_forms(tmp_path):
+        out = tmp_path / f"out-{name}"
+        code = main(["--checkpoint", str(path), *flags, "--input-size", str(N), "--segmentation", "none",
+                     "--method", "gradcam", "--out", str(out), "--no-progress", str(tmp_path / "img.png")])
+        assert code == 0, name
+        assert all((out / f"img{s}").is_file() for s in (".png", ".npy", ".json")), name
+        cam = np.load(out / "img.npy")
+        assert cam.ndim == 2 and np.isfinite(cam).all() and cam.max() > cam.min(), name
+        side = json.loads((out / "img.json").read_text())
+        assert side["method"] == "gradcam" and len(side["probabilities"]) == 2, name
