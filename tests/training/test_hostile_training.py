@@ -9,6 +9,7 @@ chance-level hint).
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -173,6 +174,20 @@ def test_eval_shows_the_metrics_before_a_write_fails(tiny_ckpt, tmp_path, monkey
     out, err = capsys.readouterr()
     assert rc == 2 and strict_load(out)["n"] == 6  # the metrics were printed, then the write failed
     assert "computed but could not be written" in err and "No space left" in err
+
+
+def test_eval_skips_an_unwritable_default_roc_with_a_note(tiny_ckpt, tmp_path, capsys) -> None:
+    """Without --json or --roc the ROC picture goes beside the checkpoint; where it cannot, eval says so
+    and still gives the metrics (exit 0)."""
+    ck, normals = tiny_ckpt
+    mine = tmp_path / "tiny.pt"
+    shutil.copy(ck, mine)
+    (tmp_path / "tiny.roc.png").mkdir()  # the default ROC path is taken by a folder
+    rc = main(["eval", "--checkpoint", str(mine), "--data", str(normals), "--all", "--cache-dir", str(tmp_path / "c")])
+    out, err = capsys.readouterr()
+    assert rc == 0 and strict_load(out)["n"] == 6 and "Traceback" not in err
+    assert "note: The ROC picture was not written" in err and "pass --roc PATH" in err
+    assert (tmp_path / "tiny.roc.png").is_dir() and not any((tmp_path / "tiny.roc.png").iterdir())
 
 
 # -- siblings: the run folder is checked first, held exclusively, and Ctrl-C says how to go on ------
