@@ -93,3 +93,28 @@ def test_all_nan_weights_are_named_at_load(saved, tmp_path):
     torch.jit.trace(tv.eval(), torch.rand(1, 3, 64, 64)).save(str(traced))
     with pytest.raises(CheckpointError, match="nan_traced.pt holds non-finite weights"):
         open_model(traced)
+
+
+def test_the_commands_say_the_same_one_sentence(saved, tmp_path, monkeypatch, capsys):
+    """Cases 3 and 4 through `cxr-studio export` and `cxr-studio-train eval`, as a user meets them."""
+    from cxr_studio.batch import main as export_main
+    from cxr_studio.core.imaging.io import write_png
+    from cxr_studio.core.phantoms.phantom import make_phantom
+    from cxr_studio.training.cli import main as train_main
+
+    write_png(tmp_path / "img.png", make_phantom(3, size=96).image)
+    huge = _rewrite(saved, tmp_path / "huge.pt", arch_kwargs={"fc_width": 10**7})
+    monkeypatch.setattr(ck, "build_model", _never_built)
+    for run in (lambda: export_main(["--checkpoint", str(huge), "--out", str(tmp_path / "o"), "--no-progress",
+                                     str(tmp_path / "img.png")]),
+                lambda: train_main(["eval", "--checkpoint", str(huge), "--data", str(tmp_path), "--all"])):
+        assert run() != 0
+        err = capsys.readouterr().err
+        assert "huge.pt" in err and "would need" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").glob("img*"))
+    monkeypatch.undo()
+    small = _rewrite(saved, tmp_path / "small.pt", preprocess={"input_size": 64})  # corrected with a warning
+    assert export_main(["--checkpoint", str(small), "--out", str(tmp_path / "s"), "--no-progress",
+                        str(tmp_path / "img.png")]) == 0
+    assert "using its own 3x227x227" in capsys.readouterr().err
+    assert all((tmp_path / "s" / f"img{x}").is_file() for x in (".png", ".npy", ".json"))
