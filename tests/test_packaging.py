@@ -1,5 +1,5 @@
-"""Packaging: the start-up installation check, the desktop entry, the DICOM MIME registration,
-the icons, the smoke test's heatmap detector and (marked `bundle`) the smoke test of a built bundle."""
+"""Packaging: the start-up installation check, the desktop entry, the DICOM MIME registration
+(the icons: test_icons.py), the smoke test's heatmap detector and (marked `bundle`) the smoke test of a built bundle."""
 from __future__ import annotations
 
 import configparser
@@ -36,7 +36,6 @@ def _load(name: str, path: Path):
     return mod
 
 
-render_icons = _load("render_icons", REPO / "packaging" / "render_icons.py")
 smoke_test = _load("smoke_test", REPO / "packaging" / "smoke_test.py")
 
 
@@ -281,42 +280,6 @@ def test_update_mime_database_accepts_the_xml(tmp_path: Path) -> None:
     assert p.returncode == 0 and "Failed" not in p.stderr, p.stderr
     assert "application/dicom:*.dcm" in (tmp_path / "globs2").read_text()
     assert b"DICM" in (tmp_path / "magic").read_bytes()
-
-
-# ---------------------------------------------------------------- icons
-
-def test_icons_exist_in_every_size_and_are_square_pngs() -> None:
-    assert tuple(bundle_check.ICON_SIZES) == tuple(render_icons.SIZES)
-    for size in bundle_check.ICON_SIZES:
-        path = RES / bundle_check.icon_name(size)
-        with Image.open(path) as im:
-            assert im.format == "PNG" and im.size == (size, size), path
-            rgba = np.asarray(im.convert("RGBA"))
-        assert rgba[0, 0, 3] == 0, "rounded corner is transparent"
-        assert rgba[size // 2, size // 2, 3] == 255, "centre is opaque"
-    big = np.asarray(Image.open(RES / bundle_check.icon_name(256)).convert("RGB")).astype(int)
-    red = (big[..., 0] > 200) & (big[..., 1] < 90) & (big[..., 2] < 90)
-    assert red.sum() > 50, "the heat spot is drawn"
-    with Image.open(RES / "icons" / "cxr-studio.ico") as ico:
-        assert (256, 256) in ico.info["sizes"] and (16, 16) in ico.info["sizes"]
-
-
-def test_committed_pngs_are_renderings_of_the_svg(qapp, tmp_path: Path) -> None:
-    for size in (16, 64):
-        out = tmp_path / f"{size}.png"
-        render_icons.render_png(RES / "icons" / render_icons.SVG_NAME, size, out)
-        fresh = np.asarray(Image.open(out).convert("RGBA")).astype(float)
-        committed = np.asarray(Image.open(RES / bundle_check.icon_name(size)).convert("RGBA")).astype(float)
-        assert np.abs(fresh - committed).mean() < 1.5, f"{size}px icon is stale: run packaging/render_icons.py"
-
-
-def test_render_rejects_a_broken_svg(qapp, tmp_path: Path) -> None:
-    bad = tmp_path / "bad.svg"
-    bad.write_text("<svg this is not xml")
-    out = tmp_path / "out.png"
-    with pytest.raises(ValueError, match="not an SVG"):
-        render_icons.render_png(bad, 16, out)
-    assert not out.exists() and list(tmp_path.iterdir()) == [bad]
 
 
 # ---------------------------------------------------------------- smoke test helpers and the bundle

@@ -14,6 +14,8 @@ import numpy as np
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QFileDialog, QMainWindow, QMessageBox, QStackedWidget, QWidget
 
+from cxr_studio.core.imaging.formats import SUPPORTED_SUFFIXES
+
 from . import jobs, layout, menus, status_bar
 from .bridge import WorkerBridge
 from .controller import Controller
@@ -34,7 +36,7 @@ from .theme import apply_theme
 from .welcome import WelcomePage
 
 log = logging.getLogger(__name__)
-IMAGE_FILTER = "Radiographs (*.png *.jpg *.jpeg *.tif *.tiff *.bmp *.dcm *.dicom);;All files (*)"
+IMAGE_FILTER = f"Radiographs ({' '.join('*' + s for s in SUPPORTED_SUFFIXES)});;All files (*)"  # the one suffix list
 
 
 class MainWindow(ExportActions, QMainWindow):
