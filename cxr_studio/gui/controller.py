@@ -20,8 +20,6 @@ from .jobs import HeatmapView
 from .lung_masks import LungMasks
 from .saliency_runner import SaliencyRunner
 
-USER_SPEC_KEYS = ("segmentation", "clahe", "clahe_clip", "clahe_tiles")  # pipeline-dock overrides
-
 
 class Controller(QObject):
     pipeline_ready = Signal(object)  # jobs.PipelineResult
@@ -61,19 +59,8 @@ class Controller(QObject):
         return self.session.models.get(mid) if mid else None
 
     def spec_for(self, model_id: str | None = None) -> Any:
-        """The current model's preprocessing with the user's pipeline-dock overrides applied."""
-        from cxr_studio.core.imaging.spec import PreprocessSpec
-
-        user = self.session.spec
-        loaded = self.loaded(model_id)
-        base = getattr(loaded, "spec", None) if loaded is not None else None
-        if isinstance(base, dict):
-            base = PreprocessSpec.from_dict(base)
-        if base is None:
-            return user if user is not None else PreprocessSpec()
-        if user is None:
-            return base
-        return base.replace(**{k: getattr(user, k) for k in USER_SPEC_KEYS})
+        """The model's preprocessing with the user's Pipeline-dock choices: the Session's one rule."""
+        return self.session.effective_spec(model_id)
 
     @staticmethod
     def spec_key(spec: Any) -> str:

@@ -274,10 +274,14 @@ def test_new_image_clears_derived_state() -> None:
 def test_effective_spec_and_render_settings() -> None:
     s = Session()
     assert s.effective_spec() == PreprocessSpec()
+    s.spec = {"segmentation": "none", "input_size": 64}
+    assert s.effective_spec().input_size == 64  # no model: the user's spec as it is
+    s.spec = None
     s.add_model("m", FakeLoaded())
     assert s.effective_spec() == PreprocessSpec.preset("fast")
-    s.spec = {"segmentation": "none", "input_size": 64}
-    assert s.effective_spec().input_size == 64
+    s.spec = {"segmentation": "none", "input_size": 64}  # the one rule (the controller's spec_for is it):
+    fast = PreprocessSpec.preset("fast")  # the Pipeline dock's keys on top of the model's, not its input size
+    assert s.effective_spec() == fast.replace(segmentation="none") and s.effective_spec("m") == s.effective_spec()
     s.set_image(Radiograph.from_array(np.zeros((8, 8), np.uint8), path="/x/a.png"))
     s.threshold, s.opacity, s.colormap, s.method = 0.3, 0.8, "inferno", "gradcam"
     s.region = SimpleNamespace(kind="rect", points=np.array([[1, 2], [5, 6]]))
@@ -285,7 +289,8 @@ def test_effective_spec_and_render_settings() -> None:
     assert d["image_path"] == "/x/a.png" and d["checkpoint_sha256"] == "ab" * 32
     assert (d["threshold"], d["opacity"], d["colormap"], d["method"]) == (0.3, 0.8, "inferno", "gradcam")
     assert d["region"] == {"kind": "rect", "points": [[1.0, 2.0], [5.0, 6.0]]}
-    assert d["spec"]["input_size"] == 64 and d["layer"] in ("conv2", "relu2")
+    assert d["spec"]["input_size"] == fast.input_size and d["spec"]["segmentation"] == "none"
+    assert d["layer"] in ("conv2", "relu2")
 
 
 def test_model_switch_keeps_or_resets_layer_and_forward_cache() -> None:

@@ -22,7 +22,7 @@ from collections import OrderedDict
 from typing import Any
 
 from cxr_studio.core.runtime.events import SignalGroup
-from cxr_studio.core.runtime.session_fields import SessionError, choice, field, same, unit
+from cxr_studio.core.runtime.session_fields import USER_SPEC_KEYS, SessionError, choice, field, same, unit
 from cxr_studio.core.inspect.method_names import HEATMAP_METHODS
 from cxr_studio.core.imaging.spec import PreprocessSpec
 from cxr_studio.core.render import COLORMAPS, DEFAULT_OPACITY, DEFAULT_THRESHOLD
@@ -139,15 +139,15 @@ class Session:
             raise SessionError(f"spec must be a PreprocessSpec, a dict or None, got {type(spec).__name__}.")
         self._set("spec", spec)
 
-    def effective_spec(self) -> PreprocessSpec:
-        """The user's spec when set, else the current model's, else the default."""
-        if self.spec is not None:
-            return self.spec
-        loaded = self.current_model
-        spec = getattr(loaded, "spec", None)
-        if isinstance(spec, dict):
-            spec = PreprocessSpec.from_dict(spec)
-        return spec if isinstance(spec, PreprocessSpec) else PreprocessSpec()
+    def effective_spec(self, model_id: str | None = None) -> PreprocessSpec:
+        """The one rule (the app computes with it): a model's spec (default: the current one) with the
+        user's Pipeline-dock choices (USER_SPEC_KEYS) on top; without a model the user's spec, else the default."""
+        loaded = self.models.get(model_id) if model_id else self.current_model
+        base = getattr(loaded, "spec", None)
+        base = PreprocessSpec.from_dict(base) if isinstance(base, dict) else base
+        if not isinstance(base, PreprocessSpec):
+            return self.spec if self.spec is not None else PreprocessSpec()
+        return base if self.spec is None else base.replace(**{k: getattr(self.spec, k) for k in USER_SPEC_KEYS})
 
     # -- models -----------------------------------------------------------------------------
     @property

@@ -9,6 +9,9 @@ class SessionError(ValueError):
     """An invalid value for a session field."""
 
 
+USER_SPEC_KEYS = ("segmentation", "clahe", "clahe_clip", "clahe_tiles")  # what the Pipeline dock overrides
+
+
 def same(a: Any, b: Any) -> bool:
     """Equality that never raises (numpy arrays compare by identity)."""
     if a is b:
