@@ -61,6 +61,16 @@ class CohortResult:
     rows: list[CohortRow]
     threshold: float
     cancelled: bool = False
+    seen_names: frozenset[str] = frozenset()  # file names in the model's own training / validation split
+
+    def seen(self) -> list[CohortRow]:
+        """Rows the model trained or was selected on (by file name, from the split it carries)."""
+        return [r for r in self.rows if Path(r.path).name in self.seen_names]
+
+    def held_out(self) -> "CohortResult":
+        """The same result without the model's own training and validation images."""
+        return CohortResult(self.root, [r for r in self.rows if Path(r.path).name not in self.seen_names],
+                            self.threshold, self.cancelled)
 
     def pointing(self) -> tuple[int, int]:
         """(hits, images with a lesion mask) of the pointing game."""
@@ -166,6 +176,14 @@ def score_one(loaded: Any, item: Item, use_masks: bool) -> tuple[float, bool | N
     return float(fwd.probabilities[-1]), hit
 
 
+def seen_by(loaded: Any) -> frozenset[str]:
+    """File names of the training and validation images in a checkpoint's stored split (provenance)."""
+    split = (getattr(loaded, "provenance", None) or {}).get("split")
+    if not isinstance(split, dict):
+        return frozenset()
+    return frozenset(Path(i).name for part in ("train", "val") for i in split.get(part) or [] if isinstance(i, str))
+
+
 def score_cohort(root: str | Path, loaded: Any, threshold: float = 0.5, cancel: Any = None,
                  progress: Callable[[float, str], None] | None = None) -> CohortResult:
     """Score every image of ``root``; an image that fails gets its reason and NaN. A set ``cancel``
@@ -175,7 +193,7 @@ def score_cohort(root: str | Path, loaded: Any, threshold: float = 0.5, cancel: 
     rows: list[CohortRow] = []
     for i, item in enumerate(items):
         if cancel is not None and cancel.is_set():
-            return CohortResult(str(root), rows, threshold, cancelled=True)
+            return CohortResult(str(root), rows, threshold, cancelled=True, seen_names=seen_by(loaded))
         if progress is not None:
             progress(i / len(items), f"Scoring {item.path.name} ({i + 1}/{len(items)})")
         try:
@@ -185,4 +203,4 @@ def score_cohort(root: str | Path, loaded: Any, threshold: float = 0.5, cancel: 
             rows.append(CohortRow(str(item.path), item.label, float("nan"), str(e).splitlines()[0]))
     if progress is not None:
         progress(1.0, f"Scored {len(rows)} image(s)")
-    return CohortResult(str(root), rows, threshold)
+    return CohortResult(str(root), rows, threshold, seen_names=seen_by(loaded))

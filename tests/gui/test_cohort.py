@@ -158,6 +158,29 @@ def test_cohort_rows_know_what_they_are() -> None:
     assert lines[6] == "f,1,,,,,unreadable" and res.pointing() == (1, 2)
 
 
+def test_the_cohort_says_which_images_the_model_trained_on(qtbot: Any, window: Any) -> None:
+    """A cohort that holds the model's own training images: the AUC over the rest is given beside."""
+    from types import SimpleNamespace
+
+    from cxr_studio.gui.cohort import CohortResult, CohortRow, seen_by
+
+    loaded = SimpleNamespace(provenance={"split": {"train": ["S/CXR_png/a_1.png", "S/CXR_png/b_0.png"],
+                                                   "val": ["S/CXR_png/c_1.png"], "test": ["S/CXR_png/d_1.png"]}})
+    assert seen_by(loaded) == {"a_1.png", "b_0.png", "c_1.png"} and seen_by(SimpleNamespace()) == frozenset()
+    rows = [CohortRow("/data/a_1.png", 1, 0.9), CohortRow("/data/b_0.png", 0, 0.1), CohortRow("/data/c_1.png", 1, 0.8),
+            CohortRow("/data/d_1.png", 1, 0.3), CohortRow("/data/e_0.png", 0, 0.6), CohortRow("/data/f_0.png", 0, 0.2)]
+    res = CohortResult("root", rows, 0.5, seen_names=seen_by(loaded))
+    assert [r.path for r in res.seen()] == ["/data/a_1.png", "/data/b_0.png", "/data/c_1.png"]
+    rest = res.held_out()
+    assert [r.path for r in rest.rows] == ["/data/d_1.png", "/data/e_0.png", "/data/f_0.png"]
+    assert rest.auc() == pytest.approx(0.5) and res.auc() == pytest.approx(8 / 9)  # the seen ones flatter it
+    d = window.cohort_dock
+    d.show_result(res)
+    assert "3 are the model's own training or validation images (AUC 0.500 over the other 3)" in d.info.text()
+    d.show_result(CohortResult("root", rows, 0.5))
+    assert "training or validation" not in d.info.text()
+
+
 def test_cli_cohort_writes_the_table_and_the_screenshot(cohort_root: Path, tiny_checkpoint: Path,
                                                        tmp_path: Path) -> None:
     shot, table = tmp_path / "cohort.png", tmp_path / "cohort.csv"

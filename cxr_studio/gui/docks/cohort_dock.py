@@ -199,7 +199,20 @@ class CohortDock(QDockWidget):
         auc_text = "AUC undefined (one class)" if np.isnan(auc) else f"AUC {auc:.3f}"
         self.info.setText(f"{len(res.rows)} image(s){' (cancelled: partial)' if res.cancelled else ''}; "
                           f"{auc_text} over {len(y)} labelled; threshold {res.threshold:.2f}"
-                          + (f"; {failed} could not be scored" if failed else "") + self._pointing_text(res))
+                          + (f"; {failed} could not be scored" if failed else "") + self._seen_text(res)
+                          + self._pointing_text(res))
+
+    @staticmethod
+    def _seen_text(res: CohortResult) -> str:
+        """Say when the model has seen some of these images: an AUC over its own training set flatters it."""
+        seen = len(res.seen())
+        if not seen:
+            return ""
+        rest = res.held_out()
+        auc = rest.auc()
+        n = len(rest.labelled()[0])
+        other = f"AUC {auc:.3f} over the other {n}" if not np.isnan(auc) else "no AUC over the others"
+        return f"; {seen} are the model's own training or validation images ({other})"
 
     @staticmethod
     def _pointing_text(res: CohortResult) -> str:
