@@ -140,7 +140,7 @@ def forward(loaded: Any, prep: Any, cancel: Any = None) -> Any:
 
     if cancel is None:
         return compute_forward(loaded, prep)
-    from cxr_studio.core.runtime.engine import Cancelled
+    from cxr_studio.core.cancel import Cancelled
 
     def check(_module: Any, _inputs: Any) -> None:
         if cancel.is_set():

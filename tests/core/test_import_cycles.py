@@ -135,6 +135,6 @@ def test_documented_entry_points_stay_importable() -> None:
 
 def test_core_is_parts_not_a_flat_room() -> None:
     top = sorted(p.stem for p in (PKG / "core").glob("*.py"))
-    assert top == ["__init__", "atomic", "checkpoint", "hashing", "io", "pipeline", "resources", "versions", "views"]
+    assert top == ["__init__", "atomic", "cancel", "checkpoint", "hashing", "io", "pipeline", "resources", "versions", "views"]
     parts = sorted(p.name for p in (PKG / "core").iterdir() if (p / "__init__.py").is_file())
     assert parts == ["imaging", "inspect", "lungs", "models", "phantoms", "render", "runtime"]

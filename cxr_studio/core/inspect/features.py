@@ -25,7 +25,7 @@ from torch import nn
 
 from cxr_studio.core.inspect.activations import LayerError, _first_tensor, _model_device, eval_mode, layer_table, resolve_module
 from cxr_studio.core.models.discovery import conv_weight
-from cxr_studio.core.runtime.engine import Cancelled as _WorkerCancelled
+from cxr_studio.core.cancel import Cancelled as _WorkerCancelled
 from cxr_studio.core.imaging.spec import NORMALIZATIONS
 
 NORMALISE_MODES = ("filter", "global")
@@ -34,8 +34,8 @@ Progress = Callable[[float, str], None]
 
 
 class Cancelled(_WorkerCancelled):
-    """The computation was cancelled through its ``cancel`` event (an ``engine.Cancelled``, so
-    the worker treats it as every other cancelled job)."""
+    """The computation was cancelled through its ``cancel`` event (a ``core.cancel.Cancelled``, the
+    class the worker catches, so the worker treats it as every other cancelled job)."""
 
 
 # -- conv1 mosaic ------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from torch import nn
 
 from cxr_studio.core.inspect.activations import LayerError, as_batch, eval_mode, forward_with_activations, rank_channels, resolve_module
 from cxr_studio.core.inspect.saliency import _scale_like_reference, channel_map, grad_cam
-from cxr_studio.core.runtime.engine import Cancelled
+from cxr_studio.core.cancel import Cancelled
 
 LIBRARY_CAMS = {"hirescam": "HiResCAM", "scorecam": "ScoreCAM", "layercam": "LayerCAM", "eigencam": "EigenCAM"}
 SCORECAM_BATCH = 32  # masked copies of the input per forward pass

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from cxr_studio.core.inspect.activations import _first_tensor, as_batch, eval_mode
-from cxr_studio.core.runtime.engine import Cancelled
+from cxr_studio.core.cancel import Cancelled
 
 Progress = Callable[[int, int], None]
 Partial = Callable[[np.ndarray], None]  # an (H, W) 0..1 estimate of the map so far

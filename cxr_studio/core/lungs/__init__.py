@@ -38,11 +38,9 @@ def _auto(px: np.ndarray, atlas: str | None) -> LungSegmentation:
     """The best available method: the shipped learned segmenter when present and confident,
     else the atlas when one is configured, else the heuristic."""
     warnings: list[str] = []
-    try:
-        from cxr_studio.core.lungs.unet import UNET_CONFIDENCE_THRESHOLD, segment_unet, shipped_segmenter_available
-    except ImportError:
-        shipped_segmenter_available = None  # type: ignore[assignment]
-    if shipped_segmenter_available is not None and shipped_segmenter_available():
+    from cxr_studio.core.lungs.unet import UNET_CONFIDENCE_THRESHOLD, segment_unet, shipped_segmenter_available
+
+    if shipped_segmenter_available():
         res = segment_unet(px)
         if res.confidence is None or res.confidence >= UNET_CONFIDENCE_THRESHOLD:
             return res

@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 import torch
 
+from cxr_studio.core.cancel import Cancelled  # noqa: F401  (re-exported: callers catch engine.Cancelled)
 from cxr_studio.core.models.checkpoint import LoadedCheckpoint, load_checkpoint
 from cxr_studio.core.runtime.device import (  # noqa: F401  (re-exported: callers import them from here)
     DeviceError,
@@ -35,10 +36,6 @@ from cxr_studio.core.runtime.device import (  # noqa: F401  (re-exported: caller
 from cxr_studio.core.models.importers import open_model
 
 log = logging.getLogger(__name__)
-
-
-class Cancelled(Exception):
-    """Raised by a cancellable job that stopped because its ``cancel`` event was set."""
 
 
 class UnknownModelError(ValueError):
