@@ -225,7 +225,7 @@ def check_both_classes(samples: list[Sample], where: str) -> None:
             "(file names ending in _0 / _1, or normal/ and abnormal/ folders).")
 
 
-def write_split(path: Path, split: dict[str, list[str]], seed: int, fractions: list[float]) -> None:
+def write_split(path: Path, split: dict[str, list[str]], seed: int | None, fractions: list[float]) -> None:
     write_json_atomic(path, {"seed": seed, "fractions": list(fractions), **split})
 
 

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from .averaging import make_average, steps_per_epoch
-from .data import check_both_classes, scan_roots, select, split_file_seed, write_json_atomic
+from .data import check_both_classes, scan_roots, select, write_json_atomic
 from .ddp import DistInfo, barrier, cleanup, dist_from_env, init_distributed
 from .guidance import setup_guidance
 from .loops import (CHANCE_LOSS, PlateauDrops, TrainingError, amp_dtype, make_loader, make_optimizer, predict,
@@ -110,9 +110,7 @@ def _open_data(recipe: Recipe, roots: list[str | Path], folder: RunFolder, resum
         if reused is not None:
             report_split_coverage(reused, data, lambda m: _say(m, info))
         # the run starts here: only now does the run folder get its files
-        # a given split file keeps its own seed (a run may train with another seed on that split)
-        seed = recipe.split_rng_seed if split_file is None else split_file_seed(split_file)
-        for name, text in (("split.json", strict_json({"seed": seed, "fractions": list(recipe.split),
+        for name, text in (("split.json", strict_json({"seed": data.split_seed, "fractions": list(recipe.split),
                                                          **data.split}, indent=2)),
                            ("config.toml", recipe.to_toml()),
                            ("config.json", strict_json(recipe.to_dict(), indent=2))):

@@ -16,6 +16,7 @@ from .data import (
     manifest_hash,
     read_split,
     scan_roots,
+    split_file_seed,
     select,
     stratified_split,
     write_split,
@@ -33,6 +34,7 @@ class PreparedData:
     test: CachedImages
     manifest: str
     cache: PreprocessCache
+    split_seed: int | None = None  # what the split was drawn with: a given file's own (None: made by hand)
 
 
 def group_ids(samples: list[Sample]) -> np.ndarray:
@@ -83,16 +85,15 @@ def prepare_data(
     out_dir = Path(out_dir)
     samples = scan_roots(list(roots))
     existing = out_dir / "split.json"
-    if split_file is not None:
-        split = read_split(split_file, samples)
-    elif existing.exists():
-        split = read_split(existing, samples)
+    source = split_file if split_file is not None else existing if existing.exists() else None
+    if source is not None:  # a split file keeps its own seed: a run may train with another seed on it
+        split, split_seed = read_split(source, samples), split_file_seed(source)
     else:
-        split = stratified_split(samples, list(recipe.split), recipe.split_rng_seed)
+        split, split_seed = stratified_split(samples, list(recipe.split), recipe.split_rng_seed), recipe.split_rng_seed
     if not split["train"]:
         raise DatasetError("the training split is empty: give more images")
     if write:
-        write_split(existing, split, recipe.split_rng_seed, list(recipe.split))
+        write_split(existing, split, split_seed, list(recipe.split))
     cache = make_cache(recipe, default_cache_dir(out_dir, recipe), preprocess_fn)
     spec = recipe.spec
     tr = select(samples, split["train"])
@@ -106,4 +107,5 @@ def prepare_data(
         test=dataset_for(te, cache, spec, progress=progress),
         manifest=manifest_hash(samples),
         cache=cache,
+        split_seed=split_seed,
     )

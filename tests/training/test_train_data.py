@@ -132,6 +132,8 @@ def test_split_seed_keeps_the_split_when_the_seed_changes(tmp_path) -> None:
     assert s0 != s1  # without split_seed the seed draws the split (every older run folder and checkpoint)
     assert split("seed=1", "split_seed=0", run="c") == s0
     assert json.loads((tmp_path / "c" / "split.json").read_text())["seed"] == 0
+    assert split("seed=7", run="c") == s0  # the run folder's split is reused and keeps its own seed
+    assert json.loads((tmp_path / "c" / "split.json").read_text())["seed"] == 0
     with pytest.raises(RecipeError, match="split_seed must be -1"):
         tiny_recipe("split_seed=-2")
 
