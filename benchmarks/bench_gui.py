@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     small = loaded_like("cxrnet", width=0.25, fc_width=256)
     s.add_model("cxrnet-narrow", small)
     w.open_radiograph(rad, mask, "benchmark")
-    wait(app, lambda: c.last_heatmap is not None and w.bridge.pending == 0)
+    wait(app, lambda: s.heatmap is not None and w.bridge.pending == 0)
     view = w.view
 
     # 1. threshold ---------------------------------------------------------------------------
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         view.graphics.viewport().repaint()
         lut_t.append(time.perf_counter() - t0)
     base_t = []
-    full = s.preprocessed.geometry.map_to_original(c.last_heatmap.map_input)
+    full = s.preprocessed.geometry.map_to_original(s.heatmap.map_input)
     for i in range(max(3, reps // 4)):
         t0 = time.perf_counter()
         rgb = overlay(rad.pixels, full, s.colormap, 0.2 + 0.1 * i, s.opacity)

@@ -1,24 +1,31 @@
 """Glue between the `Session` (state), the worker (torch work) and the widgets.
 
-The controller reacts to session changes by sending jobs (`gui.jobs`) to the worker through the
-`WorkerBridge`, caches what came back (preprocessing per spec, forward passes per model), and
-publishes results as Qt signals the docks and the central view draw. Cheap numpy work on cached
-activations (one channel's map) runs on the GUI thread so a channel switch needs no worker trip;
-threshold / opacity / colormap never reach the controller's compute paths at all.
+The controller only schedules work: it reacts to session changes by sending jobs (`gui.jobs`) to the
+worker through the `WorkerBridge`, writes what came back into the Session (its `ViewCache`: preprocessing
+per spec, forward passes per model and spec, rankings, thumbnails, lung masks; the heatmap shown), and
+publishes results as Qt signals the docks and the central view draw. Every heatmap comes from
+`core.inspect.views`; one channel's map of a cached forward pass is computed on the GUI thread
+(`views.channel_heatmap`) so a channel switch needs no worker trip; threshold / opacity / colormap
+never reach the controller's compute paths at all. What it keeps itself is scheduling state: the
+callbacks waiting for a running job, the changes not yet acted on, the last spec that worked.
 """
 from __future__ import annotations
 
-import json
-from typing import Any
+import dataclasses
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
+
+from cxr_studio.core.runtime.lung_masks import LungMasks
+from cxr_studio.core.runtime.view_cache import spec_key
 
 from . import jobs
 from .bridge import WorkerBridge
-from .jobs import HeatmapView
-from .lung_masks import LungMasks
 from .saliency_runner import SaliencyRunner
+
+if TYPE_CHECKING:  # views and models import torch: they are imported where used, so that the window
+    from cxr_studio.core.inspect.views import HeatmapResult  # is built and shown before torch loads
 
 
 class Controller(QObject):
@@ -27,7 +34,7 @@ class Controller(QObject):
     layers_ready = Signal(str, object)  # model id, list[LayerInfo]
     ranking_ready = Signal(str, object)  # layer, [(channel, score)]
     thumbnails_ready = Signal(str, object)  # layer, (C, t, t, 4) uint8
-    heatmap_ready = Signal(object)  # HeatmapView
+    heatmap_ready = Signal(object)  # views.HeatmapResult (partial maps of slow methods too)
     models_changed = Signal()
     message = Signal(str)  # a warning / information for the status bar
     error = Signal(str)  # one clear sentence for a dialog
@@ -37,14 +44,8 @@ class Controller(QObject):
         self.session = session
         self.bridge = bridge
         self.manager = manager
-        self.lungs = LungMasks()  # the current image's lung masks, each with the method that made it
+        self.cache = session.cache  # the Session's: results are written there
         self.saliency = SaliencyRunner(bridge, self)  # saliency maps in the worker (slow ones cancellable)
-        self.prep_cache: dict[str, Any] = {}  # spec json -> Preprocessed
-        self.forward_cache: dict[tuple[str, str], Any] = {}  # (model id, spec json) -> ForwardResult
-        self.layer_cache: dict[str, list[Any]] = {}
-        self.rankings: dict[tuple[str, str, str], list[tuple[int, float]]] = {}
-        self.thumbs: dict[tuple[str, str, str], np.ndarray] = {}
-        self.last_heatmap: HeatmapView | None = None
         self.untrained: set[str] = set()
         self.auto_strongest = True  # the first heatmap of an image/model shows the strongest channel
         self._pending: set[str] = set()
@@ -62,35 +63,27 @@ class Controller(QObject):
         """The model's preprocessing with the user's Pipeline-dock choices: the Session's one rule."""
         return self.session.effective_spec(model_id)
 
-    @staticmethod
-    def spec_key(spec: Any) -> str:
-        return json.dumps(spec.to_dict(), sort_keys=True)
-
     def forward_for(self, model_id: str | None = None) -> Any:
-        mid = model_id or self.session.current_model_id
-        return self.forward_cache.get((mid, self.spec_key(self.spec_for(mid)))) if mid else None
+        """The cached forward pass of a model (default: the current one) on the current image, or None."""
+        return self.session.cached_forward(model_id)
 
     def activation(self, layer: str | None = None) -> np.ndarray | None:
         fwd, name = self.forward_for(), layer or self.session.layer
         return None if fwd is None or name is None else fwd.activations.get(name)
 
-    def mask_for(self, spec: Any) -> tuple[np.ndarray | None, str | None]:
-        return self.lungs.for_spec(spec)
-
     # -- opening things -------------------------------------------------------------------------
     def open_image(self, source: Any, lung_mask: np.ndarray | None = None) -> None:
         """Open a path or a Radiograph: read + preprocess in the worker, then everything else."""
-        self.lungs.reset(lung_mask)
         self.auto_strongest = True
-        for cache in (self.prep_cache, self.forward_cache, self.rankings, self.thumbs, self._forward_waiters,
-                      self._rank_waiters):
-            cache.clear()
+        self._forward_waiters.clear()
+        self._rank_waiters.clear()
         spec = self.spec_for()
-        self.bridge.submit("opening image", jobs.run_pipeline, source, spec, *self.mask_for(spec), key="pipeline",
-                           on_result=self._image_opened, on_error=self.error.emit)
+        self.bridge.submit("opening image", jobs.run_pipeline, source, spec, *LungMasks(lung_mask).for_spec(spec),
+                           key="pipeline", on_result=lambda res: self._image_opened(res, lung_mask),
+                           on_error=self.error.emit)
 
-    def _image_opened(self, res: jobs.PipelineResult) -> None:
-        self.session.set_image(res.radiograph)
+    def _image_opened(self, res: jobs.PipelineResult, lung_mask: np.ndarray | None) -> None:
+        self.session.set_image(res.radiograph, lung_mask)  # a new image: the Session's cache starts again
         self._pipeline_done(res)
 
     def rerun_pipeline(self) -> None:
@@ -99,12 +92,11 @@ class Controller(QObject):
         if rad is None:
             return
         spec = self.spec_for()
-        key = self.spec_key(spec)
-        if key in self.prep_cache:
-            res = self.prep_cache[key]
+        res = self.cache.pipeline_for(spec)
+        if res is not None:
             self._pipeline_done(res)
             return
-        self.bridge.submit("preprocessing", jobs.run_pipeline, rad, spec, *self.mask_for(spec), key="pipeline",
+        self.bridge.submit("preprocessing", jobs.run_pipeline, rad, spec, *self.cache.mask_for(spec), key="pipeline",
                            on_result=self._pipeline_done, on_error=self._pipeline_failed)
 
     def _pipeline_failed(self, message: str) -> None:
@@ -116,8 +108,7 @@ class Controller(QObject):
     def _pipeline_done(self, res: jobs.PipelineResult) -> None:
         p = res.preprocessed
         self._good_user_spec = self.session.spec
-        self.lungs.keep(res)
-        self.prep_cache[self.spec_key(p.spec)] = res
+        self.cache.keep_pipeline(res)
         self.session.set_preprocessed(p)
         for w in p.warnings:
             self.message.emit(w)
@@ -139,10 +130,7 @@ class Controller(QObject):
 
     def unload(self, model_id: str) -> None:
         def done(_: Any) -> None:
-            self.session.remove_model(model_id)
-            for k in [k for k in self.forward_cache if k[0] == model_id]:
-                del self.forward_cache[k]
-            self.layer_cache.pop(model_id, None)
+            self.session.remove_model(model_id)  # its cached results go with it
             self.models_changed.emit()
 
         self.bridge.submit("unloading model", self.manager.unload, model_id, on_result=done,
@@ -153,10 +141,11 @@ class Controller(QObject):
         """Run (or reuse) the forward pass of ``model_id`` on the current image; ``then(fwd)``
         runs when it is there (callbacks of concurrent requests are all kept)."""
         spec = self.spec_for(model_id)
-        key = (model_id, self.spec_key(spec))
-        if key in self.forward_cache:
+        key = (model_id, spec_key(spec))
+        cached_fwd = self.cache.forward_for(model_id, spec)
+        if cached_fwd is not None:
             if then:
-                then(self.forward_cache[key])
+                then(cached_fwd)
             return
         rad = self.session.radiograph
         if rad is None:
@@ -167,7 +156,7 @@ class Controller(QObject):
                 waiting.append(then)
             return
         self._forward_waiters[key] = [then] if then else []
-        cached = self.prep_cache.get(key[1])
+        cached = self.cache.pipeline_for(spec)
 
         def run(loaded: Any, rad: Any, spec: Any, cached: Any, lungs: tuple[Any, Any], cancel: Any = None,
                 progress: Any = None) -> tuple[Any, Any]:
@@ -181,9 +170,8 @@ class Controller(QObject):
             callbacks = self._forward_waiters.pop(key, [])
             if rad is not self.session.radiograph or model_id not in self.session.models:
                 return  # stale: the image or the model changed meanwhile
-            self.lungs.keep(res)
-            self.prep_cache.setdefault(self.spec_key(res.preprocessed.spec), res)
-            self.forward_cache[key] = fwd
+            self.cache.keep_pipeline(res)
+            self.cache.keep_forward(model_id, spec, fwd)
             self.forward_ready.emit(model_id)
             for cb in callbacks:
                 cb(fwd)
@@ -193,14 +181,14 @@ class Controller(QObject):
             self.message.emit(f"Forward pass of {model_id} cancelled.") if msg == "cancelled" else self.error.emit(msg)
 
         self.bridge.submit(f"forward pass ({model_id})", run, self.loaded(model_id), rad, spec, cached,
-                           (None, None) if cached else self.mask_for(spec), on_result=done, on_error=failed,
+                           (None, None) if cached else self.cache.mask_for(spec), on_result=done, on_error=failed,
                            cancellable=True)
 
     def refresh_forward(self) -> None:
         mid = self.session.current_model_id
         if mid is None or self.session.preprocessed is None:
             return
-        if mid not in self.layer_cache:
+        if mid not in self.cache.layers:
             size = int(self.spec_for(mid).input_size)
             self.bridge.submit("listing layers", jobs.layer_list, self.loaded(mid), size,
                                key=f"layers:{mid}", on_result=lambda ls, m=mid: self._layers_done(m, ls),
@@ -208,7 +196,7 @@ class Controller(QObject):
         self.ensure_forward(mid, lambda fwd: self._forward_done(mid))
 
     def _layers_done(self, mid: str, layers: list[Any]) -> None:
-        self.layer_cache[mid] = layers
+        self.cache.layers[mid] = layers
         self.layers_ready.emit(mid, layers)
 
     def _forward_done(self, mid: str) -> None:
@@ -216,10 +204,10 @@ class Controller(QObject):
             return
         s = self.session
         fwd = self.forward_for(mid)
-        if s.preprocessed is not None and self.spec_key(s.preprocessed.spec) == self.spec_key(self.spec_for(mid)):
+        if s.preprocessed is not None and spec_key(s.preprocessed.spec) == spec_key(self.spec_for(mid)):
             s.set_forward(mid, fwd)
         if s.layer is None or s.layer not in fwd.activations:
-            from cxr_studio.core.models.layers import deepest_conv
+            from cxr_studio.core.models.layers import deepest_conv  # torch: see the top
 
             s.select_layer(deepest_conv(self.loaded(mid).model))
         if self.auto_strongest:  # first look: the strongest channel, as the paper did
@@ -238,7 +226,7 @@ class Controller(QObject):
 
     def _layer_key(self) -> tuple[str, str, str]:
         s = self.session
-        return (str(s.current_model_id), str(s.layer), self.spec_key(self.spec_for()))
+        return (str(s.current_model_id), str(s.layer), spec_key(self.spec_for()))
 
     def refresh_thumbnails(self) -> None:
         act = self.activation()
@@ -246,13 +234,13 @@ class Controller(QObject):
             self.thumbnails_ready.emit(str(self.session.layer), None)
             return
         key = self._layer_key() + (self.session.scale,)
-        if key in self.thumbs:
-            self.thumbnails_ready.emit(self.session.layer, self.thumbs[key])
+        if key in self.cache.thumbnails:
+            self.thumbnails_ready.emit(self.session.layer, self.cache.thumbnails[key])
             return
         layer = self.session.layer
 
         def done(t: np.ndarray) -> None:
-            self.thumbs[key] = t
+            self.cache.thumbnails[key] = t
             if layer == self.session.layer:
                 self.thumbnails_ready.emit(layer, t)
 
@@ -276,8 +264,8 @@ class Controller(QObject):
             method = "max"
         key = self._layer_key() + (method, repr(s.region) if method == "region" else "")
         layer = s.layer
-        if key in self.rankings:
-            self._ranking_done(key, layer, self.rankings[key], [then] if then else [])
+        if key in self.cache.rankings:
+            self._ranking_done(key, layer, self.cache.rankings[key], [then] if then else [])
             return
         if key in self._rank_waiters:  # the same ranking is being computed: wait for it
             if then:
@@ -286,7 +274,7 @@ class Controller(QObject):
         self._rank_waiters[key] = [then] if then else []
 
         def done(r: list[tuple[int, float]]) -> None:
-            self.rankings[key] = r
+            self.cache.rankings[key] = r
             self._ranking_done(key, layer, r, self._rank_waiters.pop(key, []))
 
         def failed(msg: str) -> None:
@@ -325,33 +313,33 @@ class Controller(QObject):
         act = fwd.activations.get(s.layer)
         if act is None:
             return
-        from cxr_studio.core.inspect.views import channel_view, data_mask
+        from cxr_studio.core.inspect.views import HeatmapResult, channel_heatmap  # torch: see the top
 
-        loaded, n = self.loaded(mid), p.geometry.input_size
-        placement = jobs.placement(loaded.model, s.layer) if loaded is not None else None
-        valid = data_mask(act.shape[1:], placement, n) if act.ndim == 3 else None
+        loaded = self.loaded(mid)
         self.saliency.stop()
         if s.method == "activation":
             if act.ndim != 3:
                 self.message.emit(f"{s.layer} is fully connected: it has no spatial map. Pick a conv layer.")
                 return
+            placement = jobs.placement(loaded.model, s.layer) if loaded is not None else None
             ch = int(s.channel or 0) % act.shape[0]
-            m, vrange = channel_view(act, ch, s.scale, placement, n)
-            self._show(HeatmapView(m, p.geometry.crop_box, vrange, mid, s.layer, ch, "activation", valid))
+            self._show(channel_heatmap(act, ch, s.scale, placement, p.geometry, layer=s.layer, model_id=mid,
+                                       ranking_method=s.ranking))
             return
         layer, method = s.layer, s.method
 
-        def view(m: np.ndarray, final: bool) -> None:  # partial maps of slow methods are drawn, not kept
-            hv = HeatmapView(m, p.geometry.crop_box, (0.0, 1.0), mid, layer, None, method, valid)
-            self._show(hv) if final else self.heatmap_ready.emit(hv)
+        def view(res: Any, final: bool) -> None:  # partial maps (arrays) of slow methods are drawn, not kept
+            if final:
+                self._show(dataclasses.replace(res, model_id=mid))
+            else:
+                self.heatmap_ready.emit(HeatmapResult(res, p.geometry, layer=layer, method=method, model_id=mid))
 
         args = (loaded, p, fwd, layer, s.channel, method, s.class_index, s.scale, s.ranking, s.region)
         self.saliency.submit(args, method, view, self.error.emit)
 
-    def _show(self, hv: HeatmapView) -> None:
-        self.last_heatmap = hv
-        self.session.set_heatmap(hv)
-        self.heatmap_ready.emit(hv)
+    def _show(self, heatmap: HeatmapResult) -> None:
+        self.session.set_heatmap(heatmap)
+        self.heatmap_ready.emit(heatmap)
 
     # -- session observer -----------------------------------------------------------------------
     def _on_session_changed(self, name: str, value: Any) -> None:
@@ -362,8 +350,6 @@ class Controller(QObject):
         elif name in ("current_model_id", "spec", "layer", "scale", "ranking", "region"):
             # deferred to the event loop: the session may be in the middle of several changes
             if not self._pending:
-                from PySide6.QtCore import QTimer
-
                 QTimer.singleShot(0, self._flush)
             self._pending.add(name)
 

@@ -27,7 +27,7 @@ class ExportActions:
     def suggested_name(self, what: str = "overlay") -> Path:
         """``<image>_<layer>_<method>[_<channel>].png`` (or ``<image>_<what>.png`` for figures) in
         the folder last exported to."""
-        s, hv = self.session, self.controller.last_heatmap
+        s, hv = self.session, self.session.heatmap
         stem = self.image_path.stem if self.image_path is not None else self.windowTitle().split("—")[-1].strip()
         parts = [_safe(stem)]
         if what == "overlay" and hv is not None:
@@ -43,7 +43,7 @@ class ExportActions:
 
     def export_overlay(self, stem: str | Path, overwrite: bool = False, on_done: Any = None) -> None:
         """Write the shown overlay as PNG + NPY + JSON (in the worker)."""
-        s, hv = self.session, self.controller.last_heatmap
+        s, hv = self.session, self.session.heatmap
         if s.radiograph is None or hv is None or s.preprocessed is None:
             self.show_error("Nothing to export yet: open an image and wait for the heatmap.")
             return

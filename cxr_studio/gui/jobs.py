@@ -40,20 +40,6 @@ def thumbnail(a: np.ndarray, side: int) -> np.ndarray:
 
 
 @dataclass
-class HeatmapView:
-    """What the central view needs to draw one heatmap."""
-
-    map_input: np.ndarray  # (h, w) 0..1 covering the model input
-    crop_box: tuple[int, int, int, int]
-    value_range: tuple[float, float]  # activation units of 0 and 1
-    model_id: str
-    layer: str
-    channel: int | None
-    method: str
-    valid: np.ndarray | None = None  # (h, w) bool like map_input: False where the map has no value
-
-
-@dataclass
 class PipelineResult:
     radiograph: Any
     preprocessed: Any

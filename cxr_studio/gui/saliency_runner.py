@@ -42,7 +42,7 @@ class SaliencyRunner(QObject):
         self.bridge = bridge
         self.token = 0
         self.slow_job: int | None = None
-        self._view: Callable[[np.ndarray, bool], None] | None = None
+        self._view: Callable[[Any, bool], None] | None = None
         self._partial.connect(self._on_partial)
 
     def stop(self) -> None:
@@ -52,9 +52,10 @@ class SaliencyRunner(QObject):
             self.bridge.cancel(self.slow_job)
             self.slow_job = None
 
-    def submit(self, args: tuple, method: str, view: Callable[[np.ndarray, bool], None],
+    def submit(self, args: tuple, method: str, view: Callable[[Any, bool], None],
                on_error: Callable[[str], None]) -> None:
-        """Compute ``jobs.heatmap(*args)``; ``view(map_input, final)`` draws partial and final maps."""
+        """Compute ``jobs.heatmap(*args)``; ``view(partial, False)`` draws partial maps (an (N, N) array on
+        the model input), ``view(result, True)`` the final `views.HeatmapResult`."""
         self.stop()
         token, slow = self.token, method in SLOW_METHODS
         self._view = view
@@ -65,7 +66,7 @@ class SaliencyRunner(QObject):
         def done(res: Any) -> None:
             if token == self.token:
                 self.slow_job = None
-            view(res.map_input, True)
+            view(res, True)
 
         jid = self.bridge.submit(LABELS.get(method, method), jobs.heatmap, *args, key="heatmap", cancellable=slow,
                                  on_result=done, on_error=on_error, **kw)

@@ -79,7 +79,7 @@ def open_loaded(qtbot: Any, w: Any, phantom: Any, checkpoint: Path) -> None:
     w.open_radiograph(phantom.radiograph(), phantom.lung_mask, "phantom")
     w.controller.load_checkpoint(str(checkpoint))
     try:
-        qtbot.waitUntil(lambda: w.controller.last_heatmap is not None and w.view.heat_map is not None, timeout=60000)
+        qtbot.waitUntil(lambda: w.session.heatmap is not None and w.view.heat_map is not None, timeout=60000)
     except Exception:
         raise AssertionError(f"no heatmap: error={w.last_error!r}, busy={w.busy_label.text()!r}, "
                              f"models={list(w.session.models)}, image={w.session.radiograph is not None}")

@@ -32,7 +32,7 @@ def test_export_dialogs_suggest_a_descriptive_name_in_the_last_folder(qtbot: Any
     from PySide6.QtWidgets import QFileDialog
 
     w = loaded_window
-    hv = w.controller.last_heatmap
+    hv = w.session.heatmap
     w._remember_export_dir(tmp_path / "earlier.png")
     assert w.suggested_name() == tmp_path / f"phantom_{hv.layer}_activation_{hv.channel}.png"
     asked: list[str] = []
@@ -43,7 +43,7 @@ def test_export_dialogs_suggest_a_descriptive_name_in_the_last_folder(qtbot: Any
     assert asked == [str(tmp_path / f"phantom_{hv.layer}_activation_{hv.channel}.png"),
                      str(tmp_path / "phantom_compare.png"), str(tmp_path / f"phantom_{w.session.layer}_grid.png")]
     w.session.method = "gradcam"
-    qtbot.waitUntil(lambda: w.controller.last_heatmap.method == "gradcam", timeout=60000)
+    qtbot.waitUntil(lambda: getattr(w.session.heatmap, "method", None) == "gradcam", timeout=60000)
     assert w.suggested_name().name == f"phantom_{hv.layer}_gradcam.png"  # no channel for Grad-CAM
     w.image_path = Path("/data/CHNCXR 0001_1.png")
     assert w.suggested_name().name == f"CHNCXR-0001_1_{hv.layer}_gradcam.png"
@@ -65,7 +65,7 @@ def test_forward_pass_can_be_cancelled(qtbot: Any, loaded_window: Any, monkeypat
     monkeypatch.setattr(views, "compute_forward", slow)
     messages: list[str] = []
     w.controller.message.connect(messages.append)
-    w.controller.forward_cache.clear()
+    w.session.cache.forward.clear()
     w.controller.ensure_forward(w.session.current_model_id)
     qtbot.waitUntil(lambda: started.is_set() and w.cancel_button.isVisibleTo(w), timeout=30000)
     w.cancel_button.click()
@@ -88,7 +88,7 @@ def test_folder_export_can_be_cancelled(qtbot: Any, window: Any, phantom: Any, u
     w = window
     w.open_radiograph(phantom.radiograph(), phantom.lung_mask, "phantom")
     w.controller.load_checkpoint(str(unsegmented))
-    qtbot.waitUntil(lambda: w.controller.last_heatmap is not None, timeout=60000)
+    qtbot.waitUntil(lambda: w.session.heatmap is not None, timeout=60000)
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()
     n = 8

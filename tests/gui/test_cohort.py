@@ -101,16 +101,16 @@ def test_clicking_a_row_opens_that_image_with_its_heatmap(qtbot: Any, window: An
     w = window
     w.open_radiograph(phantom.radiograph(), phantom.lung_mask, "phantom")
     w.controller.load_checkpoint(str(plain_checkpoint))
-    qtbot.waitUntil(lambda: w.controller.last_heatmap is not None, timeout=60000)
+    qtbot.waitUntil(lambda: w.session.heatmap is not None, timeout=60000)
     res = _score(qtbot, w, cohort_root)
     d = w.cohort_dock
     d.table.sortItems(2, Qt.SortOrder.DescendingOrder)  # the highest probability first
     first = d.visible_rows()[0]
     assert res.rows[first].probability == max(r.probability for r in res.rows)
-    before = w.controller.last_heatmap
+    before = w.session.heatmap
     d._row_clicked(0, 0)
     target = Path(res.rows[first].path)
-    qtbot.waitUntil(lambda: w.image_path == target and w.controller.last_heatmap is not before
+    qtbot.waitUntil(lambda: w.image_path == target and w.session.heatmap not in (None, before)
                     and w.session.radiograph is not None and w.bridge.pending == 0, timeout=60000)
     assert w.view.heat_map is not None and w.last_error is None
 
@@ -136,7 +136,7 @@ def test_cancel_midway_leaves_the_app_usable(qtbot: Any, loaded_window: Any, coh
     assert w.last_error is None
     # still usable: a channel change redraws, and a new scoring runs to the end
     w.session.channel = 3
-    qtbot.waitUntil(lambda: w.controller.last_heatmap.channel == 3, timeout=30000)
+    qtbot.waitUntil(lambda: getattr(w.session.heatmap, "channel", None) == 3, timeout=30000)
     again = _score(qtbot, w, cohort_root)
     assert again is not None and len(again.rows) == N and not again.cancelled
 

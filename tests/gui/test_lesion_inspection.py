@@ -26,7 +26,7 @@ def _open_file(qtbot: Any, w: Any, path: Path, ckpt: Path) -> None:
     w.open_image(path)
     if not w.session.models:
         w.controller.load_checkpoint(str(ckpt))
-    qtbot.waitUntil(lambda: w.session.radiograph is not None and w.controller.last_heatmap is not None
+    qtbot.waitUntil(lambda: w.session.radiograph is not None and w.session.heatmap is not None
                     and w.session.lesion is not None and w.session.lesion_scores is not None, timeout=60000)
     qtbot.waitUntil(lambda: w.bridge.pending == 0, timeout=60000)
 
@@ -44,7 +44,7 @@ def test_lesion_outline_beside_a_file_is_drawn_and_scored_live(qtbot: Any, windo
     from cxr_studio.core.imaging.lesions import find_lesion_mask
     from cxr_studio.core.inspect.lesion_scores import lesion_scores
 
-    hv, g = w.controller.last_heatmap, w.session.preprocessed.geometry
+    hv, g = w.session.heatmap, w.session.preprocessed.geometry
     mask, _ = find_lesion_mask(path, w.session.radiograph.shape)
     m = g.map_to_original(np.where(hv.valid, hv.map_input, 0) if hv.valid is not None else hv.map_input)
     ref = lesion_scores(m, mask, w.session.threshold)
@@ -81,7 +81,7 @@ def test_an_image_without_an_outline_says_so(qtbot: Any, window: Any, tmp_path: 
     assert w.heatmap_dock.scores.text() == ""  # no image yet: nothing to say about outlines
     w.open_image(path)
     w.controller.load_checkpoint(str(tiny_checkpoint))
-    qtbot.waitUntil(lambda: w.controller.last_heatmap is not None, timeout=60000)
+    qtbot.waitUntil(lambda: w.session.heatmap is not None, timeout=60000)
     qtbot.waitUntil(lambda: w.bridge.pending == 0, timeout=60000)
     assert w.session.lesion is None and w.session.lesion_scores is None
     assert not w.view.lesion_outline.isVisible() and not w.heatmap_dock.lesion.isEnabled()
@@ -106,42 +106,42 @@ def test_slow_method_shows_partial_maps_and_cancels(qtbot: Any, loaded_window: A
     shown: list[Any] = []
     w.controller.heatmap_ready.connect(shown.append)
     w.session.method = "occlusion"
-    qtbot.waitUntil(lambda: w.controller.last_heatmap.method == "occlusion", timeout=120000)
+    qtbot.waitUntil(lambda: getattr(w.session.heatmap, "method", None) == "occlusion", timeout=120000)
     qtbot.waitUntil(lambda: w.bridge.pending == 0, timeout=60000)
     occl = [hv for hv in shown if hv.method == "occlusion"]
-    assert len(occl) >= 2 and occl[-1] is w.controller.last_heatmap  # partial maps came first
+    assert len(occl) >= 2 and occl[-1] is w.session.heatmap  # partial maps came first
     assert not np.array_equal(occl[0].map_input, occl[-1].map_input)
     # a new request cancels a slow job still running: its partial maps stop, the new method shows
     w.session.method = "integrated-gradients"
     qtbot.waitUntil(lambda: bool(w.bridge.cancellable()), timeout=10000)
     assert w.cancel_button.isVisible()
     w.session.method = "gradcam"
-    qtbot.waitUntil(lambda: w.controller.last_heatmap.method == "gradcam" and w.bridge.pending == 0, timeout=60000)
+    qtbot.waitUntil(lambda: getattr(w.session.heatmap, "method", None) == "gradcam" and w.bridge.pending == 0, timeout=60000)
     assert w.session.heatmap.method == "gradcam" and w.last_error is None
 
 
 def test_esc_cancels_a_slow_heatmap(qtbot: Any, loaded_window: Any) -> None:
     w = loaded_window
-    before = w.controller.last_heatmap
+    before = w.session.heatmap
     w.session.method = "integrated-gradients"
     qtbot.waitUntil(lambda: bool(w.bridge.cancellable()), timeout=10000)
     w.bridge.cancel_all()
     qtbot.waitUntil(lambda: w.bridge.pending == 0, timeout=60000)
     assert w.last_error is None  # a cancel is not an error
-    assert w.controller.last_heatmap is before or w.controller.last_heatmap.method == "integrated-gradients"
+    assert w.session.heatmap is before or w.session.heatmap.method == "integrated-gradients"
 
 
 def test_sanity_check_shows_trained_and_randomised_maps(qtbot: Any, loaded_window: Any) -> None:
     w = loaded_window
     w.session.method = "gradcam"
-    qtbot.waitUntil(lambda: w.controller.last_heatmap.method == "gradcam" and w.bridge.pending == 0, timeout=60000)
+    qtbot.waitUntil(lambda: getattr(w.session.heatmap, "method", None) == "gradcam" and w.bridge.pending == 0, timeout=60000)
     w.heatmap_dock.sanity.click()
     d = w.sanity_dialog
     qtbot.waitUntil(lambda: d.result is not None, timeout=60000)
     r = d.result
     assert r.trained.method == "gradcam" and r.randomised.method == "gradcam"
     assert r.randomised_down_to == "conv5"  # the deepest conv: the layer Grad-CAM explains at relu5
-    assert np.allclose(r.trained.map_input, w.controller.last_heatmap.map_input, atol=1e-5)
+    assert np.allclose(r.trained.map_input, w.session.heatmap.map_input, atol=1e-5)
     assert not np.allclose(r.trained.map_input, r.randomised.map_input)
     assert set(r.scores) == {"spearman_randomised", "ssim_randomised", "passes"}
     assert ("passes" in d.verdict.text()) or ("FAILS" in d.verdict.text())
@@ -149,8 +149,8 @@ def test_sanity_check_shows_trained_and_randomised_maps(qtbot: Any, loaded_windo
     # the model on screen is untouched: the same map again
     w.session.method = "activation"
     w.session.method = "gradcam"
-    qtbot.waitUntil(lambda: w.controller.last_heatmap.method == "gradcam" and w.bridge.pending == 0, timeout=60000)
-    assert np.allclose(r.trained.map_input, w.controller.last_heatmap.map_input, atol=1e-5)
+    qtbot.waitUntil(lambda: getattr(w.session.heatmap, "method", None) == "gradcam" and w.bridge.pending == 0, timeout=60000)
+    assert np.allclose(r.trained.map_input, w.session.heatmap.map_input, atol=1e-5)
     d.close()
 
 

@@ -32,7 +32,7 @@ def _open_demo_like(qtbot: Any, w: Any, phantom: Any, ckpt: Path) -> None:
     w.session.ranking = "lungs"  # the demo's ranking
     w.open_radiograph(phantom.radiograph(), phantom.lung_mask, "demo-like phantom")
     w.controller.load_checkpoint(str(ckpt))
-    qtbot.waitUntil(lambda: w.controller.last_heatmap is not None, timeout=60000)
+    qtbot.waitUntil(lambda: w.session.heatmap is not None, timeout=60000)
     qtbot.waitUntil(lambda: w.bridge.pending == 0, timeout=60000)
     assert "segmentation: given" in w.pipeline_dock.info.text()
 
@@ -45,9 +45,9 @@ def test_real_image_after_demo_gets_segmented_lungs_and_lungs_ranking(
     _open_demo_like(qtbot, w, phantom, unsegmented_checkpoint)
     other = make_phantom(11, size=320, abnormal=True).radiograph()  # "a real radiograph": no mask known
     w.last_error = None
-    heat_before = w.controller.last_heatmap
+    heat_before = w.session.heatmap
     w.open_radiograph(other, None, "another radiograph")
-    qtbot.waitUntil(lambda: w.controller.last_heatmap is not heat_before
+    qtbot.waitUntil(lambda: w.session.heatmap not in (None, heat_before)
                     and w.session.radiograph is other, timeout=60000)
     qtbot.waitUntil(lambda: w.bridge.pending == 0, timeout=60000)
     assert w.last_error is None and (w._error_box is None or not w._error_box.isVisible())
@@ -56,7 +56,7 @@ def test_real_image_after_demo_gets_segmented_lungs_and_lungs_ranking(
     assert p.lung_mask is not None and p.lung_mask.shape == other.pixels.shape and p.lung_mask.any()
     info = w.pipeline_dock.info.text()
     assert "segmentation: given" not in info and "model input is not segmented" in info
-    made_by = w.controller.mask_for(p.spec)[1]
+    made_by = w.session.cache.mask_for(p.spec)[1]
     assert made_by not in (None, "given", "none") and f"segmentation: {made_by}" in info
     assert w.view._outline_data is not None  # the outline is drawn
     # the shown channel is the strongest by mean inside the segmented lungs
@@ -66,7 +66,7 @@ def test_real_image_after_demo_gets_segmented_lungs_and_lungs_ranking(
     act = w.controller.activation()
     placement = jobs.placement(w.session.current_model.model, w.session.layer)
     best = rank_channels(act, "lungs", geometry=p.geometry, lung_mask=p.lung_mask, placement=placement)[0][0]
-    assert w.session.ranking == "lungs" and w.controller.last_heatmap.channel == best
+    assert w.session.ranking == "lungs" and w.session.heatmap.channel == best
     # segmentation switched to auto: the same mask is reused and still says what made it
     model_input = p.model_input.copy()
     w.session.spec = w.controller.spec_for().replace(segmentation="auto", crop=False)
@@ -97,8 +97,8 @@ def test_no_lungs_falls_back_to_max_with_a_status_message(
     w.last_error = None
     w.open_radiograph(other, None, "unsegmentable")
     qtbot.waitUntil(lambda: w.session.radiograph is other and w.session.preprocessed is not None
-                    and w.controller.last_heatmap is not None
-                    and w.controller.last_heatmap.model_id == w.session.current_model_id
+                    and w.session.heatmap is not None
+                    and getattr(w.session.heatmap, "model_id", None) == w.session.current_model_id
                     and w.session.heatmap is not None, timeout=60000)
     qtbot.waitUntil(lambda: w.bridge.pending == 0, timeout=60000)
     assert w.session.preprocessed.lung_mask is None
@@ -111,4 +111,4 @@ def test_no_lungs_falls_back_to_max_with_a_status_message(
     act = w.controller.activation()
     placement = jobs.placement(w.session.current_model.model, w.session.layer)
     best = rank_channels(act, "max", geometry=w.session.preprocessed.geometry, placement=placement)[0][0]
-    assert w.controller.last_heatmap.channel == best
+    assert w.session.heatmap.channel == best

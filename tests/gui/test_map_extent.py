@@ -32,8 +32,8 @@ def test_the_frame_follows_the_heatmap(qtbot: Any, window: Any, tmp_path: Path, 
     w.auto_default_model = False
     w.open_image(path)
     w.controller.load_checkpoint(str(tiny_checkpoint))
-    qtbot.waitUntil(lambda: w.controller.last_heatmap is not None and w.bridge.pending == 0, timeout=60000)
-    hv, v = w.controller.last_heatmap, w.view
+    qtbot.waitUntil(lambda: w.session.heatmap is not None and w.bridge.pending == 0, timeout=60000)
+    hv, v = w.session.heatmap, w.view
     assert hv.valid is not None and not hv.valid.all()  # an unpadded net's layer map
     assert v.map_extent.isVisible()
     xs, ys = v.map_extent.data

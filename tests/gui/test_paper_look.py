@@ -21,7 +21,7 @@ def test_every_image_opens_at_a_non_zero_threshold(qtbot: Any, loaded_window: An
 
 def test_no_data_is_transparent_at_any_threshold(qtbot: Any, loaded_window: Any) -> None:
     w = loaded_window
-    hv = w.controller.last_heatmap
+    hv = w.session.heatmap
     assert hv.valid is not None and hv.valid.shape == hv.map_input.shape
     assert hv.valid.any() and not hv.valid.all()  # the receptive-field centres leave a border
     w.session.threshold = 0.0
@@ -74,7 +74,7 @@ def test_switching_models_shows_that_models_strongest_channel(
     second = w.session.current_model_id
 
     def strongest_shown(mid: str) -> bool:
-        hv = w.controller.last_heatmap
+        hv = w.session.heatmap
         act = w.controller.activation()
         if hv is None or hv.model_id != mid or act is None or w.bridge.pending:
             return False

@@ -13,7 +13,7 @@ import pytest
 def test_worker_failure_shows_one_error_and_keeps_everything(qtbot: Any, loaded_window: Any, tmp_path: Path) -> None:
     w = loaded_window
     models_before = list(w.session.models)
-    heat_before = w.controller.last_heatmap
+    heat_before = w.session.heatmap
     bad = tmp_path / "not-a-checkpoint.pt"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n this is not a checkpoint")
     w.controller.load_checkpoint(str(bad))
@@ -21,14 +21,14 @@ def test_worker_failure_shows_one_error_and_keeps_everything(qtbot: Any, loaded_
     assert "not-a-checkpoint.pt" in w.last_error and "Traceback" not in w.last_error
     assert w._error_box is not None and w._error_box.isVisible()
     assert list(w.session.models) == models_before  # nothing loaded is lost
-    assert w.controller.last_heatmap is heat_before
+    assert w.session.heatmap is heat_before
     # a failing job in the middle of work: the worker keeps running and the app stays usable
     w.last_error = None
     w.bridge.submit("boom", lambda: 1 / 0)
     qtbot.waitUntil(lambda: w.last_error is not None, timeout=30000)
     assert "ZeroDivisionError" in w.last_error
     w.session.channel = 1
-    qtbot.waitUntil(lambda: w.controller.last_heatmap.channel == 1, timeout=30000)
+    qtbot.waitUntil(lambda: getattr(w.session.heatmap, "channel", None) == 1, timeout=30000)
     assert w.bridge.worker.is_alive()
 
 
@@ -57,8 +57,8 @@ def test_end_to_end_layer_strongest_threshold_export(qtbot: Any, loaded_window: 
     from cxr_studio.core.inspect.activations import rank_channels
 
     best = rank_channels(act, "lungs", geometry=p.geometry, lung_mask=p.lung_mask)[0][0]
-    qtbot.waitUntil(lambda: s.channel == best and w.controller.last_heatmap.channel == best, timeout=30000)
-    assert w.controller.last_heatmap.layer == "relu4"
+    qtbot.waitUntil(lambda: s.channel == best and getattr(w.session.heatmap, "channel", None) == best, timeout=30000)
+    assert w.session.heatmap.layer == "relu4"
     # a threshold through the spin box
     w.heatmap_dock.threshold_spin.setValue(0.35)
     assert s.threshold == pytest.approx(0.35)
@@ -78,7 +78,7 @@ def test_end_to_end_layer_strongest_threshold_export(qtbot: Any, loaded_window: 
     png = cv2.imread(str(res.png))
     assert png.shape[:2] == s.radiograph.pixels.shape
     # the exported map is the shown one, mapped onto the original grid
-    ref = p.geometry.map_to_original(w.controller.last_heatmap.map_input)
+    ref = p.geometry.map_to_original(w.session.heatmap.map_input)
     np.testing.assert_allclose(heat, ref, atol=1e-6)
     # exporting again to the same stem is refused with a clear message, the files stay
     w.last_error = None
@@ -91,10 +91,10 @@ def test_gradcam_source_uses_the_worker_and_updates_the_view(qtbot: Any, loaded_
     w = loaded_window
     before = w.bridge.submitted
     w.heatmap_dock.source.setCurrentIndex(w.heatmap_dock.source.findData("gradcam"))
-    qtbot.waitUntil(lambda: w.controller.last_heatmap.method == "gradcam", timeout=60000)
+    qtbot.waitUntil(lambda: getattr(w.session.heatmap, "method", None) == "gradcam", timeout=60000)
     assert w.bridge.submitted > before
     n = w.session.preprocessed.spec.input_size
-    assert w.controller.last_heatmap.map_input.shape == (n, n)
+    assert w.session.heatmap.map_input.shape == (n, n)
 
 
 def test_compare_dock_rows_figure_and_mosaic(qtbot: Any, loaded_window: Any, tiny_checkpoint: Path,

@@ -30,13 +30,18 @@ class ViewError(ValueError):
     """A view that cannot be computed (unknown method, non-spatial layer, missing input)."""
 
 
-@dataclass
+@dataclass(eq=False)
 class HeatmapResult:
-    """One heatmap: on the model input grid, on the original radiograph, and how it was chosen."""
+    """One heatmap: on the model input grid, on the original radiograph, and how it was chosen.
+
+    The one heatmap type: `compute_heatmap` returns it, the GUI shows it (``Session.heatmap``) and
+    exports it. ``map_original`` is computed from ``geometry`` on first use (a full-size radiograph's
+    map costs tens of milliseconds; the GUI draws ``map_input`` over ``crop_box`` and rarely needs it).
+    """
 
     map_input: np.ndarray  # (N, N) float32 0..1 on the model input, cells at their receptive-field centres
-    map_original: np.ndarray  # (H, W) float32 0..1 on the original radiograph (0 outside the crop)
-    channel: int | None  # the channel shown (None for Grad-CAM)
+    geometry: Any = None  # the preprocessing's Geometry (model input <-> original); None: map_input is the original
+    channel: int | None = None  # the channel shown (None for Grad-CAM)
     ranking: list[tuple[int, float]] = field(default_factory=list)  # strongest first
     layer: str = ""
     method: str = "activation"
@@ -44,6 +49,21 @@ class HeatmapResult:
     scale: str = "channel"
     ranking_method: str = "max"
     valid: np.ndarray | None = None  # (N, N) bool: where map_input has a value (layer maps); None: everywhere
+    value_range: tuple[float, float] = (0.0, 1.0)  # what 0 and 1 stand for (activation units; 0..1 relative)
+    model_id: str = ""  # the model it explains (set by the app, which may hold several)
+    _original: np.ndarray | None = field(default=None, init=False, repr=False)
+
+    @property
+    def map_original(self) -> np.ndarray:
+        """(H, W) float32 0..1 on the original radiograph (0 outside the crop)."""
+        if self._original is None:
+            self._original = self.map_input if self.geometry is None else to_original(self.map_input, self.geometry)
+        return self._original
+
+    @property
+    def crop_box(self) -> tuple[int, int, int, int] | None:
+        """(y0, x0, y1, x1) of the original that ``map_input`` covers (None: all of it)."""
+        return None if self.geometry is None else tuple(int(v) for v in self.geometry.crop_box)
 
     def settings(self) -> dict[str, Any]:
         """The plain values describing this heatmap (for export sidecars)."""
@@ -178,12 +198,8 @@ def compute_heatmap(
             order, ch = _rank_or_empty(act, ranking, preprocessed, region, placement), channel
         if isinstance(ch, str) or isinstance(ch, bool):
             raise ViewError(f"channel must be a number or 'strongest', got {channel!r}.")
-        m = place_on_input(channel_map(act, int(ch), scale), placement, n)
-        return HeatmapResult(
-            map_input=m, map_original=to_original(m, preprocessed.geometry), channel=int(ch),
-            ranking=order, layer=layer, method=method, class_index=predicted, scale=scale,
-            ranking_method=ranking, valid=data_mask(act.shape[1:], placement, n),
-        )
+        return channel_heatmap(act, int(ch), scale, placement, preprocessed.geometry, layer=layer, ranking=order,
+                               class_index=predicted, ranking_method=ranking)
 
     order = _rank_or_empty(act, ranking, preprocessed, region, placement) if spatial else []
     k = predicted if class_index is None else int(class_index)
@@ -192,26 +208,31 @@ def compute_heatmap(
                          geometry=preprocessed.geometry, lung_mask=getattr(preprocessed, "lung_mask", None),
                          progress=progress, cancel=cancel, partial=partial)
         return HeatmapResult(
-            map_input=s.map_input, map_original=to_original(s.map_input, preprocessed.geometry), channel=s.channel,
+            map_input=s.map_input, geometry=preprocessed.geometry, channel=s.channel,
             ranking=order, layer=layer, method=method, class_index=k, scale=scale, ranking_method=ranking,
             valid=data_mask(act.shape[1:], placement, n) if spatial and s.layer is not None else None,
         )
     cam = grad_cam(model, preprocessed.model_input, layer, k, plus=(method == "gradcam++"), grid=True)
     m = place_on_input(cam, placement, n)
     return HeatmapResult(
-        map_input=m, map_original=to_original(m, preprocessed.geometry), channel=None, ranking=order,
+        map_input=m, geometry=preprocessed.geometry, channel=None, ranking=order,
         layer=layer, method=method, class_index=k, scale=scale, ranking_method=ranking,
         valid=data_mask(cam.shape, placement, n),
     )
 
 
-def channel_view(act: np.ndarray, channel: int, scale: str, placement: Any,
-                 input_size: int) -> tuple[np.ndarray, tuple[float, float]]:
-    """One channel of a (C, h, w) activation on the model input (0..1, cells at their receptive-field
-    centres) and the activation values its 0 and 1 stand for (the colour bar's units)."""
+def channel_heatmap(act: np.ndarray, channel: int, scale: str, placement: Any, geometry: Any, *,
+                    layer: str = "", **meta: Any) -> HeatmapResult:
+    """Channel ``channel`` of a (C, h, w) activation on the model input (0..1, cells at their receptive-field
+    centres), with the activation values its 0 and 1 stand for (the colour bar's units) and where it has
+    values: what `compute_heatmap` returns for "activation", and what the GUI computes on its own thread
+    from a cached forward pass (a channel switch needs no worker trip). ``meta``: the other
+    `HeatmapResult` fields (ranking, class_index, ranking_method, model_id)."""
     a = np.asarray(act, dtype=np.float32)
-    ch = int(channel) % a.shape[0]
-    m = place_on_input(channel_map(a, ch, scale), placement, int(input_size))
-    part = a[ch] if scale == "channel" else a
+    n = int(geometry.input_size)
+    m = place_on_input(channel_map(a, int(channel), scale), placement, n)  # a channel out of range: ValueError
+    part = a[int(channel)] if scale == "channel" else a
     lo = float(part.min()) if scale == "channel" else min(0.0, float(part.min()))
-    return m, (lo, float(part.max()))
+    return HeatmapResult(map_input=m, geometry=geometry, channel=int(channel), layer=layer, method="activation",
+                         scale=scale, valid=data_mask(a.shape[1:], placement, n), value_range=(lo, float(part.max())),
+                         **meta)

@@ -14,7 +14,7 @@ Policies (kept simple on purpose):
   layer; the class index is kept when valid for the new model, else reset to the last class
   (``abnormal`` for the paper's two-class models).
 - ``spec`` None means "use the current model's preprocessing" (see `effective_spec`).
-- a new image clears the preprocessing result, forward cache, heatmap and drawn region.
+- a new image clears the preprocessing result, the cache (``cache``, a `ViewCache`), heatmap and region.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from typing import Any
 
 from cxr_studio.core.runtime.events import SignalGroup
 from cxr_studio.core.runtime.session_fields import USER_SPEC_KEYS, SessionError, choice, field, same, unit
+from cxr_studio.core.runtime.view_cache import ViewCache
 from cxr_studio.core.inspect.method_names import HEATMAP_METHODS
 from cxr_studio.core.imaging.spec import PreprocessSpec
 from cxr_studio.core.render import COLORMAPS, DEFAULT_OPACITY, DEFAULT_THRESHOLD
@@ -38,9 +39,6 @@ FIELDS: tuple[str, ...] = (
     "class_index", "threshold", "opacity", "colormap", "scale", "ranking", "region", "spec",
     "show_lung_outline", "forward", "heatmap", "show_lesion_outline", "lesion", "lesion_scores",
 )
-
-
-SessionEvents = SignalGroup  # a Session's ``events``: one Signal per field of FIELDS, plus ``changed``
 
 
 class Session:
@@ -71,7 +69,7 @@ class Session:
             "lesion": None,  # the image's lesion outline (inspect.lesion_scores.LesionTarget) or None
             "lesion_scores": None,  # the map on screen against it (inspect.lesion_scores.score) or None
         }
-        self._forward_cache: dict[str, Any] = {}  # model id -> ForwardResult for the current image
+        self.cache = ViewCache()  # what was computed for the current image, for reuse (core.runtime.view_cache)
         self._class_chosen: set[str] = set()  # models whose class was picked or defaulted (multi-label)
 
     # -- generic machinery -------------------------------------------------------------------
@@ -99,11 +97,12 @@ class Session:
     def radiograph(self) -> Any:
         return self._v["radiograph"]
 
-    def set_image(self, radiograph: Any) -> None:
-        """A new radiograph: clears preprocessing, cached forward passes, heatmap and region."""
+    def set_image(self, radiograph: Any, lung_mask: Any = None) -> None:
+        """A new radiograph: clears preprocessing, the cache, heatmap and region; ``lung_mask``: the
+        image's own lungs (a phantom's), used instead of segmenting (`ViewCache.reset`)."""
         if radiograph is not None and not hasattr(radiograph, "pixels"):
             raise SessionError(f"set_image needs a Radiograph, got {type(radiograph).__name__}.")
-        self._forward_cache.clear()
+        self.cache.reset(lung_mask)
         self._set("forward", None)
         self._set("heatmap", None)
         self._set("region", None)
@@ -117,12 +116,11 @@ class Session:
         return self._v["preprocessed"]
 
     def set_preprocessed(self, preprocessed: Any) -> None:
-        """The pipeline's result for the current image; cached forward passes become stale."""
+        """The pipeline's result for the current image; the forward pass shown is set again (`set_forward`)."""
         if preprocessed is not None and not hasattr(preprocessed, "geometry"):
             raise SessionError(f"set_preprocessed needs a Preprocessed, got {type(preprocessed).__name__}.")
         if preprocessed is self._v["preprocessed"]:
             return
-        self._forward_cache.clear()
         self._set("forward", None)
         self._set("heatmap", None)
         self._set("preprocessed", preprocessed, force=True)
@@ -163,7 +161,7 @@ class Session:
             raise SessionError(f"add_model needs a LoadedCheckpoint-like object with .model, got {loaded!r}.")
         models = OrderedDict(self.models)
         models[model_id] = loaded
-        self._forward_cache.pop(model_id, None)
+        self.cache.drop_model(model_id)
         self._class_chosen.discard(model_id)
         self._set("models", models, force=True)
         if self.current_model_id is None or self.current_model_id == model_id:
@@ -177,7 +175,7 @@ class Session:
         pos = ids.index(model_id)
         models = OrderedDict(self.models)
         del models[model_id]
-        self._forward_cache.pop(model_id, None)
+        self.cache.drop_model(model_id)
         self._set("models", models, force=True)
         if self.current_model_id == model_id:
             rest = list(models)
@@ -205,7 +203,7 @@ class Session:
 
     def _select_model(self, model_id: str | None, force: bool = False) -> None:
         self._set("current_model_id", model_id, force=force)
-        self._set("forward", self._forward_cache.get(model_id) if model_id else None)
+        self._set("forward", self.cached_forward(model_id) if model_id else None)
         self._set("heatmap", None)
         loaded = self.current_model
         if loaded is None:
@@ -354,10 +352,10 @@ class Session:
         return self._v["forward"]
 
     def set_forward(self, model_id: str, result: Any) -> None:
-        """Store a forward result for ``model_id`` (cached until the image or model changes)."""
+        """Store a forward result for ``model_id`` with its current spec (cached until the image or model changes)."""
         if model_id not in self.models:
             raise SessionError(f"No model with id {model_id!r} is loaded.")
-        self._forward_cache[model_id] = result
+        self.cache.keep_forward(model_id, self.effective_spec(model_id), result)
         if model_id == self.current_model_id:
             self._set("forward", result, force=True)
             probs = getattr(result, "probabilities", None)  # a multi-label model explains its most probable
@@ -367,11 +365,13 @@ class Session:
                 self._set("class_index", max(range(len(probs)), key=lambda i: float(probs[i])))
 
     def cached_forward(self, model_id: str | None = None) -> Any:
-        return self._forward_cache.get(model_id or self.current_model_id or "")
+        """The forward pass of a model (default: the current one) with its current spec, or None."""
+        mid = model_id or self.current_model_id
+        return self.cache.forward_for(mid, self.effective_spec(mid)) if mid else None
 
     @property
     def heatmap(self) -> Any:
-        """The HeatmapResult currently shown (None until computed)."""
+        """The `views.HeatmapResult` on screen (None until computed, and again when image, model or layer change)."""
         return self._v["heatmap"]
 
     def set_heatmap(self, result: Any) -> None:
@@ -379,9 +379,8 @@ class Session:
 
     # -- export ------------------------------------------------------------------------------------
     def render_settings(self, heatmap: Any = None) -> dict[str, Any]:
-        """Plain-value settings describing the current view (the export sidecar's content, from the
-        one builder `core.render.sidecar.sidecar_settings`). ``heatmap``: the heatmap exported
-        (default: the one shown); its model, layer, channel and method are the ones described."""
+        """The export sidecar's settings for the view (the one builder, `render.sidecar.sidecar_settings`) of
+        ``heatmap`` (default: the one shown): its model, layer, channel and method are the ones described."""
         hm = self.heatmap if heatmap is None else heatmap
         pre = self.preprocessed
         model_id = getattr(hm, "model_id", None) or self.current_model_id

@@ -190,7 +190,7 @@ class CompareDock(QDockWidget):
 
     def _row_for(self, mid: str, fwd: Any) -> None:
         c, s = self.controller, self.session
-        res = c.prep_cache.get(c.spec_key(c.spec_for(mid)))
+        res = s.cache.pipeline_for(s.effective_spec(mid))
         loaded = s.models.get(mid)
         if res is None or loaded is None:
             return

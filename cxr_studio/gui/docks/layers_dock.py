@@ -29,7 +29,7 @@ class LayersDock(QDockWidget):
         self.items: dict[str, QTreeWidgetItem] = {}
         controller.layers_ready.connect(self._layers_ready)
         session.events.layer.connect(self.select)
-        session.events.current_model_id.connect(lambda mid: self.show_layers(controller.layer_cache.get(mid) or []))
+        session.events.current_model_id.connect(lambda mid: self.show_layers(session.cache.layers.get(mid) or []))
 
     def _layers_ready(self, model_id: str, layers: list[Any]) -> None:
         if model_id == self.session.current_model_id:

@@ -13,8 +13,9 @@ import numpy as np
 
 
 class LungMasks:
-    def __init__(self) -> None:
+    def __init__(self, given: np.ndarray | None = None) -> None:
         self.masks: dict[str, tuple[np.ndarray, str]] = {}
+        self.reset(given)
 
     @staticmethod
     def key(spec: Any) -> str:
@@ -30,7 +31,8 @@ class LungMasks:
         return self.masks.get(self.key(spec), (None, None))
 
     def keep(self, result: Any) -> None:
-        """Remember the mask a pipeline run (`jobs.PipelineResult`) made or used."""
+        """Remember the mask a pipeline run (a `gui.jobs.PipelineResult`: ``preprocessed`` and
+        ``lung_method``) made or used."""
         p = result.preprocessed
         if p.lung_mask is not None and result.lung_method != "none":
             self.masks.setdefault(self.key(p.spec), (p.lung_mask, result.lung_method))
