@@ -11,12 +11,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .core.inspect.method_names import HEATMAP_METHODS
+from .core.inspect.method_names import HEATMAP_METHODS, RANKINGS as _ALL_RANKINGS, SCALES
 from .core.render import COLORMAPS, DEFAULT_OPACITY, DEFAULT_THRESHOLD
 
 METHODS = HEATMAP_METHODS  # the one list (core.method_names)
-RANKINGS = ("max", "mean", "lungs")
-SCALES = ("channel", "layer")
+RANKINGS = tuple(r for r in _ALL_RANKINGS if r != "region")  # a folder export has no drawn region
 STRONGEST = "strongest"
 
 

@@ -17,9 +17,10 @@ from torch import nn
 from skimage.draw import polygon
 
 from cxr_studio.core.models.layers import LayerError, layer_names, resolve_layer
+from cxr_studio.core.inspect.method_names import RANKINGS
 from cxr_studio.core.inspect.placement import sample_on_grid
 
-RANK_METHODS = ("max", "mean", "lungs", "region")
+RANK_METHODS = RANKINGS  # the one list (method_names)
 
 
 # -- layer lookup --------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The one list of heatmap methods, by name (no torch import: command lines and the GUI read it at start).
+"""The one list of heatmap methods, by name, and of map scalings and channel rankings (no torch import:
+command lines and the GUI read it at start).
 
 ``SALIENCY_METHODS`` are computed by ``saliency_methods.saliency_map``; ``HEATMAP_METHODS`` adds the
 paper's ``activation`` (one channel of a layer) and is what the app, ``cxr-studio export --method`` and
@@ -12,6 +13,8 @@ SALIENCY_METHODS: tuple[str, ...] = (
 )
 HEATMAP_METHODS: tuple[str, ...] = ("activation", *SALIENCY_METHODS)
 SLOW_METHODS: tuple[str, ...] = ("scorecam", "occlusion", "integrated-gradients")
+SCALES: tuple[str, ...] = ("channel", "layer")  # a channel's map min-max per channel, or by the layer's range
+RANKINGS: tuple[str, ...] = ("max", "mean", "lungs", "region")  # how channels are ordered ("strongest" first)
 LABELS: dict[str, str] = {
     "activation": "Channel activation",
     "channel-max": "Strongest channel (max)",

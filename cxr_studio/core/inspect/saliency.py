@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from cxr_studio.core.inspect.activations import LayerError, _first_tensor, as_batch, eval_mode, resolve_module
+from cxr_studio.core.inspect.method_names import SCALES
 
-SCALES = ("channel", "layer")
 
 
 def channel_map(act: np.ndarray, channel: int, scale: str = "channel") -> np.ndarray:

@@ -24,14 +24,12 @@ from typing import Any
 from cxr_studio.core.runtime.events import SignalGroup
 from cxr_studio.core.runtime.session_fields import USER_SPEC_KEYS, SessionError, choice, field, same, unit
 from cxr_studio.core.runtime.view_cache import ViewCache
-from cxr_studio.core.inspect.method_names import HEATMAP_METHODS
+from cxr_studio.core.inspect.method_names import HEATMAP_METHODS, RANKINGS, SCALES
 from cxr_studio.core.imaging.spec import PreprocessSpec
 from cxr_studio.core.render import COLORMAPS, DEFAULT_OPACITY, DEFAULT_THRESHOLD
 from cxr_studio.core.render.sidecar import sidecar_settings
 
 METHODS: tuple[str, ...] = HEATMAP_METHODS  # the one list (core.method_names)
-SCALES: tuple[str, ...] = ("channel", "layer")
-RANKINGS: tuple[str, ...] = ("max", "mean", "lungs", "region")
 
 #: every observable field, in a stable order (one Signal each)
 FIELDS: tuple[str, ...] = (
