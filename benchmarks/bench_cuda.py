@@ -42,7 +42,7 @@ def main() -> None:
         torch.set_num_threads(a.threads)
     if a.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("no CUDA GPU here: nothing to compare")
-    from cxr_studio.core.imaging.pipeline import preprocess
+    from cxr_studio.core.pipeline import preprocess
     from cxr_studio.core.inspect.activations import forward_with_activations
     from cxr_studio.core.inspect.saliency_methods import Options, saliency_map
     from cxr_studio.core.phantoms.phantom import make_phantom

@@ -60,7 +60,7 @@ def ms(samples: list[float]) -> float:
 def loaded_like(arch: str, **kw: Any) -> Any:
     """A LoadedCheckpoint-like bundle around a freshly built model (no file needed)."""
     from cxr_studio.core.models import build_model
-    from cxr_studio.core.imaging.pipeline import PreprocessSpec
+    from cxr_studio.core.pipeline import PreprocessSpec
 
     model = build_model(arch, **kw).eval()
     spec = PreprocessSpec.from_dict(dict(model.default_preprocess))
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             gui_t.append(time.perf_counter() - t0)
             w.heatmap_drawn.disconnect()
             wait(app, lambda: w.bridge.pending == 0)
-            from cxr_studio.core.imaging.pipeline import preprocess
+            from cxr_studio.core.pipeline import preprocess
 
             t0 = time.perf_counter()
             p = preprocess(rad, c.spec_for(arch), lung_mask=mask)

@@ -32,7 +32,7 @@ def main() -> None:
         torch.set_num_threads(a.threads)
     from cxr_studio.core.models.importers import open_model
     from cxr_studio.core.phantoms.phantom import make_phantom
-    from cxr_studio.core.imaging.pipeline import preprocess
+    from cxr_studio.core.pipeline import preprocess
     from cxr_studio.core.inspect.saliency import grad_cam
     from cxr_studio.core.inspect.views import compute_forward, compute_heatmap
 

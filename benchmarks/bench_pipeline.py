@@ -14,7 +14,7 @@ import time
 import cv2
 import numpy as np
 
-from cxr_studio.core.imaging.pipeline import PreprocessSpec, preprocess
+from cxr_studio.core.pipeline import PreprocessSpec, preprocess
 from cxr_studio.core.imaging.radiograph import Radiograph
 
 

@@ -28,7 +28,7 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     from cxr_studio.core.models.checkpoint import load_checkpoint
     from cxr_studio.core.phantoms.phantom import make_phantom
-    from cxr_studio.core.imaging.pipeline import preprocess
+    from cxr_studio.core.pipeline import preprocess
     from cxr_studio.core.resources import DEMO_MODEL, find_resource
     from cxr_studio.core.inspect.saliency import grad_cam
     from cxr_studio.core.inspect.saliency_methods import METHODS, saliency_map

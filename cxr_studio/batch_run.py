@@ -149,7 +149,7 @@ def export_one(
     ``taken``: stems already written in this run (two inputs called ``a.png`` never share a name,
     even with ``overwrite``)."""
     from .core.imaging.io import read_image
-    from .core.imaging.pipeline import preprocess
+    from .core.pipeline import preprocess
     from .core.models.shipped import operating_threshold, predicted_class
     from .core.inspect.views import compute_forward, compute_heatmap
     from .core.render.export import ExportError, ExportExists, export_view, unique_stem

@@ -153,7 +153,7 @@ def score_one(loaded: Any, item: Item, use_masks: bool) -> tuple[float, bool | N
     app shows first (the deepest conv layer's strongest channel) peaks inside it (pointing game)."""
     from cxr_studio.core.imaging.io import read_image
     from cxr_studio.core.imaging.lesions import find_lesion_mask
-    from cxr_studio.core.imaging.pipeline import preprocess
+    from cxr_studio.core.pipeline import preprocess
     from cxr_studio.core.inspect.views import compute_forward, compute_heatmap, default_layer
     from cxr_studio.training.data import read_mask
 

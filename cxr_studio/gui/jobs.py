@@ -55,7 +55,7 @@ def run_pipeline(radiograph: Any, spec: Any, lung_mask: np.ndarray | None = None
     segmentation. When the spec does not segment, the model input never sees a mask, but the lungs
     are still segmented ("auto", or ``lung_mask`` when given) for the outline and the "lungs"
     ranking; the mask then rides on the result, and a failure only adds a warning."""
-    from cxr_studio.core.imaging.pipeline import preprocess
+    from cxr_studio.core.pipeline import preprocess
 
     if isinstance(radiograph, (str, os.PathLike)):
         from cxr_studio.core.imaging.io import read_image
@@ -150,7 +150,7 @@ def layer_list(loaded: Any, input_size: int) -> list[Any]:
 
 def placement(model: Any, layer: str) -> Any:
     """Receptive-field placement of a layer's grid (None when it cannot be told)."""
-    from cxr_studio.core.inspect.placement import layer_placement
+    from cxr_studio.core.models.placement import layer_placement
 
     return layer_placement(model, layer)
 
@@ -260,7 +260,7 @@ def compare_row(model_id: str, loaded: Any, prep: Any, fwd: Any, ranking: str, r
         ranking = "max"
     act = compute_heatmap(loaded, prep, fwd, layer, "strongest", "activation", class_index, scale, ranking, region)
     cam = compute_heatmap(loaded, prep, fwd, layer, "strongest", "gradcam", class_index, scale, ranking, region)
-    from cxr_studio.core.inspect.placement import data_mask, layer_placement
+    from cxr_studio.core.models.placement import data_mask, layer_placement
 
     grid = fwd.activations[layer].shape[1:] if layer in fwd.activations else None
     valid = data_mask(grid, layer_placement(loaded.model, layer), prep.geometry.input_size) if grid else None

@@ -27,7 +27,7 @@ from ..core.atomic import atomic_file, strict_json, write_text_atomic
 from ..core.hashing import file_sha256
 from ..core.imaging.io import SUPPORTED_SUFFIXES, link_problem, read_image
 from ..core.imaging.masks import MaskReadError, read_mask as core_read_mask
-from ..core.imaging.pipeline import preprocess
+from ..core.pipeline import preprocess
 from ..core.resources import LUNG_SEGMENTER, find_resource
 
 IMAGE_SUFFIXES = SUPPORTED_SUFFIXES  # the one suffix list (core.io), DICOM's .dicom/.dic included

@@ -11,9 +11,9 @@ import numpy as np
 import torch
 
 from ..core.phantoms.phantom import make_phantom
-from ..core.imaging.pipeline import preprocess
+from ..core.pipeline import preprocess
 from .metrics import classification_metrics
-from ..core.inspect.placement import layer_placement
+from ..core.models.placement import layer_placement
 from ..core.inspect.activations import forward_with_activations, rank_channels
 from ..core.models import deepest_conv
 from ..core.inspect.saliency import channel_map, grad_cam
@@ -65,7 +65,7 @@ def peak_in_mask(map_original: np.ndarray, mask: np.ndarray, dilation_px: int) -
 
 def receptive_field(model: torch.nn.Module, layer: str) -> tuple[float, float]:
     """(stride, offset) of ``layer``'s grid in input pixels: cell ``i`` is centred on input pixel
-    ``stride * i + offset`` (see `cxr_studio.core.inspect.placement`)."""
+    ``stride * i + offset`` (see `cxr_studio.core.models.placement`)."""
     p = layer_placement(model, layer)
     if p is None:
         raise ValueError(f"layer {layer!r} has no receptive-field placement in this model")

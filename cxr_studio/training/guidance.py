@@ -30,7 +30,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..core.inspect.placement import Placement, layer_placement
+from ..core.models.placement import Placement, layer_placement
 from .data import select
 from .lesion_cache import LesionCache, LesionImages, grow_masks
 from .loops import to_device

@@ -25,7 +25,7 @@ from ..core.hashing import file_sha256
 from ..core.imaging.masks import MaskReadError, read_mask as core_read_mask
 from .data import DatasetError, PreprocessCache, Sample, load_cache_entry, read_mask, read_radiograph
 from .tensors import Batch, CachedImages
-from ..core.imaging.pipeline import preprocess
+from ..core.pipeline import preprocess
 
 
 def lesion_geometry(sample: Sample, spec: Any, use_masks: bool) -> Any:

@@ -12,7 +12,7 @@ import numpy as np
 from .data import DatasetError, Sample, read_radiograph
 from ..core.imaging.lesions import find_lesion_mask, lesion_from_json
 from ..core.lungs import segment_lungs_detailed
-from ..core.imaging.pipeline import preprocess
+from ..core.pipeline import preprocess
 from .lung_check_scoring import dataset_lungs
 from ..core.inspect.saliency_methods import map_support, saliency_map
 from ..core.inspect.activations import forward_with_activations

@@ -13,7 +13,7 @@ import torch
 from .data import DatasetError, Sample, read_mask, read_radiograph
 from ..core.inspect.activations import forward_with_activations, rank_channels
 from ..core.lungs import segment_lungs_detailed
-from ..core.imaging.pipeline import preprocess
+from ..core.pipeline import preprocess
 from ..core.inspect.saliency import channel_map, grad_cam
 from .demo_check import aligned_peak, point_in_mask
 from ..core.models import build_model

@@ -18,7 +18,7 @@ import numpy as np
 from ..core.imaging.masks import read_mask as core_read_mask
 
 from ..core.imaging.io import read_image
-from ..core.imaging.pipeline import PreprocessSpec, preprocess
+from ..core.pipeline import PreprocessSpec, preprocess
 from ..core.atomic import strict_json, write_text_atomic
 
 

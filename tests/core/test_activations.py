@@ -17,7 +17,7 @@ from cxr_studio.core.inspect.activations import (
     rank_channels,
     record_activations,
 )
-from cxr_studio.core.imaging.pipeline import Geometry
+from cxr_studio.core.pipeline import Geometry
 
 
 def tiny_net(seed: int = 0) -> nn.Module:

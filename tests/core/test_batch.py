@@ -16,7 +16,7 @@ from cxr_studio.core.models.checkpoint import load_checkpoint, save_checkpoint
 from cxr_studio.core.imaging.io import read_image, write_png
 from cxr_studio.core.models import build_model
 from cxr_studio.core.phantoms.phantom import make_phantom
-from cxr_studio.core.imaging.pipeline import PreprocessSpec, preprocess
+from cxr_studio.core.pipeline import PreprocessSpec, preprocess
 from cxr_studio.core.inspect.views import ViewError, compute_forward, compute_heatmap
 
 INPUT = 91
@@ -124,7 +124,7 @@ def test_views_activation_and_gradcam(ckpt: Path, images: Path) -> None:
     act = fwd.activations["relu5"]
     means = act.reshape(act.shape[0], -1).mean(axis=1)
     assert hm.channel == int(np.argmax(means)) == hm.ranking[0][0]
-    from cxr_studio.core.inspect.placement import layer_placement, place_on_input
+    from cxr_studio.core.models.placement import layer_placement, place_on_input
     from cxr_studio.core.inspect.saliency import channel_map
 
     expected = place_on_input(channel_map(act, hm.channel), layer_placement(loaded.model, "relu5"), INPUT)

@@ -12,7 +12,7 @@ import pytest
 from cxr_studio import batch
 from cxr_studio.batch import BatchResult, ExportOptions, UsageError, export_one, run
 from cxr_studio.core.imaging.io import read_image
-from cxr_studio.core.imaging.pipeline import preprocess
+from cxr_studio.core.pipeline import preprocess
 from cxr_studio.core.inspect.views import compute_forward, compute_heatmap
 from cxr_studio.core.models.checkpoint import load_checkpoint
 from cxr_studio.core.phantoms.phantom import write_phantom_dataset

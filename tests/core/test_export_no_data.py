@@ -13,7 +13,7 @@ import torch
 from cxr_studio.batch import ExportOptions, run
 from cxr_studio.core.imaging.io import read_image
 from cxr_studio.core.imaging.png import write_png
-from cxr_studio.core.imaging.pipeline import PreprocessSpec
+from cxr_studio.core.pipeline import PreprocessSpec
 from cxr_studio.core.models import build_model
 from cxr_studio.core.models.checkpoint import save_checkpoint
 from cxr_studio.core.phantoms.phantom import make_phantom

@@ -25,7 +25,7 @@ from cxr_studio.core.models.checkpoint import save_checkpoint
 from cxr_studio.core.imaging.io import read_image, write_png
 from cxr_studio.core.models import build_model
 from cxr_studio.core.phantoms.phantom import make_phantom
-from cxr_studio.core.imaging.pipeline import PreprocessSpec
+from cxr_studio.core.pipeline import PreprocessSpec
 from dicom_factory import gradient, make_dicom
 
 INPUT = 91

@@ -118,6 +118,35 @@ def test_no_cycle_hides_behind_an_import_inside_a_function() -> None:
     assert cycles(import_graph(PKG, inside_functions=True)) == []
 
 
+def part_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The module graph seen at the level of core's parts: ``cxr_studio.core.<part>.*`` is one node."""
+    parts = {p.name for p in (PKG / "core").iterdir() if (p / "__init__.py").is_file()}
+
+    def part(mod: str) -> str:
+        bits = mod.split(".")
+        return ".".join(bits[:3]) if len(bits) > 2 and bits[1] == "core" and bits[2] in parts else mod
+
+    out: dict[str, set[str]] = {}
+    for mod, deps in graph.items():
+        out.setdefault(part(mod), set()).update(part(d) for d in deps)
+    for node, deps in out.items():
+        deps.discard(node)
+        deps &= set(out)
+    return out
+
+
+def test_cores_parts_depend_one_way() -> None:
+    """Data flows one way through core's parts (ARCHITECTURE.md): no two parts import each other, even
+    through others or inside functions (imaging never imports lungs; the pipeline composes both)."""
+    graph = part_graph(import_graph(PKG, inside_functions=True))
+    assert "cxr_studio.core.imaging" in graph["cxr_studio.core.lungs"]  # the checker sees the parts' imports
+    assert cycles(graph) == []
+    assert cycles(part_graph({"cxr_studio.core.imaging.a": {"cxr_studio.core.lungs.b"},
+                              "cxr_studio.core.lungs.b": {"cxr_studio.core.imaging.c"},
+                              "cxr_studio.core.imaging.c": set()})) == [["cxr_studio.core.imaging",
+                                                                         "cxr_studio.core.lungs"]]
+
+
 def test_documented_entry_points_stay_importable() -> None:
     """Scripts outside the package use these names (DESIGN.md); the parts moved into sub-packages."""
     import importlib

@@ -12,7 +12,7 @@ from cxr_studio.core.models import checkpoint as ck
 from cxr_studio.core.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from cxr_studio.core.models import build_model
 from cxr_studio.core.models.importers import open_model
-from cxr_studio.core.imaging.pipeline import PreprocessSpec
+from cxr_studio.core.pipeline import PreprocessSpec
 
 TINY = dict(width=0.125, fc_width=64)
 

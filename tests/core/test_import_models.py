@@ -18,7 +18,7 @@ from cxr_studio.core.models.checkpoint import CheckpointError, load_checkpoint
 from cxr_studio.core.runtime.engine import ModelManager
 from cxr_studio.core.models.importers import ScriptProgram, open_model, release_imported
 from cxr_studio.core.models.layers import LayerNotFoundError, deepest_conv
-from cxr_studio.core.inspect.placement import layer_placement
+from cxr_studio.core.models.placement import layer_placement
 from cxr_studio.core.inspect.saliency import grad_cam
 
 N = 64
@@ -176,7 +176,7 @@ def test_exported_program_is_unflattened_so_layers_can_be_hooked(tmp_path):
 
 def test_tiny_vit_predicts_and_names_the_views_that_need_a_spatial_layer(tmp_path):
     from cxr_studio.core.phantoms.phantom import make_phantom
-    from cxr_studio.core.imaging.pipeline import preprocess
+    from cxr_studio.core.pipeline import preprocess
     from cxr_studio.core.inspect.views import ViewError, compute_forward, compute_heatmap
 
     torch.manual_seed(3)

@@ -11,7 +11,7 @@ import pytest
 from cxr_studio.batch import ExportOptions, run
 from cxr_studio.core.imaging.lesions import find_lesion_mask
 from cxr_studio.core.imaging.io import read_image
-from cxr_studio.core.imaging.pipeline import PreprocessSpec, preprocess
+from cxr_studio.core.pipeline import PreprocessSpec, preprocess
 from cxr_studio.core.inspect.lesion_scores import lesion_scores
 from cxr_studio.core.phantoms.phantom import write_phantom_dataset
 from cxr_studio.core.render.sidecar import sidecar_settings

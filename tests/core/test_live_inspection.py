@@ -134,7 +134,7 @@ def test_randomised_model_stops_at_the_explained_layer(net_and_x):
 
 def test_map_on_grid_matches_the_full_resolution_path():
     from cxr_studio.core.phantoms.phantom import make_phantom
-    from cxr_studio.core.imaging.pipeline import PreprocessSpec, preprocess
+    from cxr_studio.core.pipeline import PreprocessSpec, preprocess
     from cxr_studio.core.inspect.lesion_scores import map_on_grid
 
     ph = make_phantom(4, size=1600, abnormal=True)

@@ -27,7 +27,7 @@ from cxr_studio.core.models import (
 )
 from cxr_studio.core.models import registry
 from cxr_studio.core.models.cxrnet import feature_sizes
-from cxr_studio.core.imaging.pipeline import PreprocessSpec
+from cxr_studio.core.pipeline import PreprocessSpec
 
 TINY = dict(width=0.125, fc_width=64)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cxr_studio.core.imaging.pipeline import (
+from cxr_studio.core.pipeline import (
     Geometry,
     PreprocessSpec,
     apply_clahe,

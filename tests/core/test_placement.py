@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from cxr_studio.core.models import build_model
-from cxr_studio.core.inspect.placement import Placement, layer_placement, place_on_input, sample_on_grid
+from cxr_studio.core.models.placement import Placement, layer_placement, place_on_input, sample_on_grid
 
 
 def _delta_net() -> nn.Module:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from cxr_studio.core.inspect.activations import LayerError
-from cxr_studio.core.imaging.pipeline import Geometry
+from cxr_studio.core.pipeline import Geometry
 from cxr_studio.core.inspect.saliency import channel_map, channel_maps, grad_cam, to_original
 
 gc = pytest.importorskip("pytorch_grad_cam")

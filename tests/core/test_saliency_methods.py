@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from cxr_studio.core.inspect.placement import layer_placement, place_on_input
+from cxr_studio.core.models.placement import layer_placement, place_on_input
 from cxr_studio.core.inspect.saliency_cam import SaliencyError, library_cam
 from cxr_studio.core.inspect.saliency_methods import (INPUT_METHODS, LAYER_METHODS, METHODS, Options, map_support,
                                               parse_methods, saliency_map)
@@ -90,7 +90,7 @@ def test_every_method_gives_a_unit_map_and_leaves_the_model_alone(net_and_x, met
     before = {k: v.clone() for k, v in net.state_dict().items()}
     lungs = np.zeros((32, 32), bool)
     lungs[8:24, 4:28] = True
-    from cxr_studio.core.imaging.pipeline import Geometry
+    from cxr_studio.core.pipeline import Geometry
 
     geo = Geometry(original_size=(32, 32), crop_box=(0, 0, 32, 32), intermediate_size=32, input_size=32)
     s = saliency_map(net, x, method, "relu2", 1, geometry=geo, lung_mask=lungs,
@@ -134,7 +134,7 @@ def test_views_serve_the_new_methods(method):
     """``core.views.compute_heatmap`` (what the app and the exporter call) knows every method."""
     from cxr_studio.core.models.checkpoint import load_checkpoint
     from cxr_studio.core.phantoms.phantom import make_phantom
-    from cxr_studio.core.imaging.pipeline import preprocess
+    from cxr_studio.core.pipeline import preprocess
     from cxr_studio.core.resources import DEMO_MODEL, find_resource
     from cxr_studio.core.inspect.views import METHODS as VIEW_METHODS, compute_heatmap
 

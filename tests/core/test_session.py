@@ -11,7 +11,7 @@ import pytest
 import torch.nn as nn
 
 from cxr_studio.core.runtime.events import Signal
-from cxr_studio.core.imaging.pipeline import PreprocessSpec
+from cxr_studio.core.pipeline import PreprocessSpec
 from cxr_studio.core.imaging.radiograph import Radiograph
 from cxr_studio.core.runtime.session import FIELDS, Session, SessionError
 

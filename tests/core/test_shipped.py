@@ -13,7 +13,7 @@ from cxr_studio.core.models.checkpoint import save_checkpoint
 from cxr_studio.core.imaging.io import write_png
 from cxr_studio.core.models import build_model
 from cxr_studio.core.phantoms.phantom import make_phantom
-from cxr_studio.core.imaging.pipeline import PreprocessSpec
+from cxr_studio.core.pipeline import PreprocessSpec
 
 
 def test_describe_reads_title_kind_auc_and_threshold_from_provenance() -> None:

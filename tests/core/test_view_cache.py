@@ -12,10 +12,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from cxr_studio.core.imaging.pipeline import preprocess
+from cxr_studio.core.pipeline import preprocess
 from cxr_studio.core.imaging.radiograph import Radiograph
 from cxr_studio.core.imaging.spec import PreprocessSpec
-from cxr_studio.core.inspect.placement import layer_placement
+from cxr_studio.core.models.placement import layer_placement
 from cxr_studio.core.inspect.saliency import to_original
 from cxr_studio.core.inspect.views import channel_heatmap, compute_forward, compute_heatmap
 from cxr_studio.core.phantoms.phantom import make_phantom

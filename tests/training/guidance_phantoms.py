@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import torch
 
-from cxr_studio.core.inspect.placement import layer_placement
+from cxr_studio.core.models.placement import layer_placement
 from cxr_studio.training.guidance import deepest_layer, gradcam_maps
 from cxr_studio.training.recipes import Recipe, load_recipe
 from cxr_studio.training.tensors import CachedImages

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from cxr_studio.core.models.checkpoint import load_checkpoint
 from cxr_studio.core.models import build_model
-from cxr_studio.core.imaging.pipeline import PreprocessSpec
+from cxr_studio.core.pipeline import PreprocessSpec
 from cxr_studio.training.data import DatasetError, PreprocessCache, Sample, scan_root
 from cxr_studio.training.fit import fit
 from cxr_studio.training.guidance import Guidance, grid_cover, soft_peak
@@ -106,7 +106,7 @@ def test_soft_peak_and_grid_cover() -> None:
     p = soft_peak(cam)
     assert torch.allclose(p.sum(), torch.tensor(1.0)) and int(p.flatten().argmax()) == 2 * 7 + 3
     # a mask on the input lands on the cells whose receptive-field centres it covers
-    from cxr_studio.core.inspect.placement import Placement
+    from cxr_studio.core.models.placement import Placement
 
     m = torch.zeros(1, 128, 128)
     m[0, 45 - 4:45 + 4, 61 - 4:61 + 4] = 1.0  # around the centre of cell (1, 3): 37 + 8 * (1, 3)

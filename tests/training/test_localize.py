@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cxr_studio.core.imaging.pipeline import preprocess
+from cxr_studio.core.pipeline import preprocess
 from cxr_studio.core.models.checkpoint import load_checkpoint
 from cxr_studio.core.phantoms.phantom import make_phantom, write_phantom_dataset
 from cxr_studio.core.resources import DEMO_MODEL, find_resource

@@ -211,7 +211,7 @@ def test_paired_phantoms_stay_together(tmp_path) -> None:
 def test_cache_key_follows_the_learned_segmenter(tmp_path, monkeypatch) -> None:
     """New segmenter weights make new crops: with segmentation auto/unet the weights' hash is in
     the key; with a fixed method (or none) it is not."""
-    from cxr_studio.core.imaging.pipeline import PreprocessSpec
+    from cxr_studio.core.pipeline import PreprocessSpec
     from cxr_studio.training import data as data_mod
 
     def key(seg: str) -> str:

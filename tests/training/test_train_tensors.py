@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from cxr_studio.core.imaging.pipeline import PreprocessSpec
+from cxr_studio.core.pipeline import PreprocessSpec
 from cxr_studio.training.loops import make_loader, to_device
 from cxr_studio.training.tensors import CachedImages
 

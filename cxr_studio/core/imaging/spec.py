@@ -3,7 +3,7 @@ checkpoints), with the segmentation methods and input normalisations it can name
 
 Its own module, imported by models, checkpoints and the pipeline alike, so that describing a model's
 input never imports the pipeline (which segments lungs, which loads the U-Net checkpoint, which
-describes its own input: the cycle issue 15 removed). ``core.imaging.pipeline`` re-exports it.
+describes its own input: the cycle issue 15 removed). ``core.pipeline`` re-exports it.
 """
 from __future__ import annotations
 

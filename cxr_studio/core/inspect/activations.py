@@ -18,7 +18,7 @@ from skimage.draw import polygon
 
 from cxr_studio.core.models.layers import LayerError, layer_names, resolve_layer
 from cxr_studio.core.inspect.method_names import RANKINGS
-from cxr_studio.core.inspect.placement import sample_on_grid
+from cxr_studio.core.models.placement import sample_on_grid
 
 RANK_METHODS = RANKINGS  # the one list (method_names)
 

@@ -15,7 +15,7 @@ import numpy as np
 from torch import nn
 
 from cxr_studio.core.inspect.method_names import SALIENCY_METHODS, SLOW_METHODS
-from cxr_studio.core.inspect.placement import data_mask, layer_placement, place_on_input
+from cxr_studio.core.models.placement import data_mask, layer_placement, place_on_input
 from cxr_studio.core.inspect.saliency_cam import LIBRARY_CAMS, SCORECAM_BATCH, SaliencyError, cam_grid
 from cxr_studio.core.inspect.saliency_perturb import integrated_gradients_map, occlusion_map
 from cxr_studio.core.inspect.activations import forward_with_activations

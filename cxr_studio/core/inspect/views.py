@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from cxr_studio.core.inspect.activations import ForwardResult, Region, forward_with_activations, rank_channels
-from cxr_studio.core.inspect.placement import data_mask, layer_placement, place_on_input
+from cxr_studio.core.models.placement import data_mask, layer_placement, place_on_input
 from cxr_studio.core.inspect.saliency import channel_map, grad_cam, to_original
 from cxr_studio.core.inspect.method_names import HEATMAP_METHODS
 from cxr_studio.core.models.layers import conv_layers, deepest_conv, layer_names

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from cxr_studio.core.inspect.placement import Placement
+from cxr_studio.core.models.placement import Placement
 
 _KERNELS = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
 _ADAPTIVE = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
