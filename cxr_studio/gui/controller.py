@@ -52,6 +52,7 @@ class Controller(QObject):
         self._forward_waiters: dict[tuple[str, str], list[Any]] = {}
         self._rank_waiters: dict[tuple, list[Any]] = {}
         self._good_user_spec: Any = session.spec
+        self._opening = False  # an image is being opened: reruns for the image shown would supersede it
         session.events.changed.connect(self._on_session_changed)
 
     # -- helpers -----------------------------------------------------------------------------
@@ -77,19 +78,29 @@ class Controller(QObject):
         self.auto_strongest = True
         self._forward_waiters.clear()
         self._rank_waiters.clear()
+        self._opening = True
         spec = self.spec_for()
         self.bridge.submit("opening image", jobs.run_pipeline, source, spec, *LungMasks(lung_mask).for_spec(spec),
                            key="pipeline", on_result=lambda res: self._image_opened(res, lung_mask),
-                           on_error=self.error.emit)
+                           on_error=self._open_failed)
+
+    def _open_failed(self, message: str) -> None:
+        self._opening = False
+        self.error.emit(message)
 
     def _image_opened(self, res: jobs.PipelineResult, lung_mask: np.ndarray | None) -> None:
+        self._opening = False
         self.session.set_image(res.radiograph, lung_mask)  # a new image: the Session's cache starts again
+        if spec_key(res.preprocessed.spec) != spec_key(self.spec_for()):  # the model or the Pipeline dock
+            self.cache.keep_pipeline(res)  # changed while it opened: preprocess it as they say now
+            self.rerun_pipeline()
+            return
         self._pipeline_done(res)
 
     def rerun_pipeline(self) -> None:
         """Preprocess the current image with the current spec (cached per spec)."""
         rad = self.session.radiograph
-        if rad is None:
+        if rad is None or self._opening:  # the image being opened is preprocessed with the spec of then
             return
         spec = self.spec_for()
         res = self.cache.pipeline_for(spec)
