@@ -295,6 +295,7 @@ def load_checkpoint(
         )
     model.class_names = class_names
     model.multi_label = bool(obj.get("multi_label", False) if multi_label is None else multi_label)
+    model.default_preprocess = spec.to_dict()  # the input it is used with (activation maximisation, layer table)
     model.eval()
     try:
         model.to(torch.device(device))
