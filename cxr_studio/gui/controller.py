@@ -90,6 +90,8 @@ class Controller(QObject):
 
     def _image_opened(self, res: jobs.PipelineResult, lung_mask: np.ndarray | None) -> None:
         self._opening = False
+        self._forward_waiters.clear()  # jobs for the old image queued while this one opened: nobody waits
+        self._rank_waiters.clear()  # for them now (their results are dropped when they come)
         self.session.set_image(res.radiograph, lung_mask)  # a new image: the Session's cache starts again
         if spec_key(res.preprocessed.spec) != spec_key(self.spec_for()):  # the model or the Pipeline dock
             self.cache.keep_pipeline(res)  # changed while it opened: preprocess it as they say now
@@ -166,7 +168,7 @@ class Controller(QObject):
             if then:
                 waiting.append(then)
             return
-        self._forward_waiters[key] = [then] if then else []
+        waiters = self._forward_waiters[key] = [then] if then else []
         cached = self.cache.pipeline_for(spec)
 
         def run(loaded: Any, rad: Any, spec: Any, cached: Any, lungs: tuple[Any, Any], cancel: Any = None,
@@ -178,17 +180,17 @@ class Controller(QObject):
 
         def done(out: tuple[Any, Any]) -> None:
             res, fwd = out
-            callbacks = self._forward_waiters.pop(key, [])
+            self._stop_waiting(self._forward_waiters, key, waiters)
             if rad is not self.session.radiograph or model_id not in self.session.models:
                 return  # stale: the image or the model changed meanwhile
             self.cache.keep_pipeline(res)
             self.cache.keep_forward(model_id, spec, fwd)
             self.forward_ready.emit(model_id)
-            for cb in callbacks:
+            for cb in waiters:
                 cb(fwd)
 
         def failed(msg: str) -> None:
-            self._forward_waiters.pop(key, None)
+            self._stop_waiting(self._forward_waiters, key, waiters)
             self.message.emit(f"Forward pass of {model_id} cancelled.") if msg == "cancelled" else self.error.emit(msg)
 
         self.bridge.submit(f"forward pass ({model_id})", run, self.loaded(model_id), rad, spec, cached,
@@ -248,9 +250,11 @@ class Controller(QObject):
         if key in self.cache.thumbnails:
             self.thumbnails_ready.emit(self.session.layer, self.cache.thumbnails[key])
             return
-        layer = self.session.layer
+        layer, rad = self.session.layer, self.session.radiograph
 
         def done(t: np.ndarray) -> None:
+            if rad is not self.session.radiograph:
+                return  # another image was opened meanwhile
             self.cache.thumbnails[key] = t
             if layer == self.session.layer:
                 self.thumbnails_ready.emit(layer, t)
@@ -282,20 +286,30 @@ class Controller(QObject):
             if then:
                 self._rank_waiters[key].append(then)
             return
-        self._rank_waiters[key] = [then] if then else []
+        waiters = self._rank_waiters[key] = [then] if then else []
+        rad = s.radiograph
 
         def done(r: list[tuple[int, float]]) -> None:
+            self._stop_waiting(self._rank_waiters, key, waiters)
+            if rad is not self.session.radiograph:
+                return  # another image was opened meanwhile: this ranking is of the old one
             self.cache.rankings[key] = r
-            self._ranking_done(key, layer, r, self._rank_waiters.pop(key, []))
+            self._ranking_done(key, layer, r, waiters)
 
         def failed(msg: str) -> None:
-            self._rank_waiters.pop(key, None)
+            self._stop_waiting(self._rank_waiters, key, waiters)
             self.error.emit(msg)
 
         loaded = self.loaded()
         placement = jobs.placement(loaded.model, layer) if loaded is not None else None
         self.bridge.submit("ranking channels", jobs.rank, act, method, p.geometry, p.lung_mask, s.region,
                            placement, on_result=done, on_error=failed)
+
+    @staticmethod
+    def _stop_waiting(table: dict, key: Any, waiters: list[Any]) -> None:
+        """A job is over: forget its waiters (not those of a newer job under the same key)."""
+        if table.get(key) is waiters:
+            del table[key]
 
     def _ranking_done(self, key: tuple, layer: str, r: list[tuple[int, float]], callbacks: list[Any]) -> None:
         if layer != self.session.layer or key[:3] != self._layer_key():

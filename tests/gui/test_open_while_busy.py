@@ -58,3 +58,32 @@ def test_an_image_opened_in_the_same_moment_as_a_model_switch_uses_that_model(
     assert s.current_model_id == first_id and s.heatmap.model_id == first_id and w.last_error is None
     assert s.preprocessed.original.shape == other.pixels.shape
     assert s.preprocessed.spec.clahe == s.effective_spec(first_id).clahe != s.effective_spec(second_id).clahe
+
+
+def test_a_layer_change_while_an_image_opens_leaves_no_result_of_the_old_image(
+        qtbot: Any, loaded_window: Any) -> None:
+    """A ranking or thumbnails job for the image shown, queued while another image opens, finishes
+    after it: its result is dropped, so the new image's strongest channel is its own."""
+    from cxr_studio.core.inspect.activations import rank_channels
+    from cxr_studio.core.models.placement import layer_placement
+    from cxr_studio.core.phantoms.phantom import make_phantom
+
+    w = loaded_window
+    s, c = w.session, w.controller
+    other = make_phantom(21, size=320, abnormal=True).radiograph()
+    w.last_error = None
+    c.open_image(other)  # the open is queued first ...
+    s.select_layer("relu4")  # ... then the layer change's ranking and thumbnails for the image shown
+    qtbot.waitUntil(lambda: s.radiograph is other and s.heatmap is not None and w.bridge.pending == 0,
+                    timeout=60000)
+    qtbot.waitUntil(lambda: w.bridge.pending == 0 and s.heatmap.layer == s.layer, timeout=60000)
+    act = c.activation()
+    loaded = c.loaded()
+    best = rank_channels(act, s.ranking, geometry=s.preprocessed.geometry, lung_mask=s.preprocessed.lung_mask,
+                         placement=layer_placement(loaded.model, s.layer))[0][0]
+    assert s.heatmap.channel == best and w.last_error is None
+    for key, order in s.cache.rankings.items():  # every kept ranking is of this image's activations
+        layer_act = c.forward_for(key[0]).activations[key[1]]
+        assert order == rank_channels(layer_act, key[3], geometry=s.preprocessed.geometry,
+                                      lung_mask=s.preprocessed.lung_mask,
+                                      placement=layer_placement(loaded.model, key[1]))
