@@ -79,6 +79,7 @@ class Controller(QObject):
         self._forward_waiters.clear()
         self._rank_waiters.clear()
         self._opening = True
+        self.saliency.stop()  # a slow map of the old image is not wanted any more
         spec = self.spec_for()
         self.bridge.submit("opening image", jobs.run_pipeline, source, spec, *LungMasks(lung_mask).for_spec(spec),
                            key="pipeline", on_result=lambda res: self._image_opened(res, lung_mask),
@@ -351,9 +352,11 @@ class Controller(QObject):
             self._show(channel_heatmap(act, ch, s.scale, placement, p.geometry, layer=s.layer, model_id=mid,
                                        ranking_method=s.ranking))
             return
-        layer, method = s.layer, s.method
+        layer, method, rad = s.layer, s.method, s.radiograph
 
         def view(res: Any, final: bool) -> None:  # partial maps (arrays) of slow methods are drawn, not kept
+            if rad is not self.session.radiograph:
+                return  # asked for while another image opened: a map of the old one
             if final:
                 self._show(dataclasses.replace(res, model_id=mid))
             else:

@@ -64,8 +64,9 @@ class SaliencyRunner(QObject):
             kw["partial"] = throttled(lambda m: self._partial.emit(token, m))
 
         def done(res: Any) -> None:
-            if token == self.token:
-                self.slow_job = None
+            if token != self.token:
+                return  # a newer request (or `stop`) replaced this one: its map is not wanted
+            self.slow_job = None
             view(res, True)
 
         jid = self.bridge.submit(LABELS.get(method, method), jobs.heatmap, *args, key="heatmap", cancellable=slow,

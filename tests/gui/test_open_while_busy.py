@@ -87,3 +87,26 @@ def test_a_layer_change_while_an_image_opens_leaves_no_result_of_the_old_image(
         assert order == rank_channels(layer_act, key[3], geometry=s.preprocessed.geometry,
                                       lung_mask=s.preprocessed.lung_mask,
                                       placement=layer_placement(loaded.model, key[1]))
+
+
+def test_a_heatmap_of_the_old_image_is_never_shown_on_the_new_one(qtbot: Any, loaded_window: Any) -> None:
+    """Grad-CAM asked for while another image opens is computed on the image shown and finishes after
+    the new image arrived: it is dropped, never drawn or stored over the new image."""
+    from cxr_studio.core.phantoms.phantom import make_phantom
+
+    w = loaded_window
+    s = w.session
+    other = make_phantom(22, size=300, abnormal=True).radiograph()
+    assert other.pixels.shape != s.radiograph.pixels.shape
+    seen: list[tuple[Any, Any]] = []
+    s.events.heatmap.connect(lambda hm: seen.append((s.radiograph, hm)))
+    drawn: list[tuple[Any, Any]] = []
+    w.controller.heatmap_ready.connect(lambda hm: drawn.append((s.radiograph, hm)))
+    w.controller.open_image(other)
+    s.method = "gradcam"  # computed at once, on the image shown (its forward pass is there)
+    qtbot.waitUntil(lambda: s.radiograph is other and getattr(s.heatmap, "method", None) == "gradcam"
+                    and w.bridge.pending == 0, timeout=60000)
+    for rad, hm in seen + drawn:
+        if hm is not None and rad is other:
+            assert tuple(hm.geometry.original_size) == other.pixels.shape
+    assert tuple(s.heatmap.geometry.original_size) == other.pixels.shape and w.last_error is None
