@@ -196,10 +196,11 @@ class CompareDock(QDockWidget):
             return
         self.controller.bridge.submit(
             f"compare ({mid})", jobs.compare_row, mid, loaded, res.preprocessed, fwd, s.ranking, s.region,
-            s.class_index, s.scale, key=f"compare:{mid}", on_result=self._row_done, on_error=c.error.emit)
+            s.class_index, s.scale, key=f"compare:{mid}",
+            on_result=lambda row, rad=s.radiograph: self._row_done(row, rad), on_error=c.error.emit)
 
-    def _row_done(self, row: jobs.CompareRow) -> None:
-        if row.model_id in self.session.models:
+    def _row_done(self, row: jobs.CompareRow, radiograph: Any) -> None:
+        if row.model_id in self.session.models and radiograph is self.session.radiograph:  # else: another image
             self.rows[row.model_id] = row
             self._rebuild()
 
