@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         view.graphics.viewport().repaint()
         sw_t.append(time.perf_counter() - t0)
     assert w.bridge.pending == 0, "a channel switch must not need the worker"
-    fwd = c.forward_for()
+    fwd = s.cached_forward()
     base_c = []
     for i in range(max(3, reps // 4)):
         t0 = time.perf_counter()
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             from cxr_studio.core.pipeline import preprocess
 
             t0 = time.perf_counter()
-            p = preprocess(rad, c.spec_for(arch), lung_mask=mask)
+            p = preprocess(rad, s.effective_spec(arch), lung_mask=mask)
             f = compute_forward(loaded, p)
             compute_heatmap(loaded, p, f, s.layer, "strongest", "activation", None, "channel", "max")
             core_t.append(time.perf_counter() - t0)

@@ -60,27 +60,17 @@ class Controller(QObject):
         mid = model_id or self.session.current_model_id
         return self.session.models.get(mid) if mid else None
 
-    def spec_for(self, model_id: str | None = None) -> Any:
-        """The model's preprocessing with the user's Pipeline-dock choices: the Session's one rule."""
-        return self.session.effective_spec(model_id)
-
-    def forward_for(self, model_id: str | None = None) -> Any:
-        """The cached forward pass of a model (default: the current one) on the current image, or None."""
-        return self.session.cached_forward(model_id)
-
     def activation(self, layer: str | None = None) -> np.ndarray | None:
-        fwd, name = self.forward_for(), layer or self.session.layer
+        fwd, name = self.session.cached_forward(), layer or self.session.layer
         return None if fwd is None or name is None else fwd.activations.get(name)
 
     # -- opening things -------------------------------------------------------------------------
     def open_image(self, source: Any, lung_mask: np.ndarray | None = None) -> None:
         """Open a path or a Radiograph: read + preprocess in the worker, then everything else."""
         self.auto_strongest = True
-        self._forward_waiters.clear()
-        self._rank_waiters.clear()
         self._opening = True
         self.saliency.stop()  # a slow map of the old image is not wanted any more
-        spec = self.spec_for()
+        spec = self.session.effective_spec()
         self.bridge.submit("opening image", jobs.run_pipeline, source, spec, *LungMasks(lung_mask).for_spec(spec),
                            key="pipeline", on_result=lambda res: self._image_opened(res, lung_mask),
                            on_error=self._open_failed)
@@ -94,7 +84,7 @@ class Controller(QObject):
         self._forward_waiters.clear()  # jobs for the old image queued while this one opened: nobody waits
         self._rank_waiters.clear()  # for them now (their results are dropped when they come)
         self.session.set_image(res.radiograph, lung_mask)  # a new image: the Session's cache starts again
-        if spec_key(res.preprocessed.spec) != spec_key(self.spec_for()):  # the model or the Pipeline dock
+        if spec_key(res.preprocessed.spec) != spec_key(self.session.effective_spec()):  # the model or the Pipeline dock
             self.cache.keep_pipeline(res)  # changed while it opened: preprocess it as they say now
             self.rerun_pipeline()
             return
@@ -105,7 +95,7 @@ class Controller(QObject):
         rad = self.session.radiograph
         if rad is None or self._opening:  # the image being opened is preprocessed with the spec of then
             return
-        spec = self.spec_for()
+        spec = self.session.effective_spec()
         res = self.cache.pipeline_for(spec)
         if res is not None:
             self._pipeline_done(res)
@@ -154,7 +144,7 @@ class Controller(QObject):
     def ensure_forward(self, model_id: str, then: Any = None) -> None:
         """Run (or reuse) the forward pass of ``model_id`` on the current image; ``then(fwd)``
         runs when it is there (callbacks of concurrent requests are all kept)."""
-        spec = self.spec_for(model_id)
+        spec = self.session.effective_spec(model_id)
         key = (model_id, spec_key(spec))
         cached_fwd = self.cache.forward_for(model_id, spec)
         if cached_fwd is not None:
@@ -203,7 +193,7 @@ class Controller(QObject):
         if mid is None or self.session.preprocessed is None:
             return
         if mid not in self.cache.layers:
-            size = int(self.spec_for(mid).input_size)
+            size = int(self.session.effective_spec(mid).input_size)
             self.bridge.submit("listing layers", jobs.layer_list, self.loaded(mid), size,
                                key=f"layers:{mid}", on_result=lambda ls, m=mid: self._layers_done(m, ls),
                                on_error=self.error.emit)
@@ -217,8 +207,8 @@ class Controller(QObject):
         if mid != self.session.current_model_id:
             return
         s = self.session
-        fwd = self.forward_for(mid)
-        if s.preprocessed is not None and spec_key(s.preprocessed.spec) == spec_key(self.spec_for(mid)):
+        fwd = self.session.cached_forward(mid)
+        if s.preprocessed is not None and spec_key(s.preprocessed.spec) == spec_key(self.session.effective_spec(mid)):
             s.set_forward(mid, fwd)
         if s.layer is None or s.layer not in fwd.activations:
             from cxr_studio.core.models.layers import deepest_conv  # torch: see the top
@@ -240,7 +230,7 @@ class Controller(QObject):
 
     def _layer_key(self) -> tuple[str, str, str]:
         s = self.session
-        return (str(s.current_model_id), str(s.layer), spec_key(self.spec_for()))
+        return (str(s.current_model_id), str(s.layer), spec_key(self.session.effective_spec()))
 
     def refresh_thumbnails(self) -> None:
         act = self.activation()
@@ -333,7 +323,7 @@ class Controller(QObject):
     def refresh_heatmap(self) -> None:
         s = self.session
         mid, p = s.current_model_id, s.preprocessed
-        fwd = self.forward_for(mid) if mid else None
+        fwd = self.session.cached_forward(mid) if mid else None
         if fwd is None or p is None or s.layer is None:
             return
         act = fwd.activations.get(s.layer)

@@ -279,7 +279,7 @@ def test_effective_spec_and_render_settings() -> None:
     s.spec = None
     s.add_model("m", FakeLoaded())
     assert s.effective_spec() == PreprocessSpec.preset("fast")
-    s.spec = {"segmentation": "none", "input_size": 64}  # the one rule (the controller's spec_for is it):
+    s.spec = {"segmentation": "none", "input_size": 64}  # the one rule (the one the app computes with):
     fast = PreprocessSpec.preset("fast")  # the Pipeline dock's keys on top of the model's, not its input size
     assert s.effective_spec() == fast.replace(segmentation="none") and s.effective_spec("m") == s.effective_spec()
     s.set_image(Radiograph.from_array(np.zeros((8, 8), np.uint8), path="/x/a.png"))

@@ -73,11 +73,11 @@ def test_forward_pass_can_be_cancelled(qtbot: Any, loaded_window: Any, monkeypat
     qtbot.waitUntil(lambda: w.bridge.pending == 0, timeout=30000)
     assert any("cancelled" in m for m in messages)
     assert w.last_error is None and not w.cancel_button.isVisibleTo(w)
-    assert w.controller.forward_for() is None  # nothing half-done was kept
+    assert w.session.cached_forward() is None  # nothing half-done was kept
     monkeypatch.setattr(views, "compute_forward", original)
     w.session.channel = 2  # still usable: the next request runs the pass again
     w.controller.refresh_forward()
-    qtbot.waitUntil(lambda: w.controller.forward_for() is not None, timeout=60000)
+    qtbot.waitUntil(lambda: w.session.cached_forward() is not None, timeout=60000)
 
 
 def test_folder_export_can_be_cancelled(qtbot: Any, window: Any, phantom: Any, unsegmented: Path,

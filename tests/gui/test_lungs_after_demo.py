@@ -69,7 +69,7 @@ def test_real_image_after_demo_gets_segmented_lungs_and_lungs_ranking(
     assert w.session.ranking == "lungs" and w.session.heatmap.channel == best
     # segmentation switched to auto: the same mask is reused and still says what made it
     model_input = p.model_input.copy()
-    w.session.spec = w.controller.spec_for().replace(segmentation="auto", crop=False)
+    w.session.spec = w.session.effective_spec().replace(segmentation="auto", crop=False)
     qtbot.waitUntil(lambda: w.session.preprocessed is not p
                     and w.session.preprocessed.spec.segmentation == "auto", timeout=60000)
     q = w.session.preprocessed

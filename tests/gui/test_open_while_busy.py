@@ -83,7 +83,7 @@ def test_a_layer_change_while_an_image_opens_leaves_no_result_of_the_old_image(
                          placement=layer_placement(loaded.model, s.layer))[0][0]
     assert s.heatmap.channel == best and w.last_error is None
     for key, order in s.cache.rankings.items():  # every kept ranking is of this image's activations
-        layer_act = c.forward_for(key[0]).activations[key[1]]
+        layer_act = s.cached_forward(key[0]).activations[key[1]]
         assert order == rank_channels(layer_act, key[3], geometry=s.preprocessed.geometry,
                                       lung_mask=s.preprocessed.lung_mask,
                                       placement=layer_placement(loaded.model, key[1]))

@@ -60,9 +60,9 @@ class PipelineDock(QDockWidget):
         self.info.setWordWrap(True)
         lay.addWidget(self.info)
         self.setWidget(w)
-        self.show_spec(controller.spec_for())
+        self.show_spec(session.effective_spec())
         controller.pipeline_ready.connect(self.show_result)
-        session.events.current_model_id.connect(lambda _: self.show_spec(controller.spec_for()))
+        session.events.current_model_id.connect(lambda _: self.show_spec(session.effective_spec()))
 
     def show_spec(self, spec: Any) -> None:
         for wdg in (self.segmentation, self.clahe, self.clip, self.tiles):
@@ -76,7 +76,7 @@ class PipelineDock(QDockWidget):
 
     def apply_settings(self) -> None:
         """Push the edited settings into the session (the controller re-runs the pipeline)."""
-        spec = self.controller.spec_for().replace(
+        spec = self.session.effective_spec().replace(
             segmentation=self.segmentation.currentText(), clahe=self.clahe.isChecked(),
             clahe_clip=float(self.clip.value()), clahe_tiles=int(self.tiles.value()))
         spec.validate()
