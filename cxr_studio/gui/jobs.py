@@ -260,9 +260,5 @@ def compare_row(model_id: str, loaded: Any, prep: Any, fwd: Any, ranking: str, r
         ranking = "max"
     act = compute_heatmap(loaded, prep, fwd, layer, "strongest", "activation", class_index, scale, ranking, region)
     cam = compute_heatmap(loaded, prep, fwd, layer, "strongest", "gradcam", class_index, scale, ranking, region)
-    from cxr_studio.core.models.placement import data_mask, layer_placement
-
-    grid = fwd.activations[layer].shape[1:] if layer in fwd.activations else None
-    valid = data_mask(grid, layer_placement(loaded.model, layer), prep.geometry.input_size) if grid else None
-    return CompareRow(model_id, layer, getattr(act, "channel", None), act.map_input, cam.map_input,
-                      tuple(prep.geometry.crop_box), np.asarray(fwd.probabilities), valid)
+    return CompareRow(model_id, layer, act.channel, act.map_input, cam.map_input, act.crop_box,
+                      np.asarray(fwd.probabilities), act.valid)  # valid: where the layer's maps have a value
